@@ -1,0 +1,26 @@
+//! Everything the ingress and the worker must agree on, in one crate.
+//!
+//! * [`fields`] and [`country`]: one type per customer field; each parses (trims, checks,
+//!   normalises) on construction, so a value of that type is always valid.
+//! * [`new_customer`]: turns a request body into a [`NewCustomer`], collecting every field
+//!   error of the request at once.
+//! * [`customer`]: the stored record ([`Customer`]), its TypeID ([`CustomerId`]) and
+//!   timestamps, serialised with keys in the documented order.
+//! * [`error`] and [`problem`]: the single mapping from an [`ApiError`] to a status code and
+//!   an RFC 9457 problem body, used by HTTP and NATS alike.
+//! * [`protocol`]: NATS subjects and header names.
+//! * [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
+
+pub mod country;
+pub mod customer;
+pub mod error;
+pub mod fields;
+pub mod new_customer;
+pub mod problem;
+pub mod protocol;
+pub mod schema;
+
+pub use customer::{Customer, CustomerId, Timestamp};
+pub use error::ApiError;
+pub use new_customer::NewCustomer;
+pub use problem::{FieldError, FieldErrorCode, Problem};

@@ -1,0 +1,83 @@
+//! JSON Schemas of the wire bodies, generated from the Rust types with schemars. The
+//! generated files are committed under `shared/schemas/`; the `schemas_match_committed_files`
+//! test fails when they drift from the types (regenerate with `UPDATE_SCHEMAS=1 cargo test -p
+//! customers-shared`).
+
+use schemars::{JsonSchema, Schema, schema_for};
+use serde_json::{Map, Value};
+
+use crate::customer::Customer;
+use crate::fields::Status;
+use crate::problem::Problem;
+
+/// The body of `POST /api/v1/customers` and of a `customers.v1.create` request. Strings are
+/// trimmed before the rules apply; this type documents the wire shape, while
+/// [`crate::NewCustomer::parse`] enforces it and reports every violation.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+pub struct CreateCustomerRequest {
+    #[schemars(length(min = 1, max = 200))]
+    name: String,
+    #[schemars(length(max = 254), email)]
+    email: String,
+    #[schemars(length(max = 32), pattern(r"^\s*\+?[0-9 ().-]+\s*$"))]
+    phone: Option<String>,
+    address: Option<AddressRequest>,
+    #[schemars(length(min = 1, max = 255), pattern(r"^\s*\S+\s*$"))]
+    payment_method: Option<String>,
+    /// Defaults to `active`.
+    status: Option<Status>,
+    #[schemars(extend("maxProperties" = 50))]
+    custom_data: Option<Map<String, Value>>,
+}
+
+/// A billing address in a request.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+pub struct AddressRequest {
+    #[schemars(length(min = 1, max = 100))]
+    city: String,
+    /// An ISO 3166-1 alpha-2 code in any case, or the country's English name.
+    #[schemars(length(min = 2))]
+    country: String,
+}
+
+/// Every published schema, by file name.
+pub fn all() -> Vec<(&'static str, Schema)> {
+    vec![
+        (
+            "create_customer_request.json",
+            schema_for!(CreateCustomerRequest),
+        ),
+        ("customer.json", schema_for!(Customer)),
+        ("problem.json", schema_for!(Problem)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn schemas_match_committed_files() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+        for (file, schema) in super::all() {
+            let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            let path = dir.join(file);
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &generated).unwrap();
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "{} is out of date with the Rust types; run \
+                 `UPDATE_SCHEMAS=1 cargo test -p customers-shared` and commit the result",
+                path.display()
+            );
+        }
+    }
+}
