@@ -120,21 +120,28 @@ impl Serialize for Timestamp {
 
 /// A stored customer, exactly as every success reply shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[schemars(transform = every_key_required)]
 pub struct Customer {
     pub id: CustomerId,
     pub name: CustomerName,
     pub email: CustomerEmail,
-    #[schemars(required)]
     pub phone: Option<Phone>,
-    #[schemars(required)]
     pub address: Option<Address>,
-    #[schemars(required)]
     pub payment_method: Option<PaymentMethod>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub status: Status,
-    #[schemars(required)]
     pub custom_data: Option<CustomData>,
+}
+
+/// Every key of a customer is always present (null when unset), so all are `required`.
+fn every_key_required(schema: &mut schemars::Schema) {
+    let keys: Vec<serde_json::Value> = schema
+        .get("properties")
+        .and_then(serde_json::Value::as_object)
+        .map(|properties| properties.keys().cloned().map(Into::into).collect())
+        .unwrap_or_default();
+    schema.insert("required".to_owned(), keys.into());
 }
 
 impl Customer {
