@@ -11,6 +11,9 @@ pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Default subject prefix: subjects are `{prefix}.v1.{endpoint}`.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "customers";
 
+/// Largest create body accepted by default, over HTTP and NATS alike (64 KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// Name of the create endpoint within the service.
 pub const CREATE_ENDPOINT: &str = "create";
 

@@ -1,0 +1,54 @@
+//! The ingress's configuration: every setting is a command-line flag with an environment
+//! variable and a default, so `customers-ingress --help` documents them all.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Thin HTTP front door of the customers service: forwards `POST /api/v1/customers` to the
+/// worker over NATS and maps its reply to HTTP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "customers-ingress", version)]
+pub struct Config {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "CUSTOMERS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Subject prefix: creates are sent to `{prefix}.v1.create`.
+    #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::protocol::DEFAULT_SUBJECT_PREFIX)]
+    pub subject_prefix: String,
+
+    /// Largest request body accepted, in bytes; larger is 413.
+    #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::protocol::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// How long to wait for the worker's reply before answering 504.
+    #[arg(long, env = "CUSTOMERS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long a client may take to send the request headers (slowloris guard).
+    #[arg(long, env = "CUSTOMERS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time allowed on SIGTERM/SIGINT for in-flight requests to complete.
+    #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Timeout for the initial connection to NATS.
+    #[arg(long, env = "CUSTOMERS_NATS_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub nats_connect_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults, for tests and embedders: NATS at `nats_url`.
+    pub fn new(nats_url: impl Into<String>) -> Self {
+        let mut config = Self::parse_from(["customers-ingress"]);
+        config.nats_url = nats_url.into();
+        config
+    }
+}

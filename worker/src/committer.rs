@@ -1,0 +1,99 @@
+//! Group commit. Request tasks hand validated creates to one committer thread through a
+//! bounded queue. The thread takes everything queued (up to `max_group`), commits it as one
+//! transaction with one fsync, then answers every member. Under load one fsync serves many
+//! creates; a lone create is committed as soon as it arrives, with no added wait.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Outcome, PendingCreate, Store, StoreError};
+
+/// Why a create was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The queue is full: the worker is overloaded.
+    #[error("the commit queue is full")]
+    Overloaded,
+    /// The committer has stopped (the worker is shutting down).
+    #[error("the committer has stopped")]
+    Stopped,
+    /// The group's transaction or fsync failed; nothing of the group is acknowledged.
+    #[error("group commit failed: {0}")]
+    Store(Arc<StoreError>),
+}
+
+struct Job {
+    create: PendingCreate,
+    reply: oneshot::Sender<Result<Outcome, CommitError>>,
+}
+
+/// Submits creates to the committer thread. Cheap to clone; the thread stops once every
+/// handle is dropped and the queue is drained.
+#[derive(Clone)]
+pub struct CommitHandle {
+    queue: mpsc::Sender<Job>,
+}
+
+impl CommitHandle {
+    /// Queues `create` and waits until its group is durable.
+    pub async fn commit(&self, create: PendingCreate) -> Result<Outcome, CommitError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .try_send(Job { create, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => CommitError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => CommitError::Stopped,
+            })?;
+        outcome.await.map_err(|_| CommitError::Stopped)?
+    }
+}
+
+/// Starts the committer thread. Join the returned handle after dropping every
+/// [`CommitHandle`] to wait for the last group.
+pub fn spawn(
+    store: Arc<Store>,
+    max_pending: usize,
+    max_group: usize,
+) -> std::io::Result<(CommitHandle, JoinHandle<()>)> {
+    let (queue, jobs) = mpsc::channel(max_pending.max(1));
+    let thread = std::thread::Builder::new()
+        .name("committer".into())
+        .spawn(move || run(&store, jobs, max_group.max(1)))?;
+    Ok((CommitHandle { queue }, thread))
+}
+
+fn run(store: &Store, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
+    let mut creates: Vec<PendingCreate> = Vec::with_capacity(max_group);
+    let mut replies = Vec::with_capacity(max_group);
+    while let Some(first) = jobs.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(Job { create, reply }) = next {
+            creates.push(create);
+            replies.push(reply);
+            next = if creates.len() < max_group {
+                jobs.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        match store.commit(&creates) {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                    // A requester that went away no longer needs its answer.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, group_size = creates.len(), "group commit failed");
+                let e = Arc::new(e);
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(CommitError::Store(e.clone())));
+                }
+            }
+        }
+        creates.clear();
+    }
+    tracing::debug!("committer stopped: queue closed and drained");
+}

@@ -1,0 +1,59 @@
+//! The worker's configuration: every setting is a command-line flag with an environment
+//! variable and a default, so `customers-worker --help` documents them all.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The customers NATS micro service: validates create requests, enforces case-insensitive
+/// email uniqueness and stores customers durably in sled.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "customers-worker", version)]
+pub struct Config {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Directory of the sled database (created if missing; one worker process per directory).
+    #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Subject prefix: the create endpoint listens on `{prefix}.v1.create`.
+    #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::protocol::DEFAULT_SUBJECT_PREFIX)]
+    pub subject_prefix: String,
+
+    /// sled page cache size in bytes.
+    #[arg(long, env = "CUSTOMERS_CACHE_CAPACITY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_capacity_bytes: u64,
+
+    /// Largest request payload accepted over NATS, in bytes (same default as the ingress).
+    #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::protocol::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Creates that may wait for the committer; past this the worker answers 503 at once.
+    #[arg(long, env = "CUSTOMERS_MAX_PENDING", default_value_t = 4096)]
+    pub max_pending: usize,
+
+    /// Most creates applied and fsynced together in one group commit.
+    #[arg(long, env = "CUSTOMERS_MAX_GROUP", default_value_t = 1024)]
+    pub max_group: usize,
+
+    /// Time allowed on SIGTERM/SIGINT to finish accepted requests before exiting.
+    #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Timeout for the initial connection to NATS.
+    #[arg(long, env = "CUSTOMERS_NATS_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub nats_connect_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults, for tests and embedders: NATS at `nats_url`, data in `data_dir`.
+    pub fn new(nats_url: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["customers-worker"]);
+        config.nats_url = nats_url.into();
+        config.data_dir = data_dir.into();
+        config
+    }
+}
