@@ -1,1 +1,305 @@
+//! Test helpers for the system tests in `tests/tests/`: a real `nats-server` on an ephemeral
+//! loopback port ([`NatsServer`]), a real worker on a temporary sled directory
+//! ([`TestWorker`]), a real ingress on port 0 ([`TestIngress`]), and [`spawn_app`], which
+//! starts all three and offers HTTP and NATS clients.
+//!
+//! `nats-server` is taken from `NATS_SERVER_BIN`, else from `PATH`; the README's test
+//! command provides it. A missing binary fails the tests; it never skips them.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use customers_ingress::Ingress;
+use customers_worker::Worker;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The seed document's example request, verbatim.
+pub const SEED_REQUEST: &str = r#"{
+  "name": "Brighton Mboya",
+  "email": "brighton@jani.com",
+  "phone": "+2557881234567",
+  "address": {
+    "city": "Dar es Salaam",
+    "country": "Tanzania"
+  },
+  "payment_method": "card_01h3vjs3b16yc3f9q8q9pfrb79",
+  "status": "active",
+  "custom_data": {
+    "loyalty_program": "Gold"
+  }
+}"#;
+
+/// A `nats-server` process on 127.0.0.1 and a port it chose; killed on drop.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// Starts on `port`, or on an ephemeral port when `None`; returns once the server
+    /// reports that it is ready.
+    pub fn start_on(port: Option<u16>) -> Self {
+        let binary = std::env::var_os("NATS_SERVER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("nats-server"));
+        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        let mut child = Command::new(&binary)
+            .args(["-a", "127.0.0.1", "-p", &port_arg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; run the tests with the README's test command, which provides nats-server",
+                    binary.display()
+                )
+            });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut port = None;
+        for line in lines.by_ref() {
+            let line = line.expect("nats-server log line");
+            if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+            }
+            if line.contains("Server is ready") {
+                break;
+            }
+        }
+        let port = port.expect("nats-server did not report its client port");
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server and waits for the process to exit.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A worker running in this process; `stop` shuts it down gracefully.
+pub struct TestWorker {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestWorker {
+    pub async fn start(nats_url: &str, data_dir: &Path) -> Self {
+        Self::start_with(customers_worker::Config::new(nats_url, data_dir)).await
+    }
+
+    pub async fn start_with(config: customers_worker::Config) -> Self {
+        let worker = Worker::start(config).await.expect("worker starts");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stop.await;
+        }));
+        Self {
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    /// Graceful shutdown; returns when the worker has closed its database.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await.expect("worker task");
+    }
+}
+
+/// An ingress running in this process on 127.0.0.1 and an ephemeral port.
+pub struct TestIngress {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestIngress {
+    pub async fn start(nats_url: &str) -> Self {
+        Self::start_with(customers_ingress::Config::new(nats_url)).await
+    }
+
+    pub async fn start_with(mut config: customers_ingress::Config) -> Self {
+        config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        let listener = Ingress::bind(&config).await.expect("ingress binds");
+        let addr = listener.local_addr().expect("bound address");
+        let ingress = Ingress::connect(&config).await.expect("ingress connects");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(ingress.run(listener, async {
+            let _ = stop.await;
+        }));
+        Self {
+            addr,
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await.expect("ingress task");
+    }
+}
+
+/// An HTTP response with its body read and, when it is JSON, parsed.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A keep-alive HTTP/1.1 client for the ingress.
+#[derive(Clone)]
+pub struct HttpClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// `POST /api/v1/customers` with a JSON body.
+    pub async fn create(&self, body: &str) -> TestResponse {
+        self.send(
+            http::Request::post(format!("{}/api/v1/customers", self.base))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+                .expect("valid request"),
+        )
+        .await
+    }
+
+    /// Any request; `path` is relative to the ingress.
+    pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+    }
+
+    pub async fn send(&self, request: http::Request<Full<Bytes>>) -> TestResponse {
+        let response = self.client.request(request).await.expect("HTTP request");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("response body").to_bytes();
+        TestResponse {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+/// NATS server, worker, ingress and clients for one test, each on its own ports and
+/// temporary database.
+pub struct TestApp {
+    pub nats: NatsServer,
+    pub worker: Option<TestWorker>,
+    pub ingress: TestIngress,
+    pub data_dir: tempfile::TempDir,
+    pub http: HttpClient,
+    pub nats_client: async_nats::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let worker = TestWorker::start(&nats.url(), data_dir.path()).await;
+    let ingress = TestIngress::start(&nats.url()).await;
+    let nats_client = async_nats::connect(nats.url()).await.expect("NATS client");
+    TestApp {
+        http: HttpClient::new(ingress.addr),
+        nats,
+        worker: Some(worker),
+        ingress,
+        data_dir,
+        nats_client,
+    }
+}
+
+impl TestApp {
+    /// Sends a create request straight to the worker over NATS.
+    pub async fn nats_create(&self, payload: impl Into<Bytes>) -> async_nats::Message {
+        self.nats_client
+            .request("customers.v1.create", payload.into())
+            .await
+            .expect("NATS reply")
+    }
+
+    pub async fn stop_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await;
+        }
+    }
+
+    pub async fn restart_worker(&mut self) {
+        self.stop_worker().await;
+        self.worker = Some(TestWorker::start(&self.nats.url(), self.data_dir.path()).await);
+    }
+}
+
+/// A request body with the given email and otherwise valid fields.
+pub fn customer_with_email(email: &str) -> String {
+    serde_json::json!({"name": "Test Customer", "email": email}).to_string()
+}
+
+/// Header value of a NATS message.
+pub fn nats_header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str())
+}
+
+/// Upper bound used where a test waits for something that should take milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(10);
