@@ -1,42 +1,30 @@
-//! `customers-ingress`: parses the configuration, sets up logging, connects to NATS, binds
-//! the listen address and serves until SIGINT or SIGTERM.
+//! `customers-ingress`: parses the configuration, sets up logging, binds the listen address,
+//! connects to NATS and serves until SIGINT or SIGTERM.
 
-use clap::Parser;
+use std::process::ExitCode;
+
 use customers_ingress::{Config, Ingress};
-use tracing_subscriber::EnvFilter;
+use customers_shared::cli;
+
+const BINARY: &str = "customers-ingress";
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let started = async {
-        let listener = Ingress::bind(&config).await?;
-        let ingress = Ingress::connect(&config).await?;
-        Ok::<_, customers_ingress::IngressError>((listener, ingress))
+async fn main() -> ExitCode {
+    let config: Config = match cli::parse_config() {
+        Ok(config) => config,
+        Err(reason) => return cli::fail(BINARY, reason),
     };
-    match started.await {
-        Ok((listener, ingress)) => {
+    cli::init_logging();
+    let listener = match Ingress::bind(&config).await {
+        Ok(listener) => listener,
+        Err(e) => return cli::fail(BINARY, e),
+    };
+    match Ingress::connect(&config).await {
+        Ok(ingress) => {
             tracing::info!(listen = %config.listen, "serving");
-            ingress.run(listener, shutdown_signal()).await;
-            std::process::ExitCode::SUCCESS
+            ingress.run(listener, cli::shutdown_signal()).await;
+            ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("customers-ingress: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        Err(e) => cli::fail(BINARY, e),
     }
 }

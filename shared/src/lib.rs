@@ -10,7 +10,9 @@
 //!   an RFC 9457 problem body, used by HTTP and NATS alike.
 //! * [`protocol`]: NATS subjects and header names.
 //! * [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
+//! * [`cli`]: configuration parsing, logging and signal handling common to both binaries.
 
+pub mod cli;
 pub mod country;
 pub mod customer;
 pub mod error;

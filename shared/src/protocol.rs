@@ -17,14 +17,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Name of the create endpoint within the service.
 pub const CREATE_ENDPOINT: &str = "create";
 
-/// The subject group all v1 endpoints live under, e.g. `customers.v1`.
-pub fn v1_group(prefix: &str) -> String {
-    format!("{prefix}.v1")
-}
-
 /// The create subject, e.g. `customers.v1.create`.
 pub fn create_subject(prefix: &str) -> String {
-    format!("{}.{CREATE_ENDPOINT}", v1_group(prefix))
+    format!("{prefix}.v1.{CREATE_ENDPOINT}")
 }
 
 /// Header names used on NATS requests and replies (and, where they match, over HTTP).

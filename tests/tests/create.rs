@@ -12,14 +12,33 @@ async fn seed_request_creates_the_documented_customer() {
     assert_eq!(response.header("content-type"), Some("application/json"));
     let customer = response.json();
 
-    let keys: Vec<&str> = customer.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = customer
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         keys,
-        ["id", "name", "email", "phone", "address", "payment_method", "created_at", "updated_at", "status", "custom_data"],
+        [
+            "id",
+            "name",
+            "email",
+            "phone",
+            "address",
+            "payment_method",
+            "created_at",
+            "updated_at",
+            "status",
+            "custom_data"
+        ],
         "keys in the documented order"
     );
     let id = customer["id"].as_str().unwrap();
-    assert_eq!(response.header("location"), Some(format!("/api/v1/customers/{id}").as_str()));
+    assert_eq!(
+        response.header("location"),
+        Some(format!("/api/v1/customers/{id}").as_str())
+    );
     let mut without_generated = customer.clone();
     for key in ["id", "created_at", "updated_at"] {
         without_generated.as_object_mut().unwrap().remove(key);
@@ -43,20 +62,35 @@ async fn ids_and_timestamps_follow_the_contract() {
     let app = spawn_app().await;
     let mut previous: Option<String> = None;
     for i in 0..20 {
-        let customer = app.http.create(&customer_with_email(&format!("seq{i}@example.com"))).await.json();
+        let customer = app
+            .http
+            .create(&customer_with_email(&format!("seq{i}@example.com")))
+            .await
+            .json();
         let id = customer["id"].as_str().unwrap().to_owned();
         assert_eq!(id.len(), 30, "{id}");
         assert!(id.starts_with("cus_"), "{id}");
         let suffix = &id[4..];
         assert!(matches!(suffix.as_bytes()[0], b'0'..=b'7'), "{id}");
-        assert!(suffix.bytes().all(|b| b"0123456789abcdefghjkmnpqrstvwxyz".contains(&b)), "{id}");
+        assert!(
+            suffix
+                .bytes()
+                .all(|b| b"0123456789abcdefghjkmnpqrstvwxyz".contains(&b)),
+            "{id}"
+        );
         let created_at = customer["created_at"].as_str().unwrap();
         assert_eq!(customer["updated_at"], created_at);
         // 2024-09-01T15:00:00.000Z
         assert_eq!(created_at.len(), 24, "{created_at}");
-        assert!(created_at.ends_with('Z') && created_at.as_bytes()[19] == b'.', "{created_at}");
+        assert!(
+            created_at.ends_with('Z') && created_at.as_bytes()[19] == b'.',
+            "{created_at}"
+        );
         if let Some(previous) = &previous {
-            assert!(*previous < id, "sequential creates get increasing ids: {previous} then {id}");
+            assert!(
+                *previous < id,
+                "sequential creates get increasing ids: {previous} then {id}"
+            );
         }
         previous = Some(id);
     }
@@ -79,10 +113,23 @@ async fn request_id_is_echoed_or_generated() {
     assert_eq!(given.status, 201);
     assert_eq!(given.header("x-request-id"), Some("req-123"));
 
-    let generated = app.http.create(&customer_with_email("rid2@example.com")).await;
-    let id = generated.header("x-request-id").expect("a generated request id");
+    let generated = app
+        .http
+        .create(&customer_with_email("rid2@example.com"))
+        .await;
+    let id = generated
+        .header("x-request-id")
+        .expect("a generated request id");
     assert_eq!(id.len(), 36, "a UUID: {id}");
 
-    let errors_too = app.http.send(app.http.request("GET", "/nope").body(Default::default()).unwrap()).await;
+    let errors_too = app
+        .http
+        .send(
+            app.http
+                .request("GET", "/nope")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
     assert!(errors_too.header("x-request-id").is_some());
 }

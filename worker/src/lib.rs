@@ -48,8 +48,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Opens and checks the database, connects to NATS and registers the service.
+    /// Connects to NATS, opens and checks the database and registers the service.
     pub async fn start(config: Config) -> Result<Self, WorkerError> {
+        let client = connect(&config).await?;
         let store = Arc::new(Store::open(&config.data_dir, config.cache_capacity_bytes)?);
         let report = store.check_and_repair()?;
         tracing::info!(
@@ -63,7 +64,6 @@ impl Worker {
         );
         let (handle, committer) = committer::spawn(store, config.max_pending, config.max_group)
             .map_err(WorkerError::Committer)?;
-        let client = connect(&config).await?;
         let service = CustomersService::start(
             &client,
             &config.subject_prefix,

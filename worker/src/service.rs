@@ -45,8 +45,9 @@ impl CustomersService {
             .start(protocol::SERVICE_NAME, protocol::SERVICE_VERSION)
             .await?;
         let create = service
-            .group(protocol::v1_group(subject_prefix))
-            .endpoint(protocol::CREATE_ENDPOINT)
+            .endpoint_builder()
+            .name(protocol::CREATE_ENDPOINT)
+            .add(protocol::create_subject(subject_prefix))
             .await?;
         Ok(Self {
             service,

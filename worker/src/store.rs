@@ -13,8 +13,10 @@ use serde::Deserialize;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-const RECORDS_TREE: &str = "customers";
-const EMAILS_TREE: &str = "emails";
+/// Name of the record tree (UUID → customer JSON).
+pub const RECORDS_TREE: &str = "customers";
+/// Name of the email index tree (lower-cased email → UUID).
+pub const EMAILS_TREE: &str = "emails";
 /// sled writes a log buffer larger than a quarter segment to a separate blob file, which it
 /// never fsyncs. The largest leaf (17 records of at most ~12 KiB) stays far below a quarter
 /// of 2 MiB, so every write lands in the `db` file that `commit` syncs.
@@ -212,4 +214,96 @@ impl Store {
 fn id_from_bytes(bytes: &[u8]) -> CustomerId {
     let bytes: [u8; 16] = bytes.try_into().unwrap_or_default();
     CustomerId::from_uuid(uuid::Uuid::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(email: &str) -> PendingCreate {
+        PendingCreate {
+            id: CustomerId::generate(),
+            email_key: email.to_ascii_lowercase(),
+            json: bytes::Bytes::from(format!(r#"{{"email":"{email}"}}"#)),
+        }
+    }
+
+    #[test]
+    fn one_create_per_email_wins_within_a_group_and_across_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let group = [pending("a@x.com"), pending("b@x.com"), pending("A@X.com")];
+        let outcomes = store.commit(&group).unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Created,
+                Outcome::Created,
+                Outcome::EmailTaken(group[0].id)
+            ]
+        );
+        let later = [pending("B@x.com"), pending("c@x.com")];
+        assert_eq!(
+            store.commit(&later).unwrap(),
+            [Outcome::EmailTaken(group[1].id), Outcome::Created]
+        );
+        assert_eq!(store.check_and_repair().unwrap().records, 3);
+    }
+
+    #[test]
+    fn repair_restores_agreement_between_the_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let orphan = pending("orphan@x.com");
+        let ghost = CustomerId::generate();
+        {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .segment_size(SEGMENT_SIZE)
+                .open()
+                .unwrap();
+            db.open_tree(RECORDS_TREE)
+                .unwrap()
+                .insert(orphan.id.to_bytes(), orphan.json.as_ref())
+                .unwrap();
+            db.open_tree(EMAILS_TREE)
+                .unwrap()
+                .insert("ghost@x.com", &ghost.to_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let report = store.check_and_repair().unwrap();
+        assert_eq!(
+            report,
+            RepairReport {
+                records: 1,
+                index_entries_added: 1,
+                index_entries_removed: 1,
+                conflicting_records: 0
+            }
+        );
+        assert_eq!(
+            store
+                .commit(&[pending("ORPHAN@x.com"), pending("ghost@x.com")])
+                .unwrap(),
+            [Outcome::EmailTaken(orphan.id), Outcome::Created]
+        );
+        assert_eq!(
+            store.check_and_repair().unwrap(),
+            RepairReport {
+                records: 2,
+                ..RepairReport::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), 1 << 20).unwrap();
+        let error = Store::open(dir.path(), 1 << 20)
+            .err()
+            .expect("the directory is locked");
+        assert!(error.to_string().contains("another worker"), "{error}");
+    }
 }

@@ -1,0 +1,47 @@
+//! What both binaries do before and after their real work: parse the configuration (a bad
+//! flag is one line on stderr and exit code 2), set up logging, and wait for SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+/// Parses `T` from the command line and environment. `--help` and `--version` print and
+/// exit 0; any error becomes `Err` with a one-line reason for `main` to print.
+pub fn parse_config<T: clap::Parser>() -> Result<T, String> {
+    match T::try_parse() {
+        Ok(config) => Ok(config),
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            Err(first.trim_start_matches("error: ").to_owned())
+        }
+    }
+}
+
+/// Prints `binary: reason` on stderr and returns the failure exit code.
+pub fn fail(binary: &str, reason: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{binary}: {reason}");
+    ExitCode::FAILURE
+}
+
+/// Logs to stderr; the filter comes from `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+}

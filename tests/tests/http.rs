@@ -1,0 +1,211 @@
+//! HTTP concerns of the ingress: routing, methods, content type, body limits, and how NATS
+//! failures (no worker, slow worker, broker down) become fast 503/504 answers.
+
+use std::time::{Duration, Instant};
+
+use customers_tests::{
+    HttpClient, NatsServer, PATIENCE, TestIngress, customer_with_email, spawn_app,
+};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_wrong_methods_405() {
+    let app = spawn_app().await;
+    for path in [
+        "/",
+        "/api/v1/customer",
+        "/api/v1/customers/",
+        "/api/v2/customers",
+    ] {
+        let response = app
+            .http
+            .send(
+                app.http
+                    .request("POST", path)
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status, 404, "{path}");
+        assert_eq!(response.json()["code"], "not_found");
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json")
+        );
+    }
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        let response = app
+            .http
+            .send(
+                app.http
+                    .request(method, "/api/v1/customers")
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status, 405, "{method}");
+        assert_eq!(response.header("allow"), Some("POST"), "{method}");
+        assert_eq!(response.json()["code"], "method_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn non_json_content_types_are_415() {
+    let app = spawn_app().await;
+    let body = customer_with_email("ct@example.com");
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonp"),
+        None,
+    ] {
+        let mut request = app.http.request("POST", "/api/v1/customers");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = app
+            .http
+            .send(request.body(body.clone().into()).unwrap())
+            .await;
+        assert_eq!(response.status, 415, "{content_type:?}");
+        assert_eq!(response.json()["code"], "unsupported_media_type");
+    }
+    let with_charset = app
+        .http
+        .send(
+            app.http
+                .request("POST", "/api/v1/customers")
+                .header("content-type", "Application/JSON; charset=UTF-8")
+                .body(body.into())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(with_charset.status, 201);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let app = spawn_app().await;
+    let padding = " ".repeat(64 * 1024);
+    let response = app
+        .http
+        .create(&format!(
+            "{}{padding}",
+            customer_with_email("big@example.com")
+        ))
+        .await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.json()["code"], "payload_too_large");
+
+    let mut exactly_the_limit = customer_with_email("limit@example.com");
+    exactly_the_limit.push_str(&" ".repeat(64 * 1024 - exactly_the_limit.len()));
+    assert_eq!(app.http.create(&exactly_the_limit).await.status, 201);
+}
+
+/// A chunked body that never ends must be cut off at the limit, not buffered forever.
+#[tokio::test]
+async fn endless_chunked_body_is_413() {
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(app.ingress.addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /api/v1/customers HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, async {
+        let chunk = format!("{:x}\r\n{}\r\n", 8192, " ".repeat(8192));
+        let mut reply = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // Keep sending until the server answers; it must answer after 64 KiB.
+        for _ in 0..1000 {
+            if stream.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buffer)).await
+            {
+                reply.extend_from_slice(&buffer[..n]);
+                break;
+            }
+        }
+        while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "connection closed without a response");
+            reply.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    })
+    .await
+    .expect("the ingress answers an endless body");
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+}
+
+#[tokio::test]
+async fn no_worker_is_a_fast_503() {
+    let nats = NatsServer::start();
+    let ingress = TestIngress::start(&nats.url()).await;
+    let http = HttpClient::new(ingress.addr);
+    let started = Instant::now();
+    let response = http.create(&customer_with_email("alone@example.com")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, 503);
+    assert_eq!(response.json()["code"], "service_unavailable");
+    assert_eq!(response.header("retry-after"), Some("1"));
+    assert!(elapsed < Duration::from_secs(1), "answered in {elapsed:?}");
+}
+
+#[tokio::test]
+async fn broker_down_is_a_fast_503() {
+    let mut app = spawn_app().await;
+    assert_eq!(
+        app.http
+            .create(&customer_with_email("before@example.com"))
+            .await
+            .status,
+        201
+    );
+    app.nats.stop();
+    // The ingress sees the connection drop; every request from then on is a fast 503.
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < PATIENCE {
+        let attempt = Instant::now();
+        let response = app
+            .http
+            .create(&customer_with_email("during@example.com"))
+            .await;
+        let elapsed = attempt.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "no request hangs: {elapsed:?}"
+        );
+        if response.status == 503 {
+            last = Some(response);
+            break;
+        }
+    }
+    let response = last.expect("the ingress notices the broker is gone");
+    assert_eq!(response.json()["code"], "service_unavailable");
+    assert_eq!(response.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn silent_worker_is_a_504_after_the_timeout() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    // A responder that takes requests and never answers.
+    let mut silent = client.subscribe("customers.v1.create").await.unwrap();
+    client.flush().await.unwrap();
+    let mut config = customers_ingress::Config::new(nats.url());
+    config.request_timeout = Duration::from_millis(300);
+    let ingress = TestIngress::start_with(config).await;
+    let http = HttpClient::new(ingress.addr);
+
+    let body = customer_with_email("slow@example.com");
+    let (response, received) = tokio::join!(http.create(&body), silent.next());
+    assert!(received.is_some(), "the request reached the responder");
+    assert_eq!(response.status, 504);
+    assert_eq!(response.json()["code"], "worker_timeout");
+}
