@@ -43,18 +43,16 @@ pub struct Ingress {
 
 impl Ingress {
     pub async fn connect(config: &Config) -> Result<Self, IngressError> {
-        let client = async_nats::ConnectOptions::new()
-            .name("customers-ingress")
-            .connection_timeout(config.nats_connect_timeout)
-            .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection event");
-            })
-            .connect(config.nats_url.as_str())
-            .await
-            .map_err(|source| IngressError::Connect {
-                url: config.nats_url.clone(),
-                source,
-            })?;
+        let client = customers_shared::protocol::connect(
+            "customers-ingress",
+            &config.nats_url,
+            config.nats_connect_timeout,
+        )
+        .await
+        .map_err(|source| IngressError::Connect {
+            url: config.nats_url.clone(),
+            source,
+        })?;
         let worker = WorkerClient::new(client, &config.subject_prefix, config.request_timeout);
         Ok(Self {
             app: App::new(worker, config.max_body_bytes),

@@ -5,16 +5,20 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
-/// Parses `T` from the command line and environment. `--help` and `--version` print and
-/// exit 0; any error becomes `Err` with a one-line reason for `main` to print.
-pub fn parse_config<T: clap::Parser>() -> Result<T, String> {
+/// Parses `T` from the command line and environment, then sets up logging. `--help` and
+/// `--version` print and exit 0; an invalid configuration prints one line and gives the
+/// exit code for `main` to return.
+pub fn start<T: clap::Parser>(binary: &str) -> Result<T, ExitCode> {
     match T::try_parse() {
-        Ok(config) => Ok(config),
+        Ok(config) => {
+            init_logging();
+            Ok(config)
+        }
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            Err(first.trim_start_matches("error: ").to_owned())
+            Err(fail(binary, first.trim_start_matches("error: ")))
         }
     }
 }
@@ -26,7 +30,7 @@ pub fn fail(binary: &str, reason: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Logs to stderr; the filter comes from `RUST_LOG` (default `info`).
-pub fn init_logging() {
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -22,6 +22,24 @@ pub fn create_subject(prefix: &str) -> String {
     format!("{prefix}.v1.{CREATE_ENDPOINT}")
 }
 
+/// Connects to NATS as `client_name`, logging connection events (disconnects, reconnects)
+/// at info. Fails when no server answers within `timeout`; once connected, the client
+/// reconnects on its own forever.
+pub async fn connect(
+    client_name: &str,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(timeout)
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection event");
+        })
+        .connect(url)
+        .await
+}
+
 /// Header names used on NATS requests and replies (and, where they match, over HTTP).
 pub mod headers {
     /// Correlates one request's log lines across ingress and worker.

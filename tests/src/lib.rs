@@ -107,11 +107,35 @@ impl Drop for NatsServer {
     }
 }
 
-/// A worker running in this process; `stop` shuts it down gracefully.
-pub struct TestWorker {
-    shutdown: Option<oneshot::Sender<()>>,
+/// A server task of this process with its shutdown trigger.
+struct Running {
+    shutdown: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
+
+impl Running {
+    /// Spawns `serve`, handing it a future that resolves when [`Running::stop`] is called.
+    fn spawn<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (shutdown, stop) = oneshot::channel();
+        Self {
+            shutdown,
+            task: tokio::spawn(serve(stop)),
+        }
+    }
+
+    /// Triggers a graceful shutdown and waits until it is complete.
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.task.await.expect("server task");
+    }
+}
+
+/// A worker running in this process; `stop` shuts it down gracefully.
+pub struct TestWorker(Running);
 
 impl TestWorker {
     pub async fn start(nats_url: &str, data_dir: &Path) -> Self {
@@ -120,30 +144,23 @@ impl TestWorker {
 
     pub async fn start_with(config: customers_worker::Config) -> Self {
         let worker = Worker::start(config).await.expect("worker starts");
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run(async {
-            let _ = stop.await;
-        }));
-        Self {
-            shutdown: Some(shutdown),
-            task,
-        }
+        Self(Running::spawn(|stop| {
+            worker.run(async {
+                let _ = stop.await;
+            })
+        }))
     }
 
     /// Graceful shutdown; returns when the worker has closed its database.
-    pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        (&mut self.task).await.expect("worker task");
+    pub async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
 /// An ingress running in this process on 127.0.0.1 and an ephemeral port.
 pub struct TestIngress {
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    running: Running,
 }
 
 impl TestIngress {
@@ -156,22 +173,17 @@ impl TestIngress {
         let listener = Ingress::bind(&config).await.expect("ingress binds");
         let addr = listener.local_addr().expect("bound address");
         let ingress = Ingress::connect(&config).await.expect("ingress connects");
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(ingress.run(listener, async {
-            let _ = stop.await;
-        }));
-        Self {
-            addr,
-            shutdown: Some(shutdown),
-            task,
-        }
+        let running = Running::spawn(|stop| {
+            ingress.run(listener, async {
+                let _ = stop.await;
+            })
+        });
+        Self { addr, running }
     }
 
-    pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        (&mut self.task).await.expect("ingress task");
+    /// Graceful shutdown; returns when in-flight requests are answered.
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 }
 

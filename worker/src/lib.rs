@@ -110,16 +110,14 @@ impl Worker {
 }
 
 async fn connect(config: &Config) -> Result<async_nats::Client, WorkerError> {
-    async_nats::ConnectOptions::new()
-        .name("customers-worker")
-        .connection_timeout(config.nats_connect_timeout)
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS connection event");
-        })
-        .connect(config.nats_url.as_str())
-        .await
-        .map_err(|source| WorkerError::Connect {
-            url: config.nats_url.clone(),
-            source,
-        })
+    customers_shared::protocol::connect(
+        "customers-worker",
+        &config.nats_url,
+        config.nats_connect_timeout,
+    )
+    .await
+    .map_err(|source| WorkerError::Connect {
+        url: config.nats_url.clone(),
+        source,
+    })
 }

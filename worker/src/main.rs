@@ -10,11 +10,10 @@ const BINARY: &str = "customers-worker";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config: Config = match cli::parse_config() {
+    let config: Config = match cli::start(BINARY) {
         Ok(config) => config,
-        Err(reason) => return cli::fail(BINARY, reason),
+        Err(code) => return code,
     };
-    cli::init_logging();
     match Worker::start(config).await {
         Ok(worker) => {
             worker.run(cli::shutdown_signal()).await;
