@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    let shutdown = cli::shutdown_signal();
     let listener = match Ingress::bind(&config).await {
         Ok(listener) => listener,
         Err(e) => return cli::fail(BINARY, e),
@@ -21,7 +22,7 @@ async fn main() -> ExitCode {
     match Ingress::connect(&config).await {
         Ok(ingress) => {
             tracing::info!(listen = %config.listen, "serving");
-            ingress.run(listener, cli::shutdown_signal()).await;
+            ingress.run(listener, shutdown).await;
             ExitCode::SUCCESS
         }
         Err(e) => cli::fail(BINARY, e),

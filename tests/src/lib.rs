@@ -313,5 +313,84 @@ pub fn nats_header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&
         .map(|v| v.as_str())
 }
 
+/// A binary of this workspace, built next to the test executables by `cargo test --workspace`.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing; run the tests with `cargo test --workspace` (scripts/test) so it is built",
+        path.display()
+    );
+    path
+}
+
+/// A workspace binary running as a child process, with its log on stderr.
+pub struct ServiceProcess {
+    child: tokio::process::Child,
+    log: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+}
+
+impl ServiceProcess {
+    /// Starts `name` with `args` and returns once it logs a line containing `ready`.
+    pub async fn start(name: &str, args: &[&str], ready: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(workspace_binary(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut process = Self {
+            child,
+            log: tokio::io::BufReader::new(stderr).lines(),
+        };
+        process.wait_for_log(ready).await;
+        process
+    }
+
+    /// Waits until the process logs a line containing `text`; returns that line.
+    pub async fn wait_for_log(&mut self, text: &str) -> String {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match self.log.next_line().await.expect("read the log") {
+                    Some(line) if line.contains(text) => return line,
+                    Some(_) => {}
+                    None => panic!("the process exited before logging {text:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line containing {text:?} within {PATIENCE:?}"))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("a running process").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        // Drain the log so the process never blocks on a full pipe while shutting down.
+        let log =
+            tokio::spawn(async move { while let Ok(Some(_)) = self.log.next_line().await {} });
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the process exits within the grace period")
+            .expect("wait for the process");
+        let _ = log.await;
+        status
+    }
+}
+
 /// Upper bound used where a test waits for something that should take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(10);

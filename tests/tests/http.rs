@@ -209,3 +209,93 @@ async fn silent_worker_is_a_504_after_the_timeout() {
     assert_eq!(response.status, 504);
     assert_eq!(response.json()["code"], "worker_timeout");
 }
+
+/// A stand-in worker: the test sees exactly what the ingress sends and decides the reply.
+async fn ingress_with_stand_in_worker() -> (
+    NatsServer,
+    TestIngress,
+    async_nats::Client,
+    async_nats::Subscriber,
+) {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let requests = client.subscribe("customers.v1.create").await.unwrap();
+    client.flush().await.unwrap();
+    let ingress = TestIngress::start(&nats.url()).await;
+    (nats, ingress, client, requests)
+}
+
+#[tokio::test]
+async fn body_and_trace_headers_are_forwarded_unchanged() {
+    let (_nats, ingress, client, mut requests) = ingress_with_stand_in_worker().await;
+    let http = HttpClient::new(ingress.addr);
+    let body = "{ \"name\" : \"Ada\",\n  \"email\": \"ADA@example.com\" }  ";
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = http
+        .request("POST", "/api/v1/customers")
+        .header("content-type", "application/json")
+        .header("x-request-id", "trace-me")
+        .header("traceparent", traceparent)
+        .body(body.into())
+        .unwrap();
+    let (response, message) = tokio::join!(http.send(request), async {
+        let message = requests.next().await.expect("a NATS request");
+        let mut reply_headers = async_nats::HeaderMap::new();
+        reply_headers.insert("Customer-Id", "cus_01h3vjs3b16yc3f9q8q9pfrb80");
+        client
+            .publish_with_headers(
+                message.reply.clone().unwrap(),
+                reply_headers,
+                "{\"id\":1}".into(),
+            )
+            .await
+            .unwrap();
+        message
+    });
+    assert_eq!(
+        &message.payload[..],
+        body.as_bytes(),
+        "the body is forwarded byte for byte"
+    );
+    let forwarded = message.headers.expect("headers");
+    assert_eq!(
+        forwarded.get("X-Request-Id").map(|v| v.as_str()),
+        Some("trace-me")
+    );
+    assert_eq!(
+        forwarded.get("traceparent").map(|v| v.as_str()),
+        Some(traceparent)
+    );
+
+    assert_eq!(response.status, 201);
+    assert_eq!(
+        response.header("location"),
+        Some("/api/v1/customers/cus_01h3vjs3b16yc3f9q8q9pfrb80")
+    );
+    assert_eq!(
+        &response.body[..],
+        b"{\"id\":1}",
+        "the reply is forwarded byte for byte"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_the_ingress_cannot_understand_is_500_without_internals() {
+    let (_nats, ingress, client, mut requests) = ingress_with_stand_in_worker().await;
+    let http = HttpClient::new(ingress.addr);
+    let body = customer_with_email("odd@example.com");
+    let (response, ()) = tokio::join!(http.create(&body), async {
+        let message = requests.next().await.expect("a NATS request");
+        client
+            .publish(message.reply.unwrap(), "stack trace: secret".into())
+            .await
+            .unwrap();
+    });
+    assert_eq!(response.status, 500);
+    let problem = response.json();
+    assert_eq!(problem["code"], "internal_error");
+    assert!(
+        !String::from_utf8_lossy(&response.body).contains("secret"),
+        "no internals leaked"
+    );
+}

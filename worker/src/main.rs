@@ -14,9 +14,10 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    let shutdown = cli::shutdown_signal();
     match Worker::start(config).await {
         Ok(worker) => {
-            worker.run(cli::shutdown_signal()).await;
+            worker.run(shutdown).await;
             ExitCode::SUCCESS
         }
         Err(e) => cli::fail(BINARY, e),

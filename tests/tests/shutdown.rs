@@ -1,0 +1,105 @@
+//! Graceful shutdown: SIGTERM makes both binaries exit 0 without losing anything they
+//! acknowledged, and the ingress answers the requests it is already handling.
+
+use customers_shared::protocol::headers;
+use customers_tests::{
+    HttpClient, NatsServer, ServiceProcess, TestIngress, TestWorker, customer_with_email,
+    nats_header,
+};
+use futures_util::StreamExt;
+
+#[tokio::test]
+async fn worker_exits_0_on_sigterm_and_keeps_what_it_acknowledged() {
+    let nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let args = [
+        "--nats-url",
+        &url,
+        "--data-dir",
+        data_dir.path().to_str().unwrap(),
+    ];
+    let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+
+    let client = async_nats::connect(&url).await.unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let email = format!("term{i}@example.com");
+        let reply = client
+            .request("customers.v1.create", customer_with_email(&email).into())
+            .await
+            .unwrap();
+        let id = nats_header(&reply, headers::CUSTOMER_ID)
+            .expect("created")
+            .to_owned();
+        acknowledged.push((email, id));
+    }
+    let status = worker.terminate().await;
+    assert_eq!(status.code(), Some(0), "graceful exit");
+
+    let restarted = TestWorker::start(&url, data_dir.path()).await;
+    for (email, id) in &acknowledged {
+        let reply = client
+            .request("customers.v1.create", customer_with_email(email).into())
+            .await
+            .unwrap();
+        assert_eq!(
+            nats_header(&reply, headers::SERVICE_ERROR_CODE),
+            Some("409"),
+            "{email}"
+        );
+        let problem: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(problem["customer_id"], id.as_str(), "{email}");
+    }
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn ingress_exits_0_on_sigterm() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let ingress = ServiceProcess::start(
+        "customers-ingress",
+        &["--nats-url", &url, "--listen", "127.0.0.1:0"],
+        "serving",
+    )
+    .await;
+    assert_eq!(ingress.terminate().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn ingress_shutdown_lets_in_flight_requests_finish() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    // A stand-in worker that answers only when the test says so.
+    let mut held = client.subscribe("customers.v1.create").await.unwrap();
+    client.flush().await.unwrap();
+    let ingress = TestIngress::start(&nats.url()).await;
+    let addr = ingress.addr;
+    let http = HttpClient::new(addr);
+
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        async move {
+            http.create(&customer_with_email("inflight@example.com"))
+                .await
+        }
+    });
+    let request = held.next().await.expect("the request reached the worker");
+    let stopping = tokio::spawn(ingress.stop());
+
+    let mut reply_headers = async_nats::HeaderMap::new();
+    reply_headers.insert(headers::CUSTOMER_ID, "cus_01h3vjs3b16yc3f9q8q9pfrb80");
+    client
+        .publish_with_headers(request.reply.unwrap(), reply_headers, "{}".into())
+        .await
+        .unwrap();
+
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status, 201, "the in-flight request is answered");
+    stopping.await.unwrap();
+    // The listener is closed: its port can be bound again.
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the ingress released its listening port");
+}
