@@ -103,3 +103,21 @@ async fn ingress_shutdown_lets_in_flight_requests_finish() {
         .await
         .expect("the ingress released its listening port");
 }
+
+#[tokio::test]
+async fn worker_exits_on_sigterm_while_the_broker_is_down() {
+    let mut nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let args = [
+        "--nats-url",
+        &url,
+        "--data-dir",
+        data_dir.path().to_str().unwrap(),
+        "--shutdown-grace",
+        "1s",
+    ];
+    let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+    nats.stop();
+    assert_eq!(worker.terminate().await.code(), Some(0));
+}

@@ -102,8 +102,11 @@ impl Worker {
         {
             tracing::error!("the committer thread panicked");
         }
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(error = %e, "could not flush the last replies to NATS");
+        // With the broker gone, a flush would wait for a reconnect that may never come.
+        match tokio::time::timeout(self.config.shutdown_grace, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the last replies to NATS"),
+            Err(_) => tracing::warn!("NATS unreachable; the last replies may not have been sent"),
         }
         tracing::info!("stopped");
     }
