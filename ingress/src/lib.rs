@@ -28,6 +28,8 @@ pub enum IngressError {
         url: String,
         source: async_nats::ConnectError,
     },
+    #[error("cannot subscribe to the reply inbox: {0}")]
+    Subscribe(async_nats::SubscribeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -43,7 +45,7 @@ pub struct Ingress {
 
 impl Ingress {
     pub async fn connect(config: &Config) -> Result<Self, IngressError> {
-        let client = customers_shared::protocol::connect(
+        let connection = customers_shared::protocol::connect(
             "customers-ingress",
             &config.nats_url,
             config.nats_connect_timeout,
@@ -53,7 +55,10 @@ impl Ingress {
             url: config.nats_url.clone(),
             source,
         })?;
-        let worker = WorkerClient::new(client, &config.subject_prefix, config.request_timeout);
+        let worker =
+            WorkerClient::start(connection, &config.subject_prefix, config.request_timeout)
+                .await
+                .map_err(IngressError::Subscribe)?;
         Ok(Self {
             app: App::new(worker, config.max_body_bytes),
             settings: ServerSettings {

@@ -1,15 +1,24 @@
 //! Talking to the worker over NATS: one request per create, with the forwarded headers and a
 //! timeout, and the reply classified as a created customer or a problem. NATS failures become
 //! [`ApiError`]s here: no responders and a lost connection are 503, a timeout is 504.
+//!
+//! Replies arrive on one wildcard inbox subscription and are routed to the waiting request
+//! by token. Every way a request can end (reply, timeout, disconnect, the HTTP client going
+//! away) removes its entry, so a slow or absent worker cannot make the ingress grow; the
+//! client library's own `request()` keeps an entry per timed-out request (nats.rs #1617).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::client::RequestErrorKind;
-use async_nats::{HeaderMap, Message};
+use async_nats::{HeaderMap, Message, StatusCode as NatsStatus};
 use bytes::Bytes;
 use customers_shared::ApiError;
-use customers_shared::protocol::{self, headers};
+use customers_shared::protocol::{self, NatsConnection, headers};
+use futures_util::StreamExt;
 use http::StatusCode;
+use tokio::sync::{oneshot, watch};
 
 /// What the worker answered.
 pub enum WorkerReply {
@@ -23,20 +32,64 @@ pub enum WorkerReply {
     },
 }
 
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
+
 #[derive(Clone)]
 pub struct WorkerClient {
     client: async_nats::Client,
+    connected: watch::Receiver<bool>,
     create_subject: String,
     timeout: Duration,
+    /// `{inbox}.`: a request's reply subject is this plus its token.
+    reply_prefix: Arc<str>,
+    next_token: Arc<AtomicU64>,
+    pending: Pending,
 }
 
+const BROKER_UNREACHABLE: ApiError = ApiError::ServiceUnavailable {
+    reason: "the message broker is unreachable",
+    retry_after_secs: 1,
+};
+
 impl WorkerClient {
-    pub fn new(client: async_nats::Client, subject_prefix: &str, timeout: Duration) -> Self {
-        Self {
+    /// Subscribes to the reply inbox and starts routing replies.
+    pub async fn start(
+        connection: NatsConnection,
+        subject_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let NatsConnection { client, connected } = connection;
+        let reply_prefix: Arc<str> = format!("{}.", client.new_inbox()).into();
+        let mut replies = client.subscribe(format!("{reply_prefix}*")).await?;
+        let pending: Pending = Arc::default();
+        let routes = pending.clone();
+        tokio::spawn(async move {
+            while let Some(reply) = replies.next().await {
+                let token = reply
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|t| t.parse().ok());
+                let waiting = token.and_then(|t| routes.lock().expect("pending map").remove(&t));
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(reply);
+                }
+            }
+        });
+        Ok(Self {
             client,
+            connected,
             create_subject: protocol::create_subject(subject_prefix),
             timeout,
-        }
+            reply_prefix,
+            next_token: Arc::default(),
+            pending,
+        })
+    }
+
+    /// Requests waiting for a reply right now.
+    pub fn in_flight(&self) -> usize {
+        self.pending.lock().expect("pending map").len()
     }
 
     /// Sends a create request with `request_headers` and waits for the worker's reply.
@@ -47,39 +100,63 @@ impl WorkerClient {
     ) -> Result<WorkerReply, ApiError> {
         // A disconnected client would buffer the request and wait out the timeout;
         // the caller deserves a fast answer instead.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(ApiError::ServiceUnavailable {
-                reason: "the message broker is unreachable",
-                retry_after_secs: 1,
-            });
+        let mut connected = self.connected.clone();
+        if !*connected.borrow_and_update() {
+            return Err(BROKER_UNREACHABLE);
         }
-        let request = async_nats::Request::new()
-            .payload(body)
-            .headers(request_headers)
-            .timeout(Some(self.timeout));
-        match self
-            .client
-            .send_request(self.create_subject.clone(), request)
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (sender, reply) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending map")
+            .insert(token, sender);
+        let _entry = PendingEntry {
+            pending: &self.pending,
+            token,
+        };
+        self.client
+            .publish_with_reply_and_headers(
+                self.create_subject.clone(),
+                format!("{}{token}", self.reply_prefix),
+                request_headers,
+                body,
+            )
             .await
-        {
-            Ok(message) => classify(message),
-            Err(e) => Err(match e.kind() {
-                RequestErrorKind::NoResponders => ApiError::ServiceUnavailable {
-                    reason: "no worker is available",
-                    retry_after_secs: 1,
-                },
-                RequestErrorKind::TimedOut => ApiError::WorkerTimeout {
-                    timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-                },
-                _ => {
-                    tracing::warn!(error = %e, "NATS request failed");
-                    ApiError::ServiceUnavailable {
-                        reason: "the message broker is unreachable",
+            .map_err(|e| {
+                tracing::warn!(error = %e, "could not publish the request");
+                BROKER_UNREACHABLE
+            })?;
+        tokio::select! {
+            reply = reply => match reply {
+                Ok(message) if message.status == Some(NatsStatus::NO_RESPONDERS) => {
+                    Err(ApiError::ServiceUnavailable {
+                        reason: "no worker is available",
                         retry_after_secs: 1,
-                    }
+                    })
                 }
+                Ok(message) => classify(message),
+                Err(_) => Err(BROKER_UNREACHABLE),
+            },
+            () = tokio::time::sleep(self.timeout) => Err(ApiError::WorkerTimeout {
+                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
             }),
+            _ = connected.wait_for(|up| !*up) => Err(BROKER_UNREACHABLE),
         }
+    }
+}
+
+/// Removes a request's routing entry however the request ends.
+struct PendingEntry<'a> {
+    pending: &'a Pending,
+    token: u64,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .expect("pending map")
+            .remove(&self.token);
     }
 }
 

@@ -22,22 +22,51 @@ pub fn create_subject(prefix: &str) -> String {
     format!("{prefix}.v1.{CREATE_ENDPOINT}")
 }
 
-/// Connects to NATS as `client_name`, logging connection events (disconnects, reconnects)
-/// at info. Fails when no server answers within `timeout`; once connected, the client
-/// reconnects on its own forever.
+/// Longest wait between two reconnection attempts: after a broker outage both binaries
+/// are back within this much of the broker's return.
+pub const MAX_RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A NATS client and a live view of whether it is connected.
+pub struct NatsConnection {
+    pub client: async_nats::Client,
+    /// `true` while connected; changes as soon as the client notices a disconnect.
+    pub connected: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Connects to NATS as `client_name`, logging connection events at info. Fails when no
+/// server answers within `timeout`; once connected, the client reconnects forever, trying
+/// at least every [`MAX_RECONNECT_DELAY`].
 pub async fn connect(
     client_name: &str,
     url: &str,
     timeout: std::time::Duration,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+) -> Result<NatsConnection, async_nats::ConnectError> {
+    let (state, connected) = tokio::sync::watch::channel(false);
+    let state = std::sync::Arc::new(state);
+    let events = state.clone();
+    let client = async_nats::ConnectOptions::new()
         .name(client_name)
         .connection_timeout(timeout)
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS connection event");
+        .reconnect_delay_callback(|attempts| {
+            (std::time::Duration::from_millis(50) * attempts as u32).min(MAX_RECONNECT_DELAY)
+        })
+        .event_callback(move |event| {
+            match event {
+                async_nats::Event::Connected => events.send_replace(true),
+                async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                    events.send_replace(false)
+                }
+                _ => false,
+            };
+            async move {
+                tracing::info!(%event, "NATS connection event");
+            }
         })
         .connect(url)
-        .await
+        .await?;
+    // The event of this first connection may not have been handled yet.
+    state.send_replace(client.connection_state() == async_nats::connection::State::Connected);
+    Ok(NatsConnection { client, connected })
 }
 
 /// Header names used on NATS requests and replies (and, where they match, over HTTP).

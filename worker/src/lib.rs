@@ -119,6 +119,7 @@ async fn connect(config: &Config) -> Result<async_nats::Client, WorkerError> {
         config.nats_connect_timeout,
     )
     .await
+    .map(|connection| connection.client)
     .map_err(|source| WorkerError::Connect {
         url: config.nats_url.clone(),
         source,
