@@ -94,6 +94,12 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the server again on the same port (after [`NatsServer::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Self::start_on(Some(self.port));
+    }
+
     /// Stops the server and waits for the process to exit.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -370,6 +376,11 @@ impl ServiceProcess {
         })
         .await
         .unwrap_or_else(|_| panic!("no log line containing {text:?} within {PATIENCE:?}"))
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL the process");
     }
 
     /// Sends SIGTERM and waits for the exit status.
