@@ -27,6 +27,10 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::protocol::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Creates handled at once; past this the ingress answers 503 immediately.
+    #[arg(long, env = "CUSTOMERS_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+
     /// How long to wait for the worker's reply before answering 504.
     #[arg(long, env = "CUSTOMERS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,

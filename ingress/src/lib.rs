@@ -60,7 +60,7 @@ impl Ingress {
                 .await
                 .map_err(IngressError::Subscribe)?;
         Ok(Self {
-            app: App::new(worker, config.max_body_bytes),
+            app: App::new(worker, config.max_body_bytes, config.max_in_flight),
             settings: ServerSettings {
                 header_read_timeout: config.header_read_timeout,
                 shutdown_grace: config.shutdown_grace,

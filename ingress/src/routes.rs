@@ -1,6 +1,8 @@
 //! HTTP concerns of the ingress: routing, method, content type, body limit and request id.
 //! The body is forwarded to the worker unparsed; the worker decides whether it is valid.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use customers_shared::ApiError;
 use customers_shared::protocol::headers;
@@ -8,6 +10,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::response::{self, Body};
@@ -25,13 +28,16 @@ const FORWARDED: [&str; 2] = [headers::TRACEPARENT, headers::IDEMPOTENCY_KEY];
 pub struct App {
     worker: WorkerClient,
     max_body_bytes: usize,
+    /// Bounds creates in flight, so an overload is refused instead of queued.
+    in_flight: Arc<Semaphore>,
 }
 
 impl App {
-    pub fn new(worker: WorkerClient, max_body_bytes: usize) -> Self {
+    pub fn new(worker: WorkerClient, max_body_bytes: usize, max_in_flight: usize) -> Self {
         Self {
             worker,
             max_body_bytes,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
     }
 
@@ -74,6 +80,13 @@ impl App {
         if !is_json(request.headers().get(CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| ApiError::ServiceUnavailable {
+                reason: "the ingress is overloaded",
+                retry_after_secs: 1,
+            })?;
         let too_large = ApiError::PayloadTooLarge {
             limit_bytes: self.max_body_bytes,
         };

@@ -24,16 +24,26 @@ async fn creates_recover_after_a_broker_restart() {
     let answered = Arc::new(Notify::new());
     let clients: Vec<_> = (0..8)
         .map(|client| {
-            let (http, samples, stop, answered) =
-                (app.http.clone(), samples.clone(), stop.clone(), answered.clone());
+            let (http, samples, stop, answered) = (
+                app.http.clone(),
+                samples.clone(),
+                stop.clone(),
+                answered.clone(),
+            );
             tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let sent = Instant::now();
-                    let response = http.create(&customer_with_email(&format!("o{client}-{n}@example.com"))).await;
+                    let response = http
+                        .create(&customer_with_email(&format!("o{client}-{n}@example.com")))
+                        .await;
                     let status = response.status;
-                    samples.lock().unwrap().push(Sample { sent, latency: sent.elapsed(), status });
+                    samples.lock().unwrap().push(Sample {
+                        sent,
+                        latency: sent.elapsed(),
+                        status,
+                    });
                     answered.notify_waiters();
                     if status == 503 {
                         assert_eq!(response.header("retry-after"), Some("1"));
@@ -44,7 +54,12 @@ async fn creates_recover_after_a_broker_restart() {
         })
         .collect();
     let count = |status: u16, after: Instant| {
-        samples.lock().unwrap().iter().filter(|s| s.status == status && s.sent >= after).count()
+        samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.status == status && s.sent >= after)
+            .count()
     };
     let wait_for = |status: u16, after: Instant| {
         let answered = answered.clone();
@@ -53,7 +68,9 @@ async fn creates_recover_after_a_broker_restart() {
             while count(status, after) == 0 {
                 tokio::time::timeout(Duration::from_secs(10), answered.notified())
                     .await
-                    .unwrap_or_else(|_| panic!("no answer within 10 s while waiting for a {status}"));
+                    .unwrap_or_else(|_| {
+                        panic!("no answer within 10 s while waiting for a {status}")
+                    });
             }
             started.elapsed()
         }
@@ -74,7 +91,10 @@ async fn creates_recover_after_a_broker_restart() {
     }
 
     let samples = samples.lock().unwrap();
-    let during: Vec<&Sample> = samples.iter().filter(|s| s.sent >= down && s.sent + s.latency < up).collect();
+    let during: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.sent >= down && s.sent + s.latency < up)
+        .collect();
     let slowest = during.iter().map(|s| s.latency).max().unwrap_or_default();
     println!(
         "outage: {} requests answered during it, statuses {:?}, slowest {slowest:?}; first 201 {recovery:?} after the broker was back",
@@ -86,12 +106,24 @@ async fn creates_recover_after_a_broker_restart() {
             statuses
         }
     );
-    assert!(during.iter().all(|s| s.status == 503 || s.status == 201), "only 503s (or creates that beat the outage)");
-    assert!(slowest < Duration::from_secs(1), "every request answered within a second: {slowest:?}");
-    assert!(recovery < Duration::from_secs(2), "creates succeed within 2 s of the broker's return: {recovery:?}");
+    assert!(
+        during.iter().all(|s| s.status == 503 || s.status == 201),
+        "only 503s (or creates that beat the outage)"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "every request answered within a second: {slowest:?}"
+    );
+    assert!(
+        recovery < Duration::from_secs(2),
+        "creates succeed within 2 s of the broker's return: {recovery:?}"
+    );
 
     // The worker is discoverable again.
     let client = async_nats::connect(app.nats.url()).await.unwrap();
-    let ping = client.request("$SRV.PING.customers", "".into()).await.unwrap();
+    let ping = client
+        .request("$SRV.PING.customers", "".into())
+        .await
+        .unwrap();
     assert!(!ping.payload.is_empty());
 }
