@@ -90,7 +90,7 @@ async fn creates_recover_after_a_broker_restart() {
         client.await.unwrap();
     }
 
-    let samples = samples.lock().unwrap();
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
     let during: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.sent >= down && s.sent + s.latency < up)
