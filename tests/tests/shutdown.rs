@@ -121,3 +121,87 @@ async fn worker_exits_on_sigterm_while_the_broker_is_down() {
     nats.stop();
     assert_eq!(worker.terminate().await.code(), Some(0));
 }
+
+/// What a requester saw for one create sent straight to the worker.
+enum Seen {
+    Created(String),
+    Refused,
+    NoResponders,
+    TimedOut,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_every_accepted_request() {
+    use async_nats::client::RequestErrorKind;
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    let nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let args = ["--nats-url", &url, "--data-dir", data_dir.path().to_str().unwrap()];
+    let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+    let client = async_nats::connect(&url).await.unwrap();
+    let progress = Arc::new(Notify::new());
+
+    let requesters: Vec<_> = (0..32)
+        .map(|r| {
+            let (client, progress) = (client.clone(), progress.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for n in 0.. {
+                    let email = format!("s{r}-{n}@example.com");
+                    let request = async_nats::Request::new()
+                        .payload(customer_with_email(&email).into())
+                        .timeout(Some(std::time::Duration::from_secs(3)));
+                    let outcome = match client.send_request("customers.v1.create", request).await {
+                        Ok(reply) => match nats_header(&reply, headers::CUSTOMER_ID) {
+                            Some(id) => Seen::Created(id.to_owned()),
+                            None => Seen::Refused,
+                        },
+                        Err(e) if e.kind() == RequestErrorKind::NoResponders => Seen::NoResponders,
+                        Err(e) if e.kind() == RequestErrorKind::TimedOut => Seen::TimedOut,
+                        Err(e) => panic!("request failed: {e}"),
+                    };
+                    let done = matches!(outcome, Seen::NoResponders);
+                    seen.push((email, outcome));
+                    progress.notify_waiters();
+                    if done {
+                        return seen;
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    // Let the load build up, then stop the worker in the middle of it.
+    for _ in 0..200 {
+        progress.notified().await;
+    }
+    assert_eq!(worker.terminate().await.code(), Some(0));
+    let mut seen = Vec::new();
+    for requester in requesters {
+        seen.extend(requester.await.unwrap());
+    }
+
+    let restarted = TestWorker::start(&url, data_dir.path()).await;
+    let (mut created, mut timed_out) = (0, 0);
+    for (email, outcome) in &seen {
+        let reply = client.request("customers.v1.create", customer_with_email(email).into()).await.unwrap();
+        let exists = nats_header(&reply, headers::SERVICE_ERROR_CODE) == Some("409");
+        match outcome {
+            Seen::Created(_) => {
+                created += 1;
+                assert!(exists, "{email} was acknowledged, so it exists");
+            }
+            // Never delivered to the worker (it was unsubscribing): not accepted, not stored.
+            Seen::TimedOut => {
+                timed_out += 1;
+                assert!(!exists, "{email} was accepted but never answered");
+            }
+            Seen::Refused | Seen::NoResponders => {}
+        }
+    }
+    println!("SIGTERM under load: {created} created and answered, {timed_out} never delivered (timed out)");
+    restarted.stop().await;
+}
