@@ -35,9 +35,18 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// How long a client may take to send the request headers (slowloris guard).
+    /// How long a client may take to send a request's headers (slowloris guard). The same
+    /// timer closes a keep-alive connection that stays idle this long between requests.
     #[arg(long, env = "CUSTOMERS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; larger is 431.
+    #[arg(long, env = "CUSTOMERS_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
+
+    /// Open connections allowed at once; further connections are closed at once.
+    #[arg(long, env = "CUSTOMERS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 
     /// Time allowed on SIGTERM/SIGINT for in-flight requests to complete.
     #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -63,6 +63,8 @@ impl Ingress {
             app: App::new(worker, config.max_body_bytes, config.max_in_flight),
             settings: ServerSettings {
                 header_read_timeout: config.header_read_timeout,
+                max_header_bytes: config.max_header_bytes as usize,
+                max_connections: config.max_connections,
                 shutdown_grace: config.shutdown_grace,
             },
         })

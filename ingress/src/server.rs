@@ -1,8 +1,10 @@
-//! The HTTP/1.1 server: accepts connections on a pre-bound listener, serves each with hyper
-//! (keep-alive, header read timeout) and, on shutdown, stops accepting and lets in-flight
+//! The HTTP/1.1 server: accepts connections on a pre-bound listener (at most
+//! `max_connections` at once), serves each with hyper (keep-alive, header read timeout,
+//! header size limit) and, on shutdown, stops accepting and lets in-flight
 //! requests complete within a grace period.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::future::Future;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::routes::App;
 
@@ -18,6 +21,8 @@ use crate::routes::App;
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
     pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
     pub shutdown_grace: Duration,
 }
 
@@ -32,8 +37,10 @@ pub async fn run(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -48,6 +55,10 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(limit = settings.max_connections, "connection limit reached; closing a new connection");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = service_fn(move |request| {
@@ -59,6 +70,7 @@ pub async fn run(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
