@@ -4,8 +4,8 @@
 //! requests complete within a grace period.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -56,7 +56,10 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let Ok(slot) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(limit = settings.max_connections, "connection limit reached; closing a new connection");
+            tracing::warn!(
+                limit = settings.max_connections,
+                "connection limit reached; closing a new connection"
+            );
             continue;
         };
         let _ = stream.set_nodelay(true);

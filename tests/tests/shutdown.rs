@@ -139,7 +139,12 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     let nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
     let url = nats.url();
-    let args = ["--nats-url", &url, "--data-dir", data_dir.path().to_str().unwrap()];
+    let args = [
+        "--nats-url",
+        &url,
+        "--data-dir",
+        data_dir.path().to_str().unwrap(),
+    ];
     let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
     let client = async_nats::connect(&url).await.unwrap();
     let progress = Arc::new(Notify::new());
@@ -187,7 +192,10 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     let restarted = TestWorker::start(&url, data_dir.path()).await;
     let (mut created, mut timed_out) = (0, 0);
     for (email, outcome) in &seen {
-        let reply = client.request("customers.v1.create", customer_with_email(email).into()).await.unwrap();
+        let reply = client
+            .request("customers.v1.create", customer_with_email(email).into())
+            .await
+            .unwrap();
         let exists = nats_header(&reply, headers::SERVICE_ERROR_CODE) == Some("409");
         match outcome {
             Seen::Created(_) => {
@@ -202,6 +210,8 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             Seen::Refused | Seen::NoResponders => {}
         }
     }
-    println!("SIGTERM under load: {created} created and answered, {timed_out} never delivered (timed out)");
+    println!(
+        "SIGTERM under load: {created} created and answered, {timed_out} never delivered (timed out)"
+    );
     restarted.stop().await;
 }

@@ -8,7 +8,9 @@ use customers_tests::{NatsServer, PATIENCE, TestIngress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn ingress(configure: impl FnOnce(&mut customers_ingress::Config)) -> (NatsServer, TestIngress) {
+async fn ingress(
+    configure: impl FnOnce(&mut customers_ingress::Config),
+) -> (NatsServer, TestIngress) {
     let nats = NatsServer::start();
     let mut config = customers_ingress::Config::new(nats.url());
     configure(&mut config);
@@ -24,7 +26,10 @@ async fn read_to_close(stream: &mut TcpStream) -> (String, Duration) {
         .await
         .expect("the server closes the connection")
         .ok();
-    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test]
@@ -32,10 +37,19 @@ async fn unfinished_headers_are_cut_off() {
     let timeout = Duration::from_millis(300);
     let (_nats, ingress) = ingress(|c| c.header_read_timeout = timeout).await;
     let mut stream = TcpStream::connect(ingress.addr).await.unwrap();
-    stream.write_all(b"POST /api/v1/customers HTTP/1.1\r\nhost: slow\r\ncontent-type: app").await.unwrap();
+    stream
+        .write_all(b"POST /api/v1/customers HTTP/1.1\r\nhost: slow\r\ncontent-type: app")
+        .await
+        .unwrap();
     let (received, closed_after) = read_to_close(&mut stream).await;
-    assert!(received.is_empty() || received.starts_with("HTTP/1.1 408"), "{received}");
-    assert!(closed_after >= timeout - Duration::from_millis(50), "closed after {closed_after:?}");
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 408"),
+        "{received}"
+    );
+    assert!(
+        closed_after >= timeout - Duration::from_millis(50),
+        "closed after {closed_after:?}"
+    );
 }
 
 #[tokio::test]
@@ -43,10 +57,19 @@ async fn idle_keep_alive_connections_are_closed() {
     let timeout = Duration::from_millis(300);
     let (_nats, ingress) = ingress(|c| c.header_read_timeout = timeout).await;
     let mut stream = TcpStream::connect(ingress.addr).await.unwrap();
-    stream.write_all(b"GET /nothing HTTP/1.1\r\nhost: idle\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /nothing HTTP/1.1\r\nhost: idle\r\n\r\n")
+        .await
+        .unwrap();
     let (received, closed_after) = read_to_close(&mut stream).await;
-    assert!(received.starts_with("HTTP/1.1 404"), "the request is answered first: {received}");
-    assert!(closed_after >= timeout - Duration::from_millis(50), "then the idle connection closes: {closed_after:?}");
+    assert!(
+        received.starts_with("HTTP/1.1 404"),
+        "the request is answered first: {received}"
+    );
+    assert!(
+        closed_after >= timeout - Duration::from_millis(50),
+        "then the idle connection closes: {closed_after:?}"
+    );
 }
 
 #[tokio::test]
@@ -54,7 +77,8 @@ async fn oversized_headers_are_431() {
     let (_nats, ingress) = ingress(|c| c.max_header_bytes = 8192).await;
     let mut stream = TcpStream::connect(ingress.addr).await.unwrap();
     let big = "x".repeat(10_000);
-    let request = format!("POST /api/v1/customers HTTP/1.1\r\nhost: big\r\nx-padding: {big}\r\n\r\n");
+    let request =
+        format!("POST /api/v1/customers HTTP/1.1\r\nhost: big\r\nx-padding: {big}\r\n\r\n");
     let _ = stream.write_all(request.as_bytes()).await;
     let (received, _) = read_to_close(&mut stream).await;
     assert!(received.starts_with("HTTP/1.1 431"), "{received}");
@@ -67,15 +91,26 @@ async fn connections_past_the_limit_are_closed_at_once() {
     for _ in 0..2 {
         let mut stream = TcpStream::connect(ingress.addr).await.unwrap();
         // A served connection answers; this also proves the server took its slot.
-        stream.write_all(b"GET /a HTTP/1.1\r\nhost: held\r\n\r\n").await.unwrap();
+        stream
+            .write_all(b"GET /a HTTP/1.1\r\nhost: held\r\n\r\n")
+            .await
+            .unwrap();
         let mut buffer = [0u8; 12];
         stream.read_exact(&mut buffer).await.unwrap();
         assert_eq!(&buffer, b"HTTP/1.1 404");
         held.push(stream);
     }
     let mut third = TcpStream::connect(ingress.addr).await.unwrap();
-    let _ = third.write_all(b"GET /a HTTP/1.1\r\nhost: third\r\n\r\n").await;
+    let _ = third
+        .write_all(b"GET /a HTTP/1.1\r\nhost: third\r\n\r\n")
+        .await;
     let (received, closed_after) = read_to_close(&mut third).await;
-    assert!(received.is_empty(), "the third connection is not served: {received}");
-    assert!(closed_after < Duration::from_secs(1), "and is closed at once: {closed_after:?}");
+    assert!(
+        received.is_empty(),
+        "the third connection is not served: {received}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(1),
+        "and is closed at once: {closed_after:?}"
+    );
 }

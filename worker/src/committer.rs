@@ -97,3 +97,35 @@ fn run(store: &Store, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
     }
     tracing::debug!("committer stopped: queue closed and drained");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use customers_shared::CustomerId;
+
+    fn pending(email: &str) -> PendingCreate {
+        PendingCreate {
+            id: CustomerId::generate(),
+            email_key: email.to_owned(),
+            json: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_every_member_of_the_group_and_the_committer_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::store_failing_sync(dir.path()));
+        let (handle, thread) = spawn(store, 16, 16).unwrap();
+        let (a, b) = tokio::join!(
+            handle.commit(pending("a@x.com")),
+            handle.commit(pending("b@x.com"))
+        );
+        assert!(matches!(a, Err(CommitError::Store(_))), "{a:?}");
+        assert!(matches!(b, Err(CommitError::Store(_))), "{b:?}");
+        // Still serving: the next group is attempted (and fails the same way here).
+        let c = handle.commit(pending("c@x.com")).await;
+        assert!(matches!(c, Err(CommitError::Store(_))), "{c:?}");
+        drop(handle);
+        thread.join().unwrap();
+    }
+}

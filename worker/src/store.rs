@@ -211,6 +211,16 @@ impl Store {
     }
 }
 
+/// A store whose every sync fails (its "data file" is a pipe, which cannot be fsynced), to
+/// show what a disk error during a group commit does.
+#[cfg(test)]
+pub(crate) fn store_failing_sync(dir: &Path) -> Store {
+    let mut store = Store::open(dir, 1 << 20).expect("open the store");
+    let (reader, _writer) = std::io::pipe().expect("a pipe");
+    store.data_file = File::from(std::os::fd::OwnedFd::from(reader));
+    store
+}
+
 fn id_from_bytes(bytes: &[u8]) -> CustomerId {
     let bytes: [u8; 16] = bytes.try_into().unwrap_or_default();
     CustomerId::from_uuid(uuid::Uuid::from_bytes(bytes))
