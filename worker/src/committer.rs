@@ -78,7 +78,14 @@ fn run(store: &Store, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
                 None
             };
         }
-        match store.commit(&creates) {
+        let started = std::time::Instant::now();
+        let result = store.commit(&creates);
+        tracing::debug!(
+            group_size = creates.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group committed"
+        );
+        match result {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     // A requester that went away no longer needs its answer.
