@@ -403,5 +403,12 @@ impl ServiceProcess {
     }
 }
 
+/// Writes a measurement line to stderr past the test harness's capture, so that figures
+/// (acknowledged/lost counts, recovery times) appear in the test command's output.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "[report] {line}");
+}
+
 /// Upper bound used where a test waits for something that should take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(10);

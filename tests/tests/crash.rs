@@ -90,7 +90,7 @@ async fn acknowledged_creates_survive_sigkill() {
         .unwrap()
         .as_nanos() as u64
         | 1;
-    println!("kill-moment seed: {seed}");
+    customers_tests::report(&format!("kill-moment seed: {seed}"));
     let args = ["--nats-url", url.as_str(), "--data-dir", data_path.as_str()];
     for crash in 0..CRASHES {
         let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
@@ -148,13 +148,13 @@ async fn acknowledged_creates_survive_sigkill() {
     }
     worker.stop().await;
 
-    println!(
+    customers_tests::report(&format!(
         "crashes: {CRASHES}, acknowledged: {}, lost: {}, unacknowledged: {} ({stored_anyway} had been stored, {} had not)",
         ledger.acknowledged.len(),
         lost.len(),
         ledger.unacknowledged.len(),
         ledger.unacknowledged.len() - stored_anyway,
-    );
+    ));
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 
     // Record tree and email index agree one to one: no email has two owners.

@@ -96,7 +96,7 @@ async fn creates_recover_after_a_broker_restart() {
         .filter(|s| s.sent >= down && s.sent + s.latency < up)
         .collect();
     let slowest = during.iter().map(|s| s.latency).max().unwrap_or_default();
-    println!(
+    customers_tests::report(&format!(
         "outage: {} requests answered during it, statuses {:?}, slowest {slowest:?}; first 201 {recovery:?} after the broker was back",
         during.len(),
         {
@@ -105,7 +105,7 @@ async fn creates_recover_after_a_broker_restart() {
             statuses.dedup();
             statuses
         }
-    );
+    ));
     assert!(
         during.iter().all(|s| s.status == 503 || s.status == 201),
         "only 503s (or creates that beat the outage)"

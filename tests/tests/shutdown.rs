@@ -210,8 +210,8 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             Seen::Refused | Seen::NoResponders => {}
         }
     }
-    println!(
+    customers_tests::report(&format!(
         "SIGTERM under load: {created} created and answered, {timed_out} never delivered (timed out)"
-    );
+    ));
     restarted.stop().await;
 }
