@@ -21,7 +21,8 @@ async fn main() -> ExitCode {
     };
     match Ingress::connect(&config).await {
         Ok(ingress) => {
-            tracing::info!(listen = %config.listen, "serving");
+            let listen = listener.local_addr().map_or(config.listen, |addr| addr);
+            tracing::info!(%listen, "serving");
             ingress.run(listener, shutdown).await;
             ExitCode::SUCCESS
         }

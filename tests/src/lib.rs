@@ -319,25 +319,32 @@ pub fn nats_header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&
         .map(|v| v.as_str())
 }
 
-/// A binary of this workspace, built next to the test executables by `cargo test --workspace`.
+/// A binary of this workspace: next to the running executable (a binary in
+/// `target/<profile>/`) or one level up (a test in `target/<profile>/deps/`), as built by
+/// `cargo build` or `cargo test --workspace`.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing; run the tests with `cargo test --workspace` (scripts/test) so it is built",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let beside = exe.parent().expect("executable directory");
+    let candidates = [
+        beside.join(name),
+        beside.parent().unwrap_or(beside).join(name),
+    ];
+    candidates
+        .iter()
+        .find(|path| path.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not built next to {}; run `cargo test --workspace` (scripts/test) or `scripts/bench`",
+                exe.display()
+            )
+        })
 }
 
 /// A workspace binary running as a child process, with its log on stderr.
 pub struct ServiceProcess {
+    /// The log line that announced readiness.
+    pub ready_line: String,
     child: tokio::process::Child,
     log: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
 }
@@ -356,10 +363,11 @@ impl ServiceProcess {
             .expect("spawn the binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let mut process = Self {
+            ready_line: String::new(),
             child,
             log: tokio::io::BufReader::new(stderr).lines(),
         };
-        process.wait_for_log(ready).await;
+        process.ready_line = process.wait_for_log(ready).await;
         process
     }
 

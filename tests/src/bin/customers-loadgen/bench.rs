@@ -1,0 +1,344 @@
+//! The standard benchmark: a fresh stack on this machine (nats-server, and the release
+//! binaries next to this one), the architecture's ceiling (ingress → NATS → echo responder),
+//! then the real service over HTTP and over NATS direct, at each concurrency; then a
+//! Markdown report with the ratio of each figure to the ceiling and an SVG chart.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use customers_tests::{NatsServer, ServiceProcess};
+
+use crate::load::{self, Plan, Shape, Summary, Target};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Measured time of each run.
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Warm-up before each run's measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Concurrency levels (closed loop).
+    #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256])]
+    concurrency: Vec<usize>,
+    /// Markdown report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// SVG chart of throughput and p99 against concurrency.
+    #[arg(long, default_value = "docs/benchmark.svg")]
+    chart: PathBuf,
+}
+
+const CEILING: &str = "ceiling: HTTP → NATS → echo";
+const HTTP: &str = "service over HTTP";
+const NATS: &str = "service over NATS direct";
+
+struct Row {
+    line: &'static str,
+    concurrency: usize,
+    summary: Summary,
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let data_dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let plan = |concurrency| Plan {
+        shape: Shape::Closed(concurrency),
+        warmup: args.warmup,
+        duration: args.duration,
+        duplicate_ratio: 0.0,
+        idempotency_keys: false,
+        progress: false,
+    };
+    let mut rows = Vec::new();
+    let mut measure = async |line: &'static str, target: Target, concurrency: usize| {
+        eprintln!("bench: {line}, concurrency {concurrency} ...");
+        let summary = load::run(target, plan(concurrency)).await;
+        eprintln!(
+            "bench:   {:.0}/s, p99 {:.2} ms, errors {}",
+            summary.throughput,
+            summary.latency_ms[2],
+            summary.errors()
+        );
+        rows.push(Row {
+            line,
+            concurrency,
+            summary,
+        });
+    };
+
+    let ingress = ServiceProcess::start(
+        "customers-ingress",
+        &["--nats-url", &url, "--listen", "127.0.0.1:0"],
+        "serving",
+    )
+    .await;
+    let base_url = format!(
+        "http://{}",
+        ingress
+            .ready_line
+            .rsplit("listen=")
+            .next()
+            .unwrap_or_default()
+            .trim()
+    );
+    let echo = ServiceProcess::start(
+        "customers-loadgen",
+        &["echo", "--nats-url", &url],
+        "echo responder serving",
+    )
+    .await;
+    for &c in &args.concurrency {
+        measure(CEILING, Target::http(&base_url).await?, c).await;
+    }
+    echo.terminate().await;
+
+    let data = data_dir.path().to_str().unwrap_or_default().to_owned();
+    let worker = ServiceProcess::start(
+        "customers-worker",
+        &["--nats-url", &url, "--data-dir", &data],
+        "serving",
+    )
+    .await;
+    for &c in &args.concurrency {
+        measure(HTTP, Target::http(&base_url).await?, c).await;
+    }
+    for &c in &args.concurrency {
+        let connections = c.clamp(1, 4);
+        measure(
+            NATS,
+            Target::nats(&url, "customers.v1.create", connections).await?,
+            c,
+        )
+        .await;
+    }
+    measure(HTTP, Target::http(&base_url).await?, 1).await;
+    worker.terminate().await;
+    ingress.terminate().await;
+
+    let report = report(&rows, &args, &chart_relative(&args))?;
+    std::fs::write(&args.out, report)
+        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
+    if let Some(dir) = args.chart.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&args.chart, chart(&rows, &args.concurrency))
+        .map_err(|e| format!("cannot write {}: {e}", args.chart.display()))?;
+    eprintln!(
+        "bench: wrote {} and {}",
+        args.out.display(),
+        args.chart.display()
+    );
+    Ok(())
+}
+
+fn chart_relative(args: &BenchArgs) -> String {
+    let base = args.out.parent().unwrap_or(std::path::Path::new(""));
+    args.chart
+        .strip_prefix(base)
+        .unwrap_or(&args.chart)
+        .display()
+        .to_string()
+}
+
+fn find<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a Summary> {
+    rows.iter()
+        .find(|r| r.line == line && r.concurrency == concurrency)
+        .map(|r| &r.summary)
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn report(rows: &[Row], args: &BenchArgs, chart: &str) -> Result<String, String> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let nats_bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned());
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "# Benchmarks\n");
+    let _ = writeln!(
+        w,
+        "Written by `scripts/bench` (`customers-loadgen bench`) on {}.\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    let _ = writeln!(
+        w,
+        "* Machine: {cores} cores, {cpu}; load generator, nats-server, worker and ingress all on this machine."
+    );
+    let _ = writeln!(
+        w,
+        "* Versions: customers {}, {}, {}.",
+        env!("CARGO_PKG_VERSION"),
+        command_output(&nats_bin, &["--version"]),
+        command_output("rustc", &["--version"])
+    );
+    let _ = writeln!(
+        w,
+        "* Method: closed loop, unique ~300-byte customers (varied optional fields), {} s measured after {} s warm-up per run; creates are durable (fsync before the reply). The ceiling is the same ingress with an echo responder instead of the worker: no validation, no disk.\n",
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64()
+    );
+    let _ = writeln!(
+        w,
+        "| line | concurrency | creates/s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let s = &row.summary;
+        let ratio = find(rows, CEILING, row.concurrency).map_or("–".to_owned(), |ceiling| {
+            format!("{:.2}", s.throughput / ceiling.throughput)
+        });
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {ratio} |",
+            row.line,
+            row.concurrency,
+            s.throughput,
+            s.latency_ms[0],
+            s.latency_ms[2],
+            s.latency_ms[3],
+            s.errors()
+        );
+    }
+    let _ = writeln!(w, "\n![throughput and p99 against concurrency]({chart})");
+    Ok(out)
+}
+
+/// One figure of a run, as plotted.
+type Metric = fn(&Summary) -> f64;
+
+/// Two panels (throughput, p99) with one line per series, concurrency on a log scale.
+fn chart(rows: &[Row], levels: &[usize]) -> String {
+    const SERIES: [(&str, &str); 3] = [(CEILING, "#888888"), (HTTP, "#1f77b4"), (NATS, "#d62728")];
+    let (width, height, margin) = (900.0, 380.0, 60.0);
+    let panel_width = (width - 3.0 * margin) / 2.0;
+    let plot_height = height - 2.0 * margin - 40.0;
+    let x_of = |i: usize| {
+        if levels.len() > 1 {
+            i as f64 / (levels.len() - 1) as f64 * panel_width
+        } else {
+            panel_width / 2.0
+        }
+    };
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    svg.push_str(r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let panels: [(&str, Metric); 2] = [
+        ("creates/s", |s| s.throughput),
+        ("p99 latency, ms", |s| s.latency_ms[2]),
+    ];
+    for (p, (title, value)) in panels.iter().enumerate() {
+        let left = margin + p as f64 * (panel_width + margin);
+        let top = margin;
+        let max = rows
+            .iter()
+            .map(|r| value(&r.summary))
+            .fold(0.0_f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="14" text-anchor="middle">{title}</text>"#,
+            left + panel_width / 2.0,
+            top - 20.0
+        );
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
+            top + plot_height,
+            left + panel_width,
+            top + plot_height
+        );
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="#333"/>"##,
+            top + plot_height
+        );
+        for k in 0..=4 {
+            let v = max * k as f64 / 4.0;
+            let y = top + plot_height - v / max * plot_height;
+            let _ = write!(
+                svg,
+                r##"<text x="{}" y="{}" text-anchor="end">{}</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##,
+                left - 5.0,
+                y + 4.0,
+                if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                },
+                left + panel_width
+            );
+        }
+        for (i, level) in levels.iter().enumerate() {
+            let _ = write!(
+                svg,
+                r#"<text x="{}" y="{}" text-anchor="middle">{level}</text>"#,
+                left + x_of(i),
+                top + plot_height + 16.0
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">concurrency</text>"#,
+            left + panel_width / 2.0,
+            top + plot_height + 32.0
+        );
+        for (line, color) in SERIES {
+            let points: Vec<String> = levels
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &c)| {
+                    find(rows, line, c).map(|s| {
+                        format!(
+                            "{:.1},{:.1}",
+                            left + x_of(i),
+                            top + plot_height - value(s) / max * plot_height
+                        )
+                    })
+                })
+                .collect();
+            let _ = write!(
+                svg,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                points.join(" ")
+            );
+            for point in &points {
+                let (x, y) = point.split_once(',').unwrap_or_default();
+                let _ = write!(svg, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
+            }
+        }
+    }
+    for (i, (line, color)) in SERIES.iter().enumerate() {
+        let x = margin + i as f64 * 260.0;
+        let y = height - 15.0;
+        let _ = write!(
+            svg,
+            r#"<rect x="{x}" y="{}" width="14" height="4" fill="{color}"/><text x="{}" y="{y}">{line}</text>"#,
+            y - 6.0,
+            x + 20.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
