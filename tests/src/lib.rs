@@ -386,6 +386,11 @@ impl ServiceProcess {
         .unwrap_or_else(|_| panic!("no log line containing {text:?} within {PATIENCE:?}"))
     }
 
+    /// The operating system's id of the process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("SIGKILL the process");
@@ -416,6 +421,19 @@ impl ServiceProcess {
 pub fn report(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "[report] {line}");
+}
+
+/// Starts the `customers-worker` binary on `data_dir` with `extra` flags; returns once it
+/// serves.
+pub async fn start_worker_process(
+    nats_url: &str,
+    data_dir: &Path,
+    extra: &[&str],
+) -> ServiceProcess {
+    let data_dir = data_dir.to_str().expect("a UTF-8 temporary path");
+    let mut args = vec!["--nats-url", nats_url, "--data-dir", data_dir];
+    args.extend_from_slice(extra);
+    ServiceProcess::start("customers-worker", &args, "serving").await
 }
 
 /// Upper bound used where a test waits for something that should take milliseconds.

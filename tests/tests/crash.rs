@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use customers_shared::protocol::headers;
 use customers_tests::{
-    HttpClient, NatsServer, ServiceProcess, TestIngress, TestWorker, customer_with_email,
-    nats_header,
+    HttpClient, NatsServer, TestIngress, TestWorker, customer_with_email, nats_header,
+    start_worker_process,
 };
 use customers_worker::store::Store;
 use tokio::sync::Notify;
@@ -41,7 +41,6 @@ fn next_random(state: &mut u64) -> u64 {
 async fn acknowledged_creates_survive_sigkill() {
     let nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
-    let data_path = data_dir.path().to_str().unwrap().to_owned();
     let url = nats.url();
     let mut ingress_config = customers_ingress::Config::new(&url);
     ingress_config.request_timeout = Duration::from_millis(1000);
@@ -91,9 +90,8 @@ async fn acknowledged_creates_survive_sigkill() {
         .as_nanos() as u64
         | 1;
     customers_tests::report(&format!("kill-moment seed: {seed}"));
-    let args = ["--nats-url", url.as_str(), "--data-dir", data_path.as_str()];
     for crash in 0..CRASHES {
-        let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+        let worker = start_worker_process(&url, data_dir.path(), &[]).await;
         let before = ledger.lock().unwrap().acknowledged.len();
         let wanted = before + 1 + (next_random(&mut seed) % 400) as usize;
         while ledger.lock().unwrap().acknowledged.len() < wanted {

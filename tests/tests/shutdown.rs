@@ -4,7 +4,7 @@
 use customers_shared::protocol::headers;
 use customers_tests::{
     HttpClient, NatsServer, ServiceProcess, TestIngress, TestWorker, customer_with_email,
-    nats_header,
+    nats_header, start_worker_process,
 };
 use futures_util::StreamExt;
 
@@ -13,13 +13,7 @@ async fn worker_exits_0_on_sigterm_and_keeps_what_it_acknowledged() {
     let nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
     let url = nats.url();
-    let args = [
-        "--nats-url",
-        &url,
-        "--data-dir",
-        data_dir.path().to_str().unwrap(),
-    ];
-    let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+    let worker = start_worker_process(&url, data_dir.path(), &[]).await;
 
     let client = async_nats::connect(&url).await.unwrap();
     let mut acknowledged = Vec::new();
@@ -109,15 +103,7 @@ async fn worker_exits_on_sigterm_while_the_broker_is_down() {
     let mut nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
     let url = nats.url();
-    let args = [
-        "--nats-url",
-        &url,
-        "--data-dir",
-        data_dir.path().to_str().unwrap(),
-        "--shutdown-grace",
-        "1s",
-    ];
-    let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+    let worker = start_worker_process(&url, data_dir.path(), &["--shutdown-grace", "1s"]).await;
     nats.stop();
     assert_eq!(worker.terminate().await.code(), Some(0));
 }
@@ -139,13 +125,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     let nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
     let url = nats.url();
-    let args = [
-        "--nats-url",
-        &url,
-        "--data-dir",
-        data_dir.path().to_str().unwrap(),
-    ];
-    let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+    let worker = start_worker_process(&url, data_dir.path(), &[]).await;
     let client = async_nats::connect(&url).await.unwrap();
     let progress = Arc::new(Notify::new());
 

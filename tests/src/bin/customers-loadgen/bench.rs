@@ -23,6 +23,9 @@ pub struct BenchArgs {
     /// Concurrency levels (closed loop).
     #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256])]
     concurrency: Vec<usize>,
+    /// Customers stored before the "cost as data grows" runs at concurrency 64 (0 skips them).
+    #[arg(long, default_value_t = 1_000_000)]
+    preload: u64,
     /// Markdown report.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -34,6 +37,44 @@ pub struct BenchArgs {
 const CEILING: &str = "ceiling: HTTP → NATS → echo";
 const HTTP: &str = "service over HTTP";
 const NATS: &str = "service over NATS direct";
+const HTTP_LOADED: &str = "service over HTTP, after preload";
+const NATS_LOADED: &str = "service over NATS direct, after preload";
+const GROWTH_CONCURRENCY: usize = 64;
+
+/// Size and memory of the worker at one point of the run.
+struct Footprint {
+    stored: u64,
+    disk_bytes: u64,
+    rss_kib: u64,
+}
+
+fn footprint(stored: u64, data_dir: &std::path::Path, worker: &ServiceProcess) -> Footprint {
+    fn size(path: &std::path::Path) -> u64 {
+        std::fs::read_dir(path).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+    }
+    let rss_kib = worker
+        .pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0);
+    Footprint {
+        stored,
+        disk_bytes: size(data_dir),
+        rss_kib,
+    }
+}
 
 struct Row {
     line: &'static str,
@@ -52,9 +93,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         duplicate_ratio: 0.0,
         idempotency_keys: false,
         progress: false,
+        requests: None,
     };
     let mut rows = Vec::new();
-    let mut measure = async |line: &'static str, target: Target, concurrency: usize| {
+    let measure = async |line: &'static str, target: Target, concurrency: usize| {
         eprintln!("bench: {line}, concurrency {concurrency} ...");
         let summary = load::run(target, plan(concurrency)).await;
         eprintln!(
@@ -63,11 +105,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             summary.latency_ms[2],
             summary.errors()
         );
-        rows.push(Row {
+        Row {
             line,
             concurrency,
             summary,
-        });
+        }
     };
 
     let ingress = ServiceProcess::start(
@@ -92,7 +134,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     )
     .await;
     for &c in &args.concurrency {
-        measure(CEILING, Target::http(&base_url).await?, c).await;
+        rows.push(measure(CEILING, Target::http(&base_url).await?, c).await);
     }
     echo.terminate().await;
 
@@ -104,22 +146,63 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     )
     .await;
     for &c in &args.concurrency {
-        measure(HTTP, Target::http(&base_url).await?, c).await;
+        rows.push(measure(HTTP, Target::http(&base_url).await?, c).await);
     }
     for &c in &args.concurrency {
         let connections = c.clamp(1, 4);
-        measure(
-            NATS,
-            Target::nats(&url, "customers.v1.create", connections).await?,
-            c,
+        let target = Target::nats(&url, "customers.v1.create", connections).await?;
+        rows.push(measure(NATS, target, c).await);
+    }
+    rows.push(measure(HTTP, Target::http(&base_url).await?, 1).await);
+    let created = |rows: &[Row]| -> u64 {
+        rows.iter()
+            .filter(|r| r.line != CEILING)
+            .map(|r| r.summary.statuses.get(&201).copied().unwrap_or(0))
+            .sum()
+    };
+    let mut growth = None;
+    if args.preload > 0 {
+        let before = footprint(created(&rows), data_dir.path(), &worker);
+        eprintln!("bench: preloading {} customers over NATS ...", args.preload);
+        let preload = load::run(
+            Target::nats(&url, "customers.v1.create", 4).await?,
+            Plan {
+                duration: Duration::from_secs(3600),
+                warmup: Duration::ZERO,
+                requests: Some(args.preload),
+                progress: true,
+                ..plan(GROWTH_CONCURRENCY)
+            },
         )
         .await;
+        let preloaded = preload.statuses.get(&201).copied().unwrap_or(0);
+        eprintln!("bench:   {preloaded} stored in {:.0} s", preload.seconds);
+        rows.push(
+            measure(
+                HTTP_LOADED,
+                Target::http(&base_url).await?,
+                GROWTH_CONCURRENCY,
+            )
+            .await,
+        );
+        rows.push(
+            measure(
+                NATS_LOADED,
+                Target::nats(&url, "customers.v1.create", 4).await?,
+                GROWTH_CONCURRENCY,
+            )
+            .await,
+        );
+        let after = footprint(created(&rows) + preloaded, data_dir.path(), &worker);
+        growth = Some((before, after));
     }
-    measure(HTTP, Target::http(&base_url).await?, 1).await;
     worker.terminate().await;
     ingress.terminate().await;
 
-    let report = report(&rows, &args, &chart_relative(&args))?;
+    let mut report = report(&rows, &args, &chart_relative(&args))?;
+    if let Some((before, after)) = &growth {
+        growth_section(&mut report, &rows, before, after);
+    }
     std::fs::write(&args.out, report)
         .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
     if let Some(dir) = args.chart.parent() {
@@ -134,6 +217,51 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         args.chart.display()
     );
     Ok(())
+}
+
+fn growth_section(out: &mut String, rows: &[Row], before: &Footprint, after: &Footprint) {
+    let c = GROWTH_CONCURRENCY;
+    let _ = writeln!(out, "\n## Cost as data grows\n");
+    let _ = writeln!(
+        out,
+        "Concurrency {c}. \"Fresh\" is the runs above, on a database that starts empty and holds {} customers after them; then the preload adds customers through the normal create path (NATS direct) before the same runs.\n",
+        before.stored
+    );
+    let _ = writeln!(out, "| | fresh | after preload | ratio |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for (fresh, loaded) in [(HTTP, HTTP_LOADED), (NATS, NATS_LOADED)] {
+        if let (Some(a), Some(b)) = (find(rows, fresh, c), find(rows, loaded, c)) {
+            let _ = writeln!(
+                out,
+                "| {fresh}, creates/s | {:.0} | {:.0} | {:.2} |",
+                a.throughput,
+                b.throughput,
+                b.throughput / a.throughput
+            );
+            let _ = writeln!(
+                out,
+                "| {fresh}, p99 ms | {:.2} | {:.2} | |",
+                a.latency_ms[2], b.latency_ms[2]
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "| customers stored (at least) | {} | {} | |",
+        before.stored, after.stored
+    );
+    let _ = writeln!(
+        out,
+        "| database size on disk, MiB | {:.0} | {:.0} | |",
+        before.disk_bytes as f64 / 1048576.0,
+        after.disk_bytes as f64 / 1048576.0
+    );
+    let _ = writeln!(
+        out,
+        "| worker RSS, MiB | {:.0} | {:.0} | |",
+        before.rss_kib as f64 / 1024.0,
+        after.rss_kib as f64 / 1024.0
+    );
 }
 
 fn chart_relative(args: &BenchArgs) -> String {

@@ -250,6 +250,8 @@ pub struct Plan {
     pub duplicate_ratio: f64,
     pub idempotency_keys: bool,
     pub progress: bool,
+    /// Closed loop: stop after this many requests (warm-up included), if sooner.
+    pub requests: Option<u64>,
 }
 
 struct Stats {
@@ -331,13 +333,23 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
 
     match plan.shape {
         Shape::Closed(concurrency) => {
+            let budget = Arc::new(std::sync::atomic::AtomicU64::new(
+                plan.requests.unwrap_or(u64::MAX),
+            ));
             let requesters: Vec<_> = (0..concurrency.max(1))
                 .map(|stream| {
                     let mut requester = target.requester(stream);
-                    let record = record.clone();
+                    let (record, budget) = (record.clone(), budget.clone());
                     let mut generator = Generator::new(&run_id, stream, plan.duplicate_ratio);
+                    let take = move || {
+                        budget
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                                left.checked_sub(1)
+                            })
+                            .is_ok()
+                    };
                     tokio::spawn(async move {
-                        while Instant::now() < stop_at {
+                        while Instant::now() < stop_at && take() {
                             let (body, key) = generator.next_body();
                             let sent = Instant::now();
                             let status = requester
@@ -387,7 +399,11 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
     if let Some(progress) = progress {
         progress.abort();
     }
-    let seconds = plan.duration.as_secs_f64();
+    let seconds = measuring_from
+        .elapsed()
+        .as_secs_f64()
+        .min(plan.duration.as_secs_f64())
+        .max(1e-9);
     let stats = stats.lock().expect("stats");
     let requests = stats.latency_us.len();
     let ms = |q: f64| stats.latency_us.value_at_quantile(q) as f64 / 1000.0;

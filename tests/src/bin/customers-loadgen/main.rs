@@ -75,6 +75,9 @@ struct RunArgs {
     duration: Duration,
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// Closed loop: stop after this many requests (warm-up included) if that comes first.
+    #[arg(long, conflicts_with = "rate")]
+    requests: Option<u64>,
     /// Share of requests (0–1) that reuse the previous email of their requester.
     #[arg(long, default_value_t = 0.0)]
     duplicate_ratio: f64,
@@ -135,6 +138,7 @@ async fn run(args: RunArgs) -> ExitCode {
         duplicate_ratio: args.duplicate_ratio,
         idempotency_keys: args.idempotency_keys,
         progress: true,
+        requests: args.requests,
     };
     let summary = load::run(target, plan).await;
     if args.json {
