@@ -69,6 +69,21 @@ pub async fn connect(
     Ok(NatsConnection { client, connected })
 }
 
+/// Returns once the server has processed everything `client` sent before (subscriptions
+/// included): a message to a fresh inbox, sent after them on the same connection, has come
+/// back. `Client::flush` only empties the local write buffer, which is not enough to know
+/// that requests from other connections will find our subscriptions.
+pub async fn round_trip(client: &async_nats::Client) -> Result<(), async_nats::Error> {
+    use futures_util::StreamExt;
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, bytes::Bytes::new()).await?;
+    echo.next()
+        .await
+        .ok_or("the connection closed during a round trip")?;
+    Ok(())
+}
+
 /// Header names used on NATS requests and replies (and, where they match, over HTTP).
 pub mod headers {
     /// Correlates one request's log lines across ingress and worker.

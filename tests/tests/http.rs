@@ -197,7 +197,9 @@ async fn silent_worker_is_a_504_after_the_timeout() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     // A responder that takes requests and never answers.
     let mut silent = client.subscribe("customers.v1.create").await.unwrap();
-    client.flush().await.unwrap();
+    customers_shared::protocol::round_trip(&client)
+        .await
+        .unwrap();
     let mut config = customers_ingress::Config::new(nats.url());
     config.request_timeout = Duration::from_millis(300);
     let ingress = TestIngress::start_with(config).await;
@@ -220,7 +222,9 @@ async fn ingress_with_stand_in_worker() -> (
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let requests = client.subscribe("customers.v1.create").await.unwrap();
-    client.flush().await.unwrap();
+    customers_shared::protocol::round_trip(&client)
+        .await
+        .unwrap();
     let ingress = TestIngress::start(&nats.url()).await;
     (nats, ingress, client, requests)
 }

@@ -86,7 +86,9 @@ async fn ingress_sheds_load_past_its_in_flight_bound_and_recovers() {
     let stand_in = async_nats::connect(nats.url()).await.unwrap();
     // A worker that receives but never answers: every admitted create stays in flight.
     let mut held = stand_in.subscribe("customers.v1.create").await.unwrap();
-    stand_in.flush().await.unwrap();
+    customers_shared::protocol::round_trip(&stand_in)
+        .await
+        .unwrap();
     let mut config = customers_ingress::Config::new(nats.url());
     config.max_in_flight = BOUND;
     config.request_timeout = Duration::from_millis(1500);

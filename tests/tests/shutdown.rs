@@ -67,7 +67,9 @@ async fn ingress_shutdown_lets_in_flight_requests_finish() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     // A stand-in worker that answers only when the test says so.
     let mut held = client.subscribe("customers.v1.create").await.unwrap();
-    client.flush().await.unwrap();
+    customers_shared::protocol::round_trip(&client)
+        .await
+        .unwrap();
     let ingress = TestIngress::start(&nats.url()).await;
     let addr = ingress.addr;
     let http = HttpClient::new(addr);

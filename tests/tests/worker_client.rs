@@ -23,7 +23,9 @@ async fn timed_out_requests_leave_nothing_behind() {
     let nats = NatsServer::start();
     let silent = async_nats::connect(nats.url()).await.unwrap();
     let _never_answers = silent.subscribe("customers.v1.create").await.unwrap();
-    silent.flush().await.unwrap();
+    customers_shared::protocol::round_trip(&silent)
+        .await
+        .unwrap();
     let client = worker_client(&nats, Duration::from_millis(20)).await;
 
     let outcomes =

@@ -72,11 +72,10 @@ impl Worker {
         )
         .await
         .map_err(WorkerError::Service)?;
-        // Once the server has answered a ping, it knows our subscriptions.
-        client
-            .flush()
+        // Ready only once the server routes requests from other connections to us.
+        customers_shared::protocol::round_trip(&client)
             .await
-            .map_err(|e| WorkerError::Service(e.into()))?;
+            .map_err(WorkerError::Service)?;
         tracing::info!(
             subject = %customers_shared::protocol::create_subject(&config.subject_prefix),
             "serving"

@@ -173,10 +173,9 @@ pub async fn echo(nats_url: &str, subject_prefix: &str) -> Result<(), String> {
         .queue_subscribe(protocol::create_subject(subject_prefix), "q".to_owned())
         .await
         .map_err(|e| format!("cannot subscribe: {e}"))?;
-    client
-        .flush()
+    protocol::round_trip(&client)
         .await
-        .map_err(|e| format!("cannot flush: {e}"))?;
+        .map_err(|e| format!("cannot reach the server: {e}"))?;
     eprintln!("echo responder serving");
     let body = Bytes::from_static(br#"{"id":"cus_01h3vjs3b16yc3f9q8q9pfrb80","name":"Echo","email":"echo@example.com","phone":null,"address":null,"payment_method":null,"created_at":"2024-09-01T15:00:00.000Z","updated_at":"2024-09-01T15:00:00.000Z","status":"active","custom_data":null}"#);
     let mut reply_headers = async_nats::HeaderMap::new();
