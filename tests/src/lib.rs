@@ -341,6 +341,57 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         })
 }
 
+/// A stand-in for the worker on the create subject: the test sees exactly what arrives and
+/// decides whether and how to answer.
+pub struct StandInWorker {
+    pub client: async_nats::Client,
+    pub requests: async_nats::Subscriber,
+}
+
+/// The id a stand-in worker reports for the customers it "creates".
+pub const STAND_IN_CUSTOMER_ID: &str = "cus_01h3vjs3b16yc3f9q8q9pfrb80";
+
+impl StandInWorker {
+    /// Subscribed (and known to the server) when this returns.
+    pub async fn start(nats: &NatsServer) -> Self {
+        let client = async_nats::connect(nats.url()).await.expect("NATS client");
+        let requests = client
+            .subscribe("customers.v1.create")
+            .await
+            .expect("subscribe to the create subject");
+        customers_shared::protocol::round_trip(&client)
+            .await
+            .expect("round trip");
+        Self { client, requests }
+    }
+
+    /// The next request that reaches the stand-in.
+    pub async fn next_request(&mut self) -> async_nats::Message {
+        use futures_util::StreamExt;
+        self.requests
+            .next()
+            .await
+            .expect("a request reaches the stand-in worker")
+    }
+
+    /// Answers `request` as a worker that created [`STAND_IN_CUSTOMER_ID`] with `body`.
+    pub async fn reply_created(&self, request: &async_nats::Message, body: &'static str) {
+        let mut reply_headers = async_nats::HeaderMap::new();
+        reply_headers.insert(
+            customers_shared::protocol::headers::CUSTOMER_ID,
+            STAND_IN_CUSTOMER_ID,
+        );
+        self.client
+            .publish_with_headers(
+                request.reply.clone().expect("a reply subject"),
+                reply_headers,
+                body.into(),
+            )
+            .await
+            .expect("publish the reply");
+    }
+}
+
 /// A workspace binary running as a child process, with its log on stderr.
 pub struct ServiceProcess {
     /// The log line that announced readiness.

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use customers_tests::{
-    HttpClient, NatsServer, PATIENCE, TestIngress, customer_with_email, spawn_app,
+    HttpClient, NatsServer, PATIENCE, STAND_IN_CUSTOMER_ID, StandInWorker, TestIngress,
+    customer_with_email, spawn_app,
 };
-use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -194,44 +194,29 @@ async fn broker_down_is_a_fast_503() {
 #[tokio::test]
 async fn silent_worker_is_a_504_after_the_timeout() {
     let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    // A responder that takes requests and never answers.
-    let mut silent = client.subscribe("customers.v1.create").await.unwrap();
-    customers_shared::protocol::round_trip(&client)
-        .await
-        .unwrap();
+    // It takes requests and never answers.
+    let mut silent = StandInWorker::start(&nats).await;
     let mut config = customers_ingress::Config::new(nats.url());
     config.request_timeout = Duration::from_millis(300);
     let ingress = TestIngress::start_with(config).await;
     let http = HttpClient::new(ingress.addr);
 
     let body = customer_with_email("slow@example.com");
-    let (response, received) = tokio::join!(http.create(&body), silent.next());
-    assert!(received.is_some(), "the request reached the responder");
+    let (response, _received) = tokio::join!(http.create(&body), silent.next_request());
     assert_eq!(response.status, 504);
     assert_eq!(response.json()["code"], "worker_timeout");
 }
 
-/// A stand-in worker: the test sees exactly what the ingress sends and decides the reply.
-async fn ingress_with_stand_in_worker() -> (
-    NatsServer,
-    TestIngress,
-    async_nats::Client,
-    async_nats::Subscriber,
-) {
+async fn ingress_with_stand_in_worker() -> (NatsServer, TestIngress, StandInWorker) {
     let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let requests = client.subscribe("customers.v1.create").await.unwrap();
-    customers_shared::protocol::round_trip(&client)
-        .await
-        .unwrap();
+    let stand_in = StandInWorker::start(&nats).await;
     let ingress = TestIngress::start(&nats.url()).await;
-    (nats, ingress, client, requests)
+    (nats, ingress, stand_in)
 }
 
 #[tokio::test]
 async fn body_and_trace_headers_are_forwarded_unchanged() {
-    let (_nats, ingress, client, mut requests) = ingress_with_stand_in_worker().await;
+    let (_nats, ingress, mut stand_in) = ingress_with_stand_in_worker().await;
     let http = HttpClient::new(ingress.addr);
     let body = "{ \"name\" : \"Ada\",\n  \"email\": \"ADA@example.com\" }  ";
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -243,17 +228,8 @@ async fn body_and_trace_headers_are_forwarded_unchanged() {
         .body(body.into())
         .unwrap();
     let (response, message) = tokio::join!(http.send(request), async {
-        let message = requests.next().await.expect("a NATS request");
-        let mut reply_headers = async_nats::HeaderMap::new();
-        reply_headers.insert("Customer-Id", "cus_01h3vjs3b16yc3f9q8q9pfrb80");
-        client
-            .publish_with_headers(
-                message.reply.clone().unwrap(),
-                reply_headers,
-                "{\"id\":1}".into(),
-            )
-            .await
-            .unwrap();
+        let message = stand_in.next_request().await;
+        stand_in.reply_created(&message, "{\"id\":1}").await;
         message
     });
     assert_eq!(
@@ -274,7 +250,7 @@ async fn body_and_trace_headers_are_forwarded_unchanged() {
     assert_eq!(response.status, 201);
     assert_eq!(
         response.header("location"),
-        Some("/api/v1/customers/cus_01h3vjs3b16yc3f9q8q9pfrb80")
+        Some(format!("/api/v1/customers/{STAND_IN_CUSTOMER_ID}").as_str())
     );
     assert_eq!(
         &response.body[..],
@@ -285,12 +261,13 @@ async fn body_and_trace_headers_are_forwarded_unchanged() {
 
 #[tokio::test]
 async fn a_reply_the_ingress_cannot_understand_is_500_without_internals() {
-    let (_nats, ingress, client, mut requests) = ingress_with_stand_in_worker().await;
+    let (_nats, ingress, mut stand_in) = ingress_with_stand_in_worker().await;
     let http = HttpClient::new(ingress.addr);
     let body = customer_with_email("odd@example.com");
     let (response, ()) = tokio::join!(http.create(&body), async {
-        let message = requests.next().await.expect("a NATS request");
-        client
+        let message = stand_in.next_request().await;
+        stand_in
+            .client
             .publish(message.reply.unwrap(), "stack trace: secret".into())
             .await
             .unwrap();

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use customers_shared::protocol::headers;
 use customers_tests::{
-    HttpClient, NatsServer, TestIngress, TestWorker, customer_with_email, nats_header,
+    HttpClient, NatsServer, StandInWorker, TestIngress, TestWorker, customer_with_email,
+    nats_header,
 };
-use futures_util::StreamExt;
 use futures_util::future::join_all;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,12 +83,8 @@ async fn worker_sheds_load_past_its_queue_bound_and_recovers() {
 async fn ingress_sheds_load_past_its_in_flight_bound_and_recovers() {
     const BOUND: usize = 8;
     let nats = NatsServer::start();
-    let stand_in = async_nats::connect(nats.url()).await.unwrap();
     // A worker that receives but never answers: every admitted create stays in flight.
-    let mut held = stand_in.subscribe("customers.v1.create").await.unwrap();
-    customers_shared::protocol::round_trip(&stand_in)
-        .await
-        .unwrap();
+    let mut stand_in = StandInWorker::start(&nats).await;
     let mut config = customers_ingress::Config::new(nats.url());
     config.max_in_flight = BOUND;
     config.request_timeout = Duration::from_millis(1500);
@@ -127,14 +123,9 @@ async fn ingress_sheds_load_past_its_in_flight_bound_and_recovers() {
     let (response, received) = tokio::join!(http.create(&body), async {
         // Skip the requests admitted earlier; answer the new one.
         loop {
-            let message = held.next().await.unwrap();
+            let message = stand_in.next_request().await;
             if message.payload.windows(5).any(|w| w == b"later") {
-                let mut reply_headers = async_nats::HeaderMap::new();
-                reply_headers.insert(headers::CUSTOMER_ID, "cus_01h3vjs3b16yc3f9q8q9pfrb80");
-                stand_in
-                    .publish_with_headers(message.reply.unwrap(), reply_headers, "{}".into())
-                    .await
-                    .unwrap();
+                stand_in.reply_created(&message, "{}").await;
                 break;
             }
         }

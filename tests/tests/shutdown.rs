@@ -3,10 +3,9 @@
 
 use customers_shared::protocol::headers;
 use customers_tests::{
-    HttpClient, NatsServer, ServiceProcess, TestIngress, TestWorker, customer_with_email,
-    nats_header, start_worker_process,
+    HttpClient, NatsServer, ServiceProcess, StandInWorker, TestIngress, TestWorker,
+    customer_with_email, nats_header, start_worker_process,
 };
-use futures_util::StreamExt;
 
 #[tokio::test]
 async fn worker_exits_0_on_sigterm_and_keeps_what_it_acknowledged() {
@@ -64,12 +63,8 @@ async fn ingress_exits_0_on_sigterm() {
 #[tokio::test]
 async fn ingress_shutdown_lets_in_flight_requests_finish() {
     let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
     // A stand-in worker that answers only when the test says so.
-    let mut held = client.subscribe("customers.v1.create").await.unwrap();
-    customers_shared::protocol::round_trip(&client)
-        .await
-        .unwrap();
+    let mut stand_in = StandInWorker::start(&nats).await;
     let ingress = TestIngress::start(&nats.url()).await;
     let addr = ingress.addr;
     let http = HttpClient::new(addr);
@@ -81,15 +76,10 @@ async fn ingress_shutdown_lets_in_flight_requests_finish() {
                 .await
         }
     });
-    let request = held.next().await.expect("the request reached the worker");
+    let request = stand_in.next_request().await;
     let stopping = tokio::spawn(ingress.stop());
 
-    let mut reply_headers = async_nats::HeaderMap::new();
-    reply_headers.insert(headers::CUSTOMER_ID, "cus_01h3vjs3b16yc3f9q8q9pfrb80");
-    client
-        .publish_with_headers(request.reply.unwrap(), reply_headers, "{}".into())
-        .await
-        .unwrap();
+    stand_in.reply_created(&request, "{}").await;
 
     let response = in_flight.await.unwrap();
     assert_eq!(response.status, 201, "the in-flight request is answered");

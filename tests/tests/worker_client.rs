@@ -6,7 +6,7 @@ use std::time::Duration;
 use customers_ingress::worker_client::WorkerClient;
 use customers_shared::ApiError;
 use customers_shared::protocol;
-use customers_tests::NatsServer;
+use customers_tests::{NatsServer, StandInWorker};
 use futures_util::future::join_all;
 
 async fn worker_client(nats: &NatsServer, timeout: Duration) -> WorkerClient {
@@ -21,11 +21,7 @@ async fn worker_client(nats: &NatsServer, timeout: Duration) -> WorkerClient {
 #[tokio::test]
 async fn timed_out_requests_leave_nothing_behind() {
     let nats = NatsServer::start();
-    let silent = async_nats::connect(nats.url()).await.unwrap();
-    let _never_answers = silent.subscribe("customers.v1.create").await.unwrap();
-    customers_shared::protocol::round_trip(&silent)
-        .await
-        .unwrap();
+    let _never_answers = StandInWorker::start(&nats).await;
     let client = worker_client(&nats, Duration::from_millis(20)).await;
 
     let outcomes =
