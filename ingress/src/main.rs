@@ -8,6 +8,10 @@ use customers_shared::cli;
 
 const BINARY: &str = "customers-ingress";
 
+// glibc malloc was ~20 % of the worker's CPU under load (perf, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = match cli::start(BINARY) {

@@ -8,6 +8,10 @@ use customers_worker::{Config, Worker};
 
 const BINARY: &str = "customers-worker";
 
+// glibc malloc was ~20 % of the worker's CPU under load (perf, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = match cli::start(BINARY) {
