@@ -94,6 +94,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The operating system's id of the server process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts the server again on the same port (after [`NatsServer::stop`]).
     pub fn restart(&mut self) {
         self.stop();

@@ -80,6 +80,32 @@ struct Row {
     line: &'static str,
     concurrency: usize,
     summary: Summary,
+    /// CPU time per request of each process of the run, in microseconds, in [`ROLES`] order.
+    cpu_us: [f64; ROLES.len()],
+}
+
+/// The processes whose CPU time the benchmark accounts for; the responder is the echo
+/// responder for the ceiling and the worker otherwise.
+const ROLES: [&str; 4] = ["ingress", "responder", "nats-server", "load generator"];
+
+/// CPU time (user + system, all threads) of each process in [`ROLES`] order, in seconds.
+/// On this machine the processes share two cores, so CPU per request, not wall time, is
+/// what bounds the throughput of each line (see docs/PROFILE.md).
+fn cpu_seconds(pids: &[Option<u32>; ROLES.len()]) -> [f64; ROLES.len()] {
+    // /proc reports utime and stime in USER_HZ ticks, which Linux fixes at 100 per second.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    pids.map(|pid| {
+        pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| {
+                // Fields after the parenthesised command name; utime and stime are the 14th and
+                // 15th fields of the whole line.
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let ticks =
+                    fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+                Some(ticks as f64 / TICKS_PER_SECOND)
+            })
+            .unwrap_or(0.0)
+    })
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
@@ -95,20 +121,35 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         progress: false,
         requests: None,
     };
+    let cpu_times_before = machine_cpu_times();
     let mut rows = Vec::new();
-    let measure = async |line: &'static str, target: Target, concurrency: usize| {
+    let measure = async |line: &'static str,
+                         target: Target,
+                         concurrency: usize,
+                         pids: [Option<u32>; ROLES.len()]| {
         eprintln!("bench: {line}, concurrency {concurrency} ...");
+        let started = std::time::Instant::now();
+        let cpu_before = cpu_seconds(&pids);
         let summary = load::run(target, plan(concurrency)).await;
+        let cpu_after = cpu_seconds(&pids);
+        // Warm-up and measurement run at the same steady load, so each process's CPU
+        // utilisation over the whole run divided by the measured rate is its cost per request.
+        let wall = started.elapsed().as_secs_f64();
+        let cpu_us = std::array::from_fn(|i| {
+            (cpu_after[i] - cpu_before[i]) / wall / summary.throughput.max(1.0) * 1e6
+        });
         eprintln!(
-            "bench:   {:.0}/s, p99 {:.2} ms, errors {}",
+            "bench:   {:.0}/s, p99 {:.2} ms, errors {}, CPU {:.0} us per request",
             summary.throughput,
             summary.latency_ms[2],
-            summary.errors()
+            summary.errors(),
+            cpu_us.iter().sum::<f64>()
         );
         Row {
             line,
             concurrency,
             summary,
+            cpu_us,
         }
     };
 
@@ -133,8 +174,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         "echo responder serving",
     )
     .await;
+    let own_pid = Some(std::process::id());
+    let ceiling_pids = [ingress.pid(), echo.pid(), Some(nats.pid()), own_pid];
     for &c in &args.concurrency {
-        rows.push(measure(CEILING, Target::http(&base_url).await?, c).await);
+        rows.push(measure(CEILING, Target::http(&base_url).await?, c, ceiling_pids).await);
     }
     echo.terminate().await;
 
@@ -145,15 +188,16 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         "serving",
     )
     .await;
+    let pids = [ingress.pid(), worker.pid(), Some(nats.pid()), own_pid];
     for &c in &args.concurrency {
-        rows.push(measure(HTTP, Target::http(&base_url).await?, c).await);
+        rows.push(measure(HTTP, Target::http(&base_url).await?, c, pids).await);
     }
     for &c in &args.concurrency {
         let connections = c.clamp(1, 4);
         let target = Target::nats(&url, "customers.v1.create", connections).await?;
-        rows.push(measure(NATS, target, c).await);
+        rows.push(measure(NATS, target, c, pids).await);
     }
-    rows.push(measure(HTTP, Target::http(&base_url).await?, 1).await);
+    rows.push(measure(HTTP, Target::http(&base_url).await?, 1, pids).await);
     let created = |rows: &[Row]| -> u64 {
         rows.iter()
             .filter(|r| r.line != CEILING)
@@ -182,6 +226,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 HTTP_LOADED,
                 Target::http(&base_url).await?,
                 GROWTH_CONCURRENCY,
+                pids,
             )
             .await,
         );
@@ -190,6 +235,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 NATS_LOADED,
                 Target::nats(&url, "customers.v1.create", 4).await?,
                 GROWTH_CONCURRENCY,
+                pids,
             )
             .await,
         );
@@ -199,7 +245,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     worker.terminate().await;
     ingress.terminate().await;
 
-    let mut report = report(&rows, &args, &chart_relative(&args))?;
+    let stolen = stolen_share(&cpu_times_before, &machine_cpu_times());
+    let mut report = report(&rows, &args, &chart_relative(&args), stolen)?;
     if let Some((before, after)) = &growth {
         growth_section(&mut report, &rows, before, after);
     }
@@ -273,10 +320,13 @@ fn chart_relative(args: &BenchArgs) -> String {
         .to_string()
 }
 
-fn find<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a Summary> {
+fn find_row<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a Row> {
     rows.iter()
         .find(|r| r.line == line && r.concurrency == concurrency)
-        .map(|r| &r.summary)
+}
+
+fn find<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a Summary> {
+    find_row(rows, line, concurrency).map(|r| &r.summary)
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
@@ -289,7 +339,41 @@ fn command_output(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn report(rows: &[Row], args: &BenchArgs, chart: &str) -> Result<String, String> {
+/// The machine's CPU time counters (the `cpu` line of /proc/stat).
+fn machine_cpu_times() -> Vec<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?.strip_prefix("cpu ")?.to_owned();
+            Some(
+                line.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The share of the machine's CPU time the hypervisor gave to other guests between two
+/// readings (the 8th counter, `steal`): on a shared VM the figures are only comparable within
+/// one run, and this says how disturbed that run was.
+fn stolen_share(before: &[u64], after: &[u64]) -> Option<f64> {
+    let delta: Vec<u64> = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
+    let total: u64 = delta.iter().take(8).sum();
+    let steal = *delta.get(7)?;
+    (total > 0).then(|| steal as f64 / total as f64)
+}
+
+fn report(
+    rows: &[Row],
+    args: &BenchArgs,
+    chart: &str,
+    stolen: Option<f64>,
+) -> Result<String, String> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -310,7 +394,8 @@ fn report(rows: &[Row], args: &BenchArgs, chart: &str) -> Result<String, String>
     );
     let _ = writeln!(
         w,
-        "* Machine: {cores} cores, {cpu}; load generator, nats-server, worker and ingress all on this machine."
+        "* Machine: {cores} cores, {cpu}; load generator, nats-server, worker and ingress all on this machine; CPU time stolen by the hypervisor during the run: {}.",
+        stolen.map_or("unknown".to_owned(), |s| format!("{:.0} %", s * 100.0))
     );
     let _ = writeln!(
         w,
@@ -348,7 +433,47 @@ fn report(rows: &[Row], args: &BenchArgs, chart: &str) -> Result<String, String>
         );
     }
     let _ = writeln!(w, "\n![throughput and p99 against concurrency]({chart})");
+    cpu_section(w, rows);
     Ok(out)
+}
+
+/// Where the CPU goes at concurrency 64: with every process on the same cores, a line's
+/// throughput is bounded by cores ÷ its total CPU time per request, so the ratio of two
+/// totals bounds the ratio of two throughputs whatever the scheduling.
+fn cpu_section(w: &mut String, rows: &[Row]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let _ = writeln!(
+        w,
+        "\n## CPU per request (concurrency {GROWTH_CONCURRENCY})\n"
+    );
+    let _ = writeln!(
+        w,
+        "CPU time (user + system, all threads) each process used during the run, divided by the requests it served. The bound is {cores} cores ÷ the total; the ratio bound is the ceiling's total ÷ this line's total. How to profile inside a process: docs/PROFILE.md.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| line | {} | total µs | bound/s | ratio bound | measured/s |",
+        ROLES.map(|r| format!("{r} µs")).join(" | ")
+    );
+    let _ = writeln!(
+        w,
+        "|---|{}---:|---:|---:|---:|",
+        "---:|".repeat(ROLES.len())
+    );
+    let ceiling_total =
+        find_row(rows, CEILING, GROWTH_CONCURRENCY).map(|r| r.cpu_us.iter().sum::<f64>());
+    for row in rows.iter().filter(|r| r.concurrency == GROWTH_CONCURRENCY) {
+        let total: f64 = row.cpu_us.iter().sum();
+        let ratio = ceiling_total.map_or("–".to_owned(), |c| format!("{:.2}", c / total));
+        let _ = writeln!(
+            w,
+            "| {} | {} | {total:.0} | {:.0} | {ratio} | {:.0} |",
+            row.line,
+            row.cpu_us.map(|us| format!("{us:.0}")).join(" | "),
+            cores * 1e6 / total,
+            row.summary.throughput
+        );
+    }
 }
 
 /// One figure of a run, as plotted.
