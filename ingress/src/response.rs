@@ -36,14 +36,21 @@ pub fn problem_body(status: StatusCode, body: Bytes) -> Response<Body> {
     response
 }
 
+/// `200 OK` with a JSON body (a customer or a page).
+pub fn ok(json: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(json));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// `201 Created` with the stored customer and its `Location`.
 pub fn created(location: Option<HeaderValue>, customer_json: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(customer_json));
+    let mut response = ok(customer_json);
     *response.status_mut() = StatusCode::CREATED;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(location) = location {
-        headers.insert(LOCATION, location);
+        response.headers_mut().insert(LOCATION, location);
     }
     response
 }

@@ -1,10 +1,13 @@
-//! HTTP concerns of the ingress: routing, method, content type, body limit and request id.
-//! The body is forwarded to the worker unparsed; the worker decides whether it is valid.
+//! HTTP concerns of the ingress: routing, method, content type, body limit, query string and
+//! request id. `POST /api/v1/customers` forwards the body unparsed, `GET /api/v1/customers`
+//! the query parameters as a JSON object of strings, `GET /api/v1/customers/{id}` the id;
+//! the worker decides whether any of it is valid.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use customers_shared::ApiError;
+use customers_shared::problem::Violation;
 use customers_shared::protocol::headers;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
@@ -14,7 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::response::{self, Body};
-use crate::worker_client::{WorkerClient, WorkerReply};
+use crate::worker_client::{Operation, WorkerClient, WorkerReply};
 
 const CUSTOMERS_PATH: &str = "/api/v1/customers";
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,7 +31,7 @@ const FORWARDED: [&str; 2] = [headers::TRACEPARENT, headers::IDEMPOTENCY_KEY];
 pub struct App {
     worker: WorkerClient,
     max_body_bytes: usize,
-    /// Bounds creates in flight, so an overload is refused instead of queued.
+    /// Bounds requests in flight to the worker, so an overload is refused instead of queued.
     in_flight: Arc<Semaphore>,
 }
 
@@ -56,18 +59,20 @@ impl App {
     }
 
     async fn route(&self, request: Request<Incoming>, request_id: &HeaderValue) -> Response<Body> {
-        if request.uri().path() != CUSTOMERS_PATH {
-            return response::problem(&ApiError::NotFound);
-        }
-        if request.method() != Method::POST {
-            return response::problem(&ApiError::MethodNotAllowed { allow: "POST" });
-        }
-        let result = self.create(request, request_id).await;
+        let method = request.method().clone();
+        let result = match (Route::of(request.uri().path()), &method) {
+            (None, _) => Err(ApiError::NotFound),
+            (Some(Route::Collection), &Method::POST) => self.create(request, request_id).await,
+            (Some(Route::Collection), &Method::GET) => self.list(&request, request_id).await,
+            (Some(Route::Collection), _) => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
+            (Some(Route::Customer(id)), &Method::GET) => self.get(&request, id, request_id).await,
+            (Some(Route::Customer(_)), _) => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        };
         let response = result.unwrap_or_else(|e| response::problem(&e));
         if response.status().is_server_error() {
-            tracing::warn!(status = response.status().as_u16(), "create failed");
+            tracing::warn!(status = response.status().as_u16(), "request failed");
         } else {
-            tracing::debug!(status = response.status().as_u16(), "create answered");
+            tracing::debug!(status = response.status().as_u16(), "request answered");
         }
         response
     }
@@ -80,13 +85,6 @@ impl App {
         if !is_json(request.headers().get(CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let _permit = self
-            .in_flight
-            .try_acquire()
-            .map_err(|_| ApiError::ServiceUnavailable {
-                reason: "the ingress is overloaded",
-                retry_after_secs: 1,
-            })?;
         let too_large = ApiError::PayloadTooLarge {
             limit_bytes: self.max_body_bytes,
         };
@@ -97,40 +95,152 @@ impl App {
         if declared_length.is_some_and(|n| n > self.max_body_bytes as u64) {
             return Err(too_large);
         }
-        let mut nats_headers = async_nats::HeaderMap::new();
-        if let Ok(id) = request_id.to_str() {
-            nats_headers.insert(headers::REQUEST_ID, id);
-        }
-        for name in FORWARDED {
-            if let Some(value) = request.headers().get(name).and_then(|v| v.to_str().ok()) {
-                nats_headers.insert(name, value);
-            }
-        }
+        let nats_headers = nats_headers(&request, request_id);
+        let _permit = self.permit()?;
         let body = read_body(request.into_body(), self.max_body_bytes)
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge => too_large,
                 BodyError::Read(detail) => ApiError::MalformedJson(detail),
             })?;
-        Ok(match self.worker.create(body, nats_headers).await? {
-            WorkerReply::Created { customer_id, body } => {
-                let location =
-                    HeaderValue::try_from(format!("{CUSTOMERS_PATH}/{customer_id}")).ok();
-                response::created(location, body)
-            }
-            WorkerReply::Problem {
-                status,
-                retry_after,
-                body,
-            } => {
-                let mut response = response::problem_body(status, body);
-                if let Some(value) = retry_after.and_then(|v| HeaderValue::try_from(v).ok()) {
-                    response.headers_mut().insert(RETRY_AFTER, value);
-                }
-                response
-            }
-        })
+        self.forward(Operation::Create, body, nats_headers).await
     }
+
+    async fn get(
+        &self,
+        request: &Request<Incoming>,
+        id: &str,
+        request_id: &HeaderValue,
+    ) -> Result<Response<Body>, ApiError> {
+        let payload = Bytes::copy_from_slice(id.as_bytes());
+        let _permit = self.permit()?;
+        self.forward(Operation::Get, payload, nats_headers(request, request_id))
+            .await
+    }
+
+    /// The query string becomes the list endpoint's JSON payload, each parameter a string;
+    /// the worker validates the values.
+    async fn list(
+        &self,
+        request: &Request<Incoming>,
+        request_id: &HeaderValue,
+    ) -> Result<Response<Body>, ApiError> {
+        let query = request.uri().query().unwrap_or_default();
+        let mut parameters = serde_json::Map::new();
+        let mut repeated = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let name = name.into_owned();
+            if parameters.contains_key(&name) {
+                repeated.push(Violation::invalid("given more than once").at(name));
+            } else {
+                parameters.insert(name, value.into_owned().into());
+            }
+        }
+        if !repeated.is_empty() {
+            return Err(ApiError::ValidationFailed(repeated));
+        }
+        let payload = Bytes::from(serde_json::Value::Object(parameters).to_string());
+        let _permit = self.permit()?;
+        self.forward(Operation::List, payload, nats_headers(request, request_id))
+            .await
+    }
+
+    /// Bounds requests in flight to the worker, so an overload is refused instead of queued.
+    fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.in_flight
+            .try_acquire()
+            .map_err(|_| ApiError::ServiceUnavailable {
+                reason: "the ingress is overloaded",
+                retry_after_secs: 1,
+            })
+    }
+
+    /// Sends one request to the worker and turns its reply into the HTTP response. The
+    /// caller holds a [`App::permit`].
+    async fn forward(
+        &self,
+        operation: Operation,
+        payload: Bytes,
+        nats_headers: async_nats::HeaderMap,
+    ) -> Result<Response<Body>, ApiError> {
+        Ok(
+            match self
+                .worker
+                .request(operation, payload, nats_headers)
+                .await?
+            {
+                WorkerReply::Success {
+                    customer_id,
+                    replayed,
+                    body,
+                } => {
+                    let mut response = match operation {
+                        Operation::Create => {
+                            let Some(customer_id) = customer_id else {
+                                tracing::error!("create reply without a customer id");
+                                return Err(ApiError::Internal);
+                            };
+                            let location =
+                                HeaderValue::try_from(format!("{CUSTOMERS_PATH}/{customer_id}"))
+                                    .ok();
+                            response::created(location, body)
+                        }
+                        Operation::Get | Operation::List => response::ok(body),
+                    };
+                    if replayed {
+                        response.headers_mut().insert(
+                            HeaderName::from_static("idempotent-replayed"),
+                            HeaderValue::from_static("true"),
+                        );
+                    }
+                    response
+                }
+                WorkerReply::Problem {
+                    status,
+                    retry_after,
+                    body,
+                } => {
+                    let mut response = response::problem_body(status, body);
+                    if let Some(value) = retry_after.and_then(|v| HeaderValue::try_from(v).ok()) {
+                        response.headers_mut().insert(RETRY_AFTER, value);
+                    }
+                    response
+                }
+            },
+        )
+    }
+}
+
+/// The paths the ingress serves.
+enum Route<'a> {
+    /// `/api/v1/customers`
+    Collection,
+    /// `/api/v1/customers/{id}`
+    Customer(&'a str),
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Option<Self> {
+        if path == CUSTOMERS_PATH {
+            return Some(Self::Collection);
+        }
+        let id = path.strip_prefix(CUSTOMERS_PATH)?.strip_prefix('/')?;
+        (!id.is_empty() && !id.contains('/')).then_some(Self::Customer(id))
+    }
+}
+
+/// The NATS headers of a request to the worker: the request id and the forwarded headers.
+fn nats_headers<B>(request: &Request<B>, request_id: &HeaderValue) -> async_nats::HeaderMap {
+    let mut nats_headers = async_nats::HeaderMap::new();
+    if let Ok(id) = request_id.to_str() {
+        nats_headers.insert(headers::REQUEST_ID, id);
+    }
+    for name in FORWARDED {
+        if let Some(value) = request.headers().get(name).and_then(|v| v.to_str().ok()) {
+            nats_headers.insert(name, value);
+        }
+    }
+    nats_headers
 }
 
 enum BodyError {

@@ -1,5 +1,5 @@
-//! Talking to the worker over NATS: one request per create, with the forwarded headers and a
-//! timeout, and the reply classified as a created customer or a problem. NATS failures become
+//! Talking to the worker over NATS: one request per HTTP request (create, get or list), with
+//! the forwarded headers and a timeout, and the reply classified as a success or a problem. NATS failures become
 //! [`ApiError`]s here: no responders and a lost connection are 503, a timeout is 504.
 //!
 //! Replies arrive on one wildcard inbox subscription and are routed to the waiting request
@@ -20,10 +20,23 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use tokio::sync::{oneshot, watch};
 
+/// The worker's endpoints.
+#[derive(Debug, Clone, Copy)]
+pub enum Operation {
+    Create,
+    Get,
+    List,
+}
+
 /// What the worker answered.
 pub enum WorkerReply {
-    /// The stored customer's JSON and its id.
-    Created { customer_id: String, body: Bytes },
+    /// The body (customer or page); on creates the customer's id, and whether the reply is
+    /// a replay of an idempotent create.
+    Success {
+        customer_id: Option<String>,
+        replayed: bool,
+        body: Bytes,
+    },
     /// A problem body with its status (and `Retry-After` when the worker set it).
     Problem {
         status: StatusCode,
@@ -38,7 +51,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
 pub struct WorkerClient {
     client: async_nats::Client,
     connected: watch::Receiver<bool>,
-    create_subject: String,
+    /// Subjects of create, get and list.
+    subjects: Arc<[String; 3]>,
     timeout: Duration,
     /// `{inbox}.`: a request's reply subject is this plus its token.
     reply_prefix: Arc<str>,
@@ -79,7 +93,14 @@ impl WorkerClient {
         Ok(Self {
             client,
             connected,
-            create_subject: protocol::create_subject(subject_prefix),
+            subjects: Arc::new(
+                [
+                    protocol::CREATE_ENDPOINT,
+                    protocol::GET_ENDPOINT,
+                    protocol::LIST_ENDPOINT,
+                ]
+                .map(|endpoint| protocol::subject(subject_prefix, endpoint)),
+            ),
             timeout,
             reply_prefix,
             next_token: Arc::default(),
@@ -92,9 +113,11 @@ impl WorkerClient {
         self.pending.lock().expect("pending map").len()
     }
 
-    /// Sends a create request with `request_headers` and waits for the worker's reply.
-    pub async fn create(
+    /// Sends `body` with `request_headers` to the endpoint of `operation` and waits for the
+    /// worker's reply.
+    pub async fn request(
         &self,
+        operation: Operation,
         body: Bytes,
         request_headers: HeaderMap,
     ) -> Result<WorkerReply, ApiError> {
@@ -116,7 +139,7 @@ impl WorkerClient {
         };
         self.client
             .publish_with_reply_and_headers(
-                self.create_subject.clone(),
+                self.subjects[operation as usize].clone(),
                 format!("{}{token}", self.reply_prefix),
                 request_headers,
                 body,
@@ -186,14 +209,9 @@ fn classify(message: Message) -> Result<WorkerReply, ApiError> {
             }
         };
     }
-    match header(headers::CUSTOMER_ID) {
-        Some(customer_id) => Ok(WorkerReply::Created {
-            customer_id,
-            body: message.payload,
-        }),
-        None => {
-            tracing::error!("worker reply has neither an error code nor a customer id");
-            Err(ApiError::Internal)
-        }
-    }
+    Ok(WorkerReply::Success {
+        customer_id: header(headers::CUSTOMER_ID),
+        replayed: header(headers::IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true"),
+        body: message.payload,
+    })
 }

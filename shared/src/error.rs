@@ -19,8 +19,16 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed { allow: &'static str },
+    #[error("no customer has this id")]
+    CustomerNotFound,
     #[error("a customer with this email already exists: {customer_id}")]
     EmailAlreadyExists { customer_id: CustomerId },
+    #[error(
+        "a request with this Idempotency-Key is still being processed; retry after {retry_after_secs} s"
+    )]
+    IdempotencyKeyInUse { retry_after_secs: u32 },
+    #[error("this Idempotency-Key was first used with a different request body")]
+    IdempotencyKeyReused,
     #[error("the body is larger than {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
     #[error("content type must be application/json")]
@@ -48,11 +56,12 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::MalformedJson(_) | Self::InvalidBody | Self::ValidationFailed(_) => 400,
-            Self::NotFound => 404,
+            Self::NotFound | Self::CustomerNotFound => 404,
             Self::MethodNotAllowed { .. } => 405,
-            Self::EmailAlreadyExists { .. } => 409,
+            Self::EmailAlreadyExists { .. } | Self::IdempotencyKeyInUse { .. } => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
+            Self::IdempotencyKeyReused => 422,
             Self::Internal => 500,
             Self::ServiceUnavailable { .. } => 503,
             Self::WorkerTimeout { .. } => 504,
@@ -67,7 +76,10 @@ impl ApiError {
             Self::ValidationFailed(_) => "validation_failed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::CustomerNotFound => "customer_not_found",
             Self::EmailAlreadyExists { .. } => "email_already_exists",
+            Self::IdempotencyKeyInUse { .. } => "idempotency_key_in_use",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Internal => "internal_error",
@@ -83,7 +95,10 @@ impl ApiError {
             Self::ValidationFailed(_) => "The request body has invalid fields",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
+            Self::CustomerNotFound => "Customer not found",
             Self::EmailAlreadyExists { .. } => "A customer with this email already exists",
+            Self::IdempotencyKeyInUse { .. } => "The idempotency key is in use",
+            Self::IdempotencyKeyReused => "The idempotency key was used with another body",
             Self::PayloadTooLarge { .. } => "The request body is too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::Internal => "Internal error",
@@ -97,7 +112,8 @@ impl ApiError {
         match self {
             Self::ServiceUnavailable {
                 retry_after_secs, ..
-            } => Some(*retry_after_secs),
+            }
+            | Self::IdempotencyKeyInUse { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }

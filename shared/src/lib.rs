@@ -8,6 +8,8 @@
 //!   timestamps, serialised with keys in the documented order.
 //! * [`error`] and [`problem`]: the single mapping from an [`ApiError`] to a status code and
 //!   an RFC 9457 problem body, used by HTTP and NATS alike.
+//! * [`list`]: the list query (cursor, limit, email filter) and the list body.
+//! * [`idempotency`]: the `Idempotency-Key` header's rules.
 //! * [`protocol`]: NATS subjects and header names.
 //! * [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
 //! * [`cli`]: configuration parsing, logging and signal handling common to both binaries.
@@ -17,6 +19,8 @@ pub mod country;
 pub mod customer;
 pub mod error;
 pub mod fields;
+pub mod idempotency;
+pub mod list;
 pub mod new_customer;
 pub mod problem;
 pub mod protocol;

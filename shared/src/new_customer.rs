@@ -24,15 +24,20 @@ pub struct NewCustomer {
     pub custom_data: Option<CustomData>,
 }
 
+/// A request body that must be a JSON object: `malformed_json` (serde_json's message says the
+/// line and column) or `invalid_body` otherwise.
+pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::InvalidBody),
+        Err(e) => Err(ApiError::MalformedJson(e.to_string())),
+    }
+}
+
 impl NewCustomer {
     /// Parses and validates a JSON request body.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        let Value::Object(object) = value else {
-            return Err(ApiError::InvalidBody);
-        };
-        Self::from_object(object)
+        Self::from_object(parse_object(body)?)
     }
 
     fn from_object(object: Map<String, Value>) -> Result<Self, ApiError> {

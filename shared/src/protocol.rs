@@ -16,10 +16,19 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Name of the create endpoint within the service.
 pub const CREATE_ENDPOINT: &str = "create";
+/// Name of the get-by-id endpoint (payload: the id).
+pub const GET_ENDPOINT: &str = "get";
+/// Name of the list endpoint (payload: the query as JSON, see [`crate::list::ListQuery`]).
+pub const LIST_ENDPOINT: &str = "list";
+
+/// The subject of `endpoint`, e.g. `customers.v1.get`.
+pub fn subject(prefix: &str, endpoint: &str) -> String {
+    format!("{prefix}.v1.{endpoint}")
+}
 
 /// The create subject, e.g. `customers.v1.create`.
 pub fn create_subject(prefix: &str) -> String {
-    format!("{prefix}.v1.{CREATE_ENDPOINT}")
+    subject(prefix, CREATE_ENDPOINT)
 }
 
 /// Longest wait between two reconnection attempts: after a broker outage both binaries
@@ -90,10 +99,12 @@ pub mod headers {
     pub const REQUEST_ID: &str = "X-Request-Id";
     /// W3C trace context, forwarded unchanged.
     pub const TRACEPARENT: &str = "traceparent";
-    /// Reserved for idempotent creates (API.md §5).
+    /// Makes a create safe to retry (API.md §5).
     pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-    /// On a successful create reply: the new customer's id, so callers (the ingress's
-    /// `Location` header) need not parse the body.
+    /// `true` on a reply that is the stored reply of an earlier request with the same key.
+    pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+    /// On a successful (or replayed) create reply: the customer's id, so callers (the
+    /// ingress's `Location` header) need not parse the body.
     pub const CUSTOMER_ID: &str = "Customer-Id";
     /// On a 503 reply: seconds to wait before retrying.
     pub const RETRY_AFTER: &str = "Retry-After";

@@ -44,6 +44,33 @@ pub struct AddressRequest {
     country: String,
 }
 
+/// The payload of a `customers.v1.list` request (over HTTP, the same names are query
+/// parameters). Empty payload or `{}`: the newest 10 customers.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+pub struct ListCustomersRequest {
+    /// Customers per page, 1–100 (default 10); a string of digits is accepted too.
+    #[schemars(range(min = 1, max = 100))]
+    limit: Option<u32>,
+    /// A customer id: the page holds the customers created before it (the next page).
+    starting_after: Option<String>,
+    /// A customer id: the page holds the customers created after it (the previous page).
+    /// Not together with `starting_after`.
+    ending_before: Option<String>,
+    /// Only the customer with this email, compared case-insensitively.
+    email: Option<String>,
+}
+
+/// A page of customers, newest first (`GET /api/v1/customers`, `customers.v1.list`).
+#[derive(JsonSchema)]
+#[allow(dead_code)] // never constructed: the worker writes the body from stored JSON
+pub struct CustomerList {
+    data: Vec<Customer>,
+    /// Whether more customers lie beyond this page in the direction of the cursor.
+    has_more: bool,
+}
+
 /// Every published schema, by file name.
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
@@ -52,6 +79,11 @@ pub fn all() -> Vec<(&'static str, Schema)> {
             schema_for!(CreateCustomerRequest),
         ),
         ("customer.json", schema_for!(Customer)),
+        ("customer_list.json", schema_for!(CustomerList)),
+        (
+            "list_customers_request.json",
+            schema_for!(ListCustomersRequest),
+        ),
         ("problem.json", schema_for!(Problem)),
     ]
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use customers_ingress::worker_client::WorkerClient;
+use customers_ingress::worker_client::{Operation, WorkerClient};
 use customers_shared::ApiError;
 use customers_shared::protocol;
 use customers_tests::{NatsServer, StandInWorker};
@@ -24,8 +24,10 @@ async fn timed_out_requests_leave_nothing_behind() {
     let _never_answers = StandInWorker::start(&nats).await;
     let client = worker_client(&nats, Duration::from_millis(20)).await;
 
-    let outcomes =
-        join_all((0..2000).map(|_| client.create("{}".into(), Default::default()))).await;
+    let outcomes = join_all(
+        (0..2000).map(|_| client.request(Operation::Create, "{}".into(), Default::default())),
+    )
+    .await;
     assert!(
         outcomes
             .iter()
@@ -38,8 +40,10 @@ async fn timed_out_requests_leave_nothing_behind() {
 async fn no_responder_and_abandoned_requests_leave_nothing_behind() {
     let nats = NatsServer::start();
     let client = worker_client(&nats, Duration::from_secs(5)).await;
-    let outcomes =
-        join_all((0..2000).map(|_| client.create("{}".into(), Default::default()))).await;
+    let outcomes = join_all(
+        (0..2000).map(|_| client.request(Operation::Create, "{}".into(), Default::default())),
+    )
+    .await;
     assert!(
         outcomes
             .iter()
@@ -50,7 +54,7 @@ async fn no_responder_and_abandoned_requests_leave_nothing_behind() {
     // An HTTP client that disconnects drops its request future mid-wait.
     let abandoned = tokio::time::timeout(
         Duration::from_millis(1),
-        client.create("{}".into(), Default::default()),
+        client.request(Operation::Create, "{}".into(), Default::default()),
     )
     .await;
     drop(abandoned);

@@ -1,14 +1,14 @@
-//! Group commit. Request tasks hand validated creates to one committer thread through a
+//! Group commit. Request tasks hand validated writes to one committer thread through a
 //! bounded queue. The thread takes everything queued (up to `max_group`), commits it as one
 //! transaction with one fsync, then answers every member. Under load one fsync serves many
-//! creates; a lone create is committed as soon as it arrives, with no added wait.
+//! writes; a lone write is committed as soon as it arrives, with no added wait.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Outcome, PendingCreate, Store, StoreError};
+use crate::store::{Outcome, Pending, Store, StoreError};
 
 /// Why a create was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +25,11 @@ pub enum CommitError {
 }
 
 struct Job {
-    create: PendingCreate,
+    write: Pending,
     reply: oneshot::Sender<Result<Outcome, CommitError>>,
 }
 
-/// Submits creates to the committer thread. Cheap to clone; the thread stops once every
+/// Submits writes to the committer thread. Cheap to clone; the thread stops once every
 /// handle is dropped and the queue is drained.
 #[derive(Clone)]
 pub struct CommitHandle {
@@ -37,11 +37,11 @@ pub struct CommitHandle {
 }
 
 impl CommitHandle {
-    /// Queues `create` and waits until its group is durable.
-    pub async fn commit(&self, create: PendingCreate) -> Result<Outcome, CommitError> {
+    /// Queues `write` and waits until its group is durable.
+    pub async fn commit(&self, write: Pending) -> Result<Outcome, CommitError> {
         let (reply, outcome) = oneshot::channel();
         self.queue
-            .try_send(Job { create, reply })
+            .try_send(Job { write, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => CommitError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => CommitError::Stopped,
@@ -65,23 +65,23 @@ pub fn spawn(
 }
 
 fn run(store: &Store, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
-    let mut creates: Vec<PendingCreate> = Vec::with_capacity(max_group);
+    let mut writes: Vec<Pending> = Vec::with_capacity(max_group);
     let mut replies = Vec::with_capacity(max_group);
     while let Some(first) = jobs.blocking_recv() {
         let mut next = Some(first);
-        while let Some(Job { create, reply }) = next {
-            creates.push(create);
+        while let Some(Job { write, reply }) = next {
+            writes.push(write);
             replies.push(reply);
-            next = if creates.len() < max_group {
+            next = if writes.len() < max_group {
                 jobs.try_recv().ok()
             } else {
                 None
             };
         }
         let started = std::time::Instant::now();
-        let result = store.commit(&creates);
+        let result = store.commit(&writes);
         tracing::debug!(
-            group_size = creates.len(),
+            group_size = writes.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
             "group committed"
         );
@@ -93,14 +93,14 @@ fn run(store: &Store, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, group_size = creates.len(), "group commit failed");
+                tracing::error!(error = %e, group_size = writes.len(), "group commit failed");
                 let e = Arc::new(e);
                 for reply in replies.drain(..) {
                     let _ = reply.send(Err(CommitError::Store(e.clone())));
                 }
             }
         }
-        creates.clear();
+        writes.clear();
     }
     tracing::debug!("committer stopped: queue closed and drained");
 }
@@ -110,12 +110,13 @@ mod tests {
     use super::*;
     use customers_shared::CustomerId;
 
-    fn pending(email: &str) -> PendingCreate {
-        PendingCreate {
+    fn pending(email: &str) -> Pending {
+        Pending::Create(crate::store::PendingCreate {
             id: CustomerId::generate(),
             email_key: email.to_owned(),
             json: bytes::Bytes::from_static(b"{}"),
-        }
+            claim: None,
+        })
     }
 
     #[tokio::test]

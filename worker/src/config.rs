@@ -19,7 +19,7 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Subject prefix: the create endpoint listens on `{prefix}.v1.create`.
+    /// Subject prefix: the endpoints listen on `{prefix}.v1.create`, `.get` and `.list`.
     #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::protocol::DEFAULT_SUBJECT_PREFIX)]
     pub subject_prefix: String,
 
@@ -38,6 +38,11 @@ pub struct Config {
     /// Most creates applied and fsynced together in one group commit.
     #[arg(long, env = "CUSTOMERS_MAX_GROUP", default_value_t = 1024)]
     pub max_group: usize,
+
+    /// How long an Idempotency-Key's stored reply is kept and replayed (at least 24h is
+    /// the contract); expired keys are purged in the background.
+    #[arg(long, env = "CUSTOMERS_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub idempotency_retention: Duration,
 
     /// Time allowed on SIGTERM/SIGINT to finish accepted requests before exiting.
     #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]

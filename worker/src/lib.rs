@@ -2,16 +2,20 @@
 //! customers. Layout:
 //!
 //! * [`config`]: flags and environment variables.
-//! * [`store`]: the sled database (record tree + email index), atomic group writes, fsync,
-//!   and the startup consistency check.
+//! * [`store`]: the sled database (record tree, email index, idempotency records), atomic
+//!   group writes, fsync, reads that hide what is not yet durable, and the startup check.
 //! * [`committer`]: the group-commit thread and the bounded queue in front of it.
-//! * [`service`]: the NATS micro service and its request handling.
+//! * [`idempotency`]: `Idempotency-Key` claims, stored replies and their background purge.
+//! * [`reply`]: an answer (status, body, headers), as sent and as stored for replays.
+//! * [`service`]: the NATS micro service, its endpoints and request handling.
 //!
 //! [`Worker::start`] opens everything and returns once the service is subscribed;
 //! [`Worker::run`] serves until a shutdown future resolves, then drains and closes.
 
 pub mod committer;
 pub mod config;
+pub mod idempotency;
+pub mod reply;
 pub mod service;
 pub mod store;
 
@@ -21,7 +25,8 @@ use std::thread::JoinHandle;
 
 pub use config::Config;
 
-use crate::service::CustomersService;
+use crate::idempotency::Claims;
+use crate::service::{Context, CustomersService};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,7 @@ pub struct Worker {
     client: async_nats::Client,
     service: CustomersService,
     committer: JoinHandle<()>,
+    purge: tokio::task::JoinHandle<()>,
 }
 
 impl Worker {
@@ -62,16 +68,29 @@ impl Worker {
             size_on_disk = store.size_on_disk()?,
             "database opened and checked"
         );
-        let (handle, committer) = committer::spawn(store, config.max_pending, config.max_group)
-            .map_err(WorkerError::Committer)?;
-        let service = CustomersService::start(
-            &client,
-            &config.subject_prefix,
-            handle,
-            config.max_body_bytes,
-        )
-        .await
-        .map_err(WorkerError::Service)?;
+        if config.idempotency_retention < std::time::Duration::from_secs(24 * 3600) {
+            tracing::warn!(
+                retention = %humantime::format_duration(config.idempotency_retention),
+                "idempotency keys are kept for less than the 24 h the contract promises"
+            );
+        }
+        let (handle, committer) =
+            committer::spawn(store.clone(), config.max_pending, config.max_group)
+                .map_err(WorkerError::Committer)?;
+        let purge = tokio::spawn(idempotency::purge_expired_forever(
+            store.clone(),
+            config.idempotency_retention,
+        ));
+        let context = Context {
+            store,
+            committer: handle,
+            claims: Arc::new(Claims::default()),
+            max_body_bytes: config.max_body_bytes,
+            idempotency_retention: config.idempotency_retention,
+        };
+        let service = CustomersService::start(&client, &config.subject_prefix, context)
+            .await
+            .map_err(WorkerError::Service)?;
         // Ready only once the server routes requests from other connections to us.
         customers_shared::protocol::round_trip(&client)
             .await
@@ -85,6 +104,7 @@ impl Worker {
             client,
             service,
             committer,
+            purge,
         })
     }
 
@@ -93,6 +113,7 @@ impl Worker {
         self.service
             .serve(shutdown, self.config.shutdown_grace)
             .await;
+        self.purge.abort();
         // Every commit handle is gone with the service: the committer drains and stops.
         let committer = self.committer;
         if tokio::task::spawn_blocking(move || committer.join())

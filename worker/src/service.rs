@@ -1,61 +1,82 @@
-//! The NATS micro service `customers`: its create endpoint receives requests, validates each
-//! in its own task (so decoding runs concurrently), hands valid ones to the committer and
-//! replies with the stored customer JSON or a problem body with the NATS micro error headers.
+//! The NATS micro service `customers`: endpoints `create`, `get` and `list`. Each request is
+//! handled in its own task (so decoding runs concurrently). Creates go through idempotency
+//! (see `idempotency`) and the committer; reads go straight to the store, never behind the
+//! commit queue. Every answer is a [`Reply`]: the stored customer, a page, or a problem body
+//! with the NATS micro error headers.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::Message;
 use async_nats::service::{Request, Service, ServiceExt, endpoint::Endpoint};
-use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
+use customers_shared::idempotency::IdempotencyKey;
+use customers_shared::list::{ListQuery, list_body};
 use customers_shared::protocol::{self, headers};
 use customers_shared::{ApiError, Customer, CustomerId, NewCustomer};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::committer::{CommitError, CommitHandle};
-use crate::store::{Outcome, PendingCreate};
+use crate::idempotency::{self, Claims, IdempotencyClaim};
+use crate::reply::Reply;
+use crate::store::{Outcome, Pending, PendingCreate, Store};
 
 /// What every request task needs.
-struct Context {
-    committer: CommitHandle,
-    max_body_bytes: usize,
+pub struct Context {
+    pub store: Arc<Store>,
+    pub committer: CommitHandle,
+    pub claims: Arc<Claims>,
+    pub max_body_bytes: usize,
+    pub idempotency_retention: Duration,
 }
 
-/// The running micro service with its create endpoint.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Create,
+    Get,
+    List,
+}
+
+/// The running micro service with its endpoints.
 pub struct CustomersService {
     service: Service,
     create: Endpoint,
+    get: Endpoint,
+    list: Endpoint,
     context: Arc<Context>,
 }
 
 impl CustomersService {
-    /// Registers the service and its endpoint on `client`.
+    /// Registers the service and its endpoints on `client`.
     pub async fn start(
         client: &async_nats::Client,
         subject_prefix: &str,
-        committer: CommitHandle,
-        max_body_bytes: usize,
+        context: Context,
     ) -> Result<Self, async_nats::Error> {
         let service = client
             .service_builder()
-            .description("Creates customers with unique emails, stored durably")
+            .description("Creates customers with unique emails, stored durably; reads them back")
             .start(protocol::SERVICE_NAME, protocol::SERVICE_VERSION)
             .await?;
-        let create = service
-            .endpoint_builder()
-            .name(protocol::CREATE_ENDPOINT)
-            .add(protocol::create_subject(subject_prefix))
-            .await?;
+        let endpoint = async |name: &str| {
+            service
+                .endpoint_builder()
+                .name(name)
+                .add(protocol::subject(subject_prefix, name))
+                .await
+        };
+        let create = endpoint(protocol::CREATE_ENDPOINT).await?;
+        let get = endpoint(protocol::GET_ENDPOINT).await?;
+        let list = endpoint(protocol::LIST_ENDPOINT).await?;
         Ok(Self {
             service,
             create,
-            context: Arc::new(Context {
-                committer,
-                max_body_bytes,
-            }),
+            get,
+            list,
+            context: Arc::new(context),
         })
     }
 
@@ -64,31 +85,36 @@ impl CustomersService {
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>, grace: Duration) {
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                request = self.create.next() => match request {
-                    Some(request) => {
-                        tasks.spawn(handle_create(request, self.context.clone()));
-                    }
-                    None => break,
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                () = &mut shutdown => break,
+        {
+            let mut requests = requests(&mut self.create, &mut self.get, &mut self.list);
+            loop {
+                tokio::select! {
+                    request = requests.next() => match request {
+                        Some((operation, request)) => {
+                            tasks.spawn(handle(operation, request, self.context.clone()));
+                        }
+                        None => break,
+                    },
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    () = &mut shutdown => break,
+                }
             }
         }
         tracing::info!(in_flight = tasks.len(), "stopping: no new requests taken");
-        if let Err(e) = self.create.stop().await {
-            tracing::warn!(error = %e, "could not unsubscribe the create endpoint");
+        for endpoint in [&mut self.create, &mut self.get, &mut self.list] {
+            if let Err(e) = endpoint.stop().await {
+                tracing::warn!(error = %e, "could not unsubscribe an endpoint");
+            }
         }
         if let Err(e) = self.service.stop().await {
             tracing::warn!(error = %e, "could not stop the micro service");
         }
         let context = self.context.clone();
-        let mut create = self.create;
         let drained = tokio::time::timeout(grace, async {
             // Requests already delivered to this worker are still answered.
-            while let Some(request) = create.next().await {
-                tasks.spawn(handle_create(request, context.clone()));
+            let mut requests = requests(&mut self.create, &mut self.get, &mut self.list);
+            while let Some((operation, request)) = requests.next().await {
+                tasks.spawn(handle(operation, request, context.clone()));
             }
             while tasks.join_next().await.is_some() {}
         })
@@ -103,29 +129,48 @@ impl CustomersService {
     }
 }
 
-async fn handle_create(request: Request, context: Arc<Context>) {
-    let request_id = header(&request.message, headers::REQUEST_ID).map(str::to_owned);
-    let span = tracing::info_span!("create", request_id = request_id.as_deref().unwrap_or(""));
+/// The requests of all endpoints as one stream, each tagged with its operation.
+fn requests<'a>(
+    create: &'a mut Endpoint,
+    get: &'a mut Endpoint,
+    list: &'a mut Endpoint,
+) -> impl Stream<Item = (Operation, Request)> + Unpin + 'a {
+    futures_util::stream::select(
+        create.map(|r| (Operation::Create, r)),
+        futures_util::stream::select(
+            get.map(|r| (Operation::Get, r)),
+            list.map(|r| (Operation::List, r)),
+        ),
+    )
+}
+
+async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
+    let request_id = header(&request.message, headers::REQUEST_ID)
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let span = tracing::info_span!(
+        "request",
+        ?operation,
+        request_id = request_id.as_deref().unwrap_or("")
+    );
     async move {
-        let result = create(&request.message.payload, &context).await;
-        let mut reply_headers = HeaderMap::new();
-        if let Some(request_id) = &request_id {
-            reply_headers.insert(headers::REQUEST_ID, request_id.as_str());
-        }
-        let payload = match result {
-            Ok((id, json)) => {
-                tracing::debug!(customer_id = %id, "created");
-                reply_headers.insert(headers::CUSTOMER_ID, id.to_string().as_str());
-                json
-            }
-            Err(error) => {
-                tracing::debug!(code = error.code(), "create rejected");
-                error_headers(&mut reply_headers, &error);
-                Bytes::from(error.problem_json())
-            }
+        let payload = &request.message.payload;
+        let (reply, replayed) = match operation {
+            Operation::Create => create(&request.message, &context).await,
+            Operation::Get => (
+                get(payload, &context).unwrap_or_else(|e| Reply::error(&e)),
+                false,
+            ),
+            Operation::List => (
+                list(payload, &context)
+                    .await
+                    .unwrap_or_else(|e| Reply::error(&e)),
+                false,
+            ),
         };
+        tracing::debug!(status = reply.status, replayed, "answered");
+        let reply_headers = reply.headers(request_id.as_deref(), replayed);
         if let Err(e) = request
-            .respond_with_headers(Ok(payload), reply_headers)
+            .respond_with_headers(Ok(reply.body), reply_headers)
             .await
         {
             tracing::warn!(error = %e, "could not send the reply");
@@ -135,51 +180,176 @@ async fn handle_create(request: Request, context: Arc<Context>) {
     .await
 }
 
-async fn create(payload: &[u8], context: &Context) -> Result<(CustomerId, Bytes), ApiError> {
-    if payload.len() > context.max_body_bytes {
+/// A create, idempotent when the request carries a key. Returns the reply and whether it is
+/// a replay of a stored one.
+async fn create(message: &Message, context: &Context) -> (Reply, bool) {
+    let payload = &message.payload;
+    let key = match header(message, headers::IDEMPOTENCY_KEY)
+        .map(IdempotencyKey::parse)
+        .transpose()
+    {
+        Ok(key) => key,
+        Err(e) => return (Reply::error(&e), false),
+    };
+    let Some(key) = key else {
+        return (create_customer(payload, None, context).await, false);
+    };
+    let claim = IdempotencyClaim::new(key, payload);
+    if let Some(stored) = stored_reply(&claim, context) {
+        return stored;
+    }
+    let Some(_claimed) = context.claims.claim(&claim.key) else {
+        let in_use = ApiError::IdempotencyKeyInUse {
+            retry_after_secs: 1,
+        };
+        return (Reply::error(&in_use), false);
+    };
+    // The previous holder may have committed between the lookup and the claim.
+    if let Some(stored) = stored_reply(&claim, context) {
+        return stored;
+    }
+    (create_customer(payload, Some(claim), context).await, false)
+}
+
+/// The stored reply for `claim`'s key: a replay when the body is the same, 422 otherwise.
+fn stored_reply(claim: &IdempotencyClaim, context: &Context) -> Option<(Reply, bool)> {
+    match idempotency::lookup(&context.store, &claim.key, context.idempotency_retention) {
+        Ok(None) => None,
+        Ok(Some(record)) if record.fingerprint == claim.fingerprint => Some((record.reply(), true)),
+        Ok(Some(_)) => Some((Reply::error(&ApiError::IdempotencyKeyReused), false)),
+        Err(e) => {
+            tracing::error!(error = %e, "idempotency lookup failed");
+            Some((Reply::error(&ApiError::Internal), false))
+        }
+    }
+}
+
+/// Validates and commits one create. With a claim, the final reply is stored under its key
+/// in the same group commit, refusals (invalid body, too large) included.
+async fn create_customer(
+    payload: &[u8],
+    claim: Option<IdempotencyClaim>,
+    context: &Context,
+) -> Reply {
+    let (id, email_key, json) = match validate(payload, context.max_body_bytes) {
+        Ok(valid) => valid,
+        Err(refusal) => return refuse(&refusal, claim, context).await,
+    };
+    let pending = Pending::Create(PendingCreate {
+        id,
+        email_key,
+        json: json.clone(),
+        claim,
+    });
+    match context.committer.commit(pending).await {
+        Ok(Outcome::Created) => {
+            tracing::debug!(customer_id = %id, "created");
+            Reply::created(id, json)
+        }
+        Ok(Outcome::EmailTaken(customer_id)) => {
+            Reply::error(&ApiError::EmailAlreadyExists { customer_id })
+        }
+        Ok(Outcome::Remembered) => unreachable!("a create is never only remembered"),
+        Err(e) => Reply::error(&commit_error(e)),
+    }
+}
+
+/// The reply to a refused body; stored under the claim's key first, if there is one.
+async fn refuse(refusal: &ApiError, claim: Option<IdempotencyClaim>, context: &Context) -> Reply {
+    let reply = Reply::error(refusal);
+    let Some(claim) = claim else {
+        return reply;
+    };
+    let remember = Pending::Remember {
+        claim,
+        reply: reply.clone(),
+    };
+    match context.committer.commit(remember).await {
+        Ok(_) => reply,
+        Err(e) => Reply::error(&commit_error(e)),
+    }
+}
+
+/// The new customer's id, uniqueness key and JSON, or why the body is refused.
+fn validate(
+    payload: &[u8],
+    max_body_bytes: usize,
+) -> Result<(CustomerId, String, Bytes), ApiError> {
+    if payload.len() > max_body_bytes {
         return Err(ApiError::PayloadTooLarge {
-            limit_bytes: context.max_body_bytes,
+            limit_bytes: max_body_bytes,
         });
     }
     let new = NewCustomer::parse(payload)?;
     let id = CustomerId::generate();
     let email_key = new.email.index_key();
-    let json = Bytes::from(Customer::create(id, new).to_json());
-    let pending = PendingCreate {
+    Ok((
         id,
         email_key,
-        json: json.clone(),
-    };
-    match context.committer.commit(pending).await {
-        Ok(Outcome::Created) => Ok((id, json)),
-        Ok(Outcome::EmailTaken(customer_id)) => Err(ApiError::EmailAlreadyExists { customer_id }),
-        Err(CommitError::Overloaded) => Err(ApiError::ServiceUnavailable {
+        Bytes::from(Customer::create(id, new).to_json()),
+    ))
+}
+
+fn commit_error(error: CommitError) -> ApiError {
+    match error {
+        CommitError::Overloaded => ApiError::ServiceUnavailable {
             reason: "the worker is overloaded",
             retry_after_secs: 1,
-        }),
-        Err(CommitError::Stopped) => Err(ApiError::ServiceUnavailable {
+        },
+        CommitError::Stopped => ApiError::ServiceUnavailable {
             reason: "the worker is shutting down",
             retry_after_secs: 1,
-        }),
-        Err(CommitError::Store(e)) => {
-            tracing::error!(error = %e, "create not committed");
+        },
+        CommitError::Store(e) => {
+            tracing::error!(error = %e, "write not committed");
+            ApiError::Internal
+        }
+    }
+}
+
+/// `customers.v1.get`: the payload is the id. A malformed id is a 404 like an unknown one:
+/// no customer has it.
+fn get(payload: &[u8], context: &Context) -> Result<Reply, ApiError> {
+    let id = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|id| id.trim().parse::<CustomerId>().ok())
+        .ok_or(ApiError::CustomerNotFound)?;
+    match context.store.get(id) {
+        Ok(Some(json)) => Ok(Reply::ok(Bytes::copy_from_slice(&json))),
+        Ok(None) => Err(ApiError::CustomerNotFound),
+        Err(e) => {
+            tracing::error!(error = %e, "read failed");
             Err(ApiError::Internal)
         }
     }
 }
 
-/// The NATS micro error headers (and `Retry-After` where it applies) for `error`.
-fn error_headers(reply_headers: &mut HeaderMap, error: &ApiError) {
-    reply_headers.insert(headers::SERVICE_ERROR, error.code());
-    reply_headers.insert(
-        headers::SERVICE_ERROR_CODE,
-        error.status().to_string().as_str(),
-    );
-    if let Some(secs) = error.retry_after_secs() {
-        reply_headers.insert(headers::RETRY_AFTER, secs.to_string().as_str());
+/// `customers.v1.list`: a page scan of up to 101 records runs on the blocking pool, so a
+/// cold cache cannot stall the request tasks.
+async fn list(payload: &[u8], context: &Context) -> Result<Reply, ApiError> {
+    let query = ListQuery::parse(payload)?;
+    let store = context.store.clone();
+    let page = tokio::task::spawn_blocking(move || store.list(&query)).await;
+    match page {
+        Ok(Ok((customers, has_more))) => Ok(Reply::ok(Bytes::from(list_body(
+            customers.iter().map(|c| &c[..]),
+            has_more,
+        )))),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "list failed");
+            Err(ApiError::Internal)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "list task failed");
+            Err(ApiError::Internal)
+        }
     }
 }
 
-fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
-    message.headers.as_ref()?.get(name).map(|v| v.as_str())
+fn header<'a>(message: &'a Message, name: &str) -> Option<&'a [u8]> {
+    message
+        .headers
+        .as_ref()?
+        .get(name)
+        .map(|v| v.as_str().as_bytes())
 }

@@ -1,22 +1,38 @@
 //! The sled database: a `customers` tree (16-byte UUID key → the customer's JSON, exactly as
-//! replied) and an `emails` tree (lower-cased email → 16-byte UUID). Both trees change only
-//! together, in one transaction per group, and a group is acknowledged only after sled's
-//! flush **and** an `fdatasync` of its data file: sled's own flush stops at
-//! `sync_file_range`, which leaves the data in the disk's volatile cache (sled #1452).
+//! replied), an `emails` tree (lower-cased email → 16-byte UUID) and an `idempotency` tree
+//! (see `idempotency`). The trees change only together, in one transaction per group, and a
+//! group is acknowledged only after sled's flush **and** an `fdatasync` of its data file:
+//! sled's own flush stops at `sync_file_range`, which leaves the data in the disk's volatile
+//! cache (sled #1452).
+//!
+//! Reads go straight to the trees, never through the commit queue. sled makes a transaction
+//! visible before it is durable, so the ids and keys of a group are marked unsynced before
+//! it is applied and unmarked only after a successful sync; reads skip what is marked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use customers_shared::CustomerId;
+use customers_shared::idempotency::IdempotencyKey;
+use customers_shared::list::{Cursor, ListQuery};
+use customers_shared::{ApiError, CustomerId};
 use serde::Deserialize;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::{IVec, Transactional};
+
+use crate::idempotency::{IdempotencyClaim, IdempotencyRecord, now_ms};
+use crate::reply::Reply;
 
 /// Name of the record tree (UUID → customer JSON).
 pub const RECORDS_TREE: &str = "customers";
 /// Name of the email index tree (lower-cased email → UUID).
 pub const EMAILS_TREE: &str = "emails";
+/// Name of the idempotency tree (records and their expiry entries).
+pub const IDEMPOTENCY_TREE: &str = "idempotency";
 /// sled writes a log buffer larger than a quarter segment to a separate blob file, which it
 /// never fsyncs. The largest leaf (17 records of at most ~12 KiB) stays far below a quarter
 /// of 2 MiB, so every write lands in the `db` file that `commit` syncs.
@@ -50,6 +66,20 @@ pub struct PendingCreate {
     pub email_key: String,
     /// The customer's JSON, stored and replied as is.
     pub json: bytes::Bytes,
+    /// The request's idempotency key: the create's reply is stored under it.
+    pub claim: Option<IdempotencyClaim>,
+}
+
+/// One write of a group.
+#[derive(Debug)]
+pub enum Pending {
+    Create(PendingCreate),
+    /// The final reply of an idempotent create refused before it reached the database
+    /// (invalid body, too large), stored so that a retry is answered the same.
+    Remember {
+        claim: IdempotencyClaim,
+        reply: Reply,
+    },
 }
 
 /// What became of one member of a group.
@@ -58,6 +88,15 @@ pub enum Outcome {
     Created,
     /// The email belongs to this customer (stored earlier, or earlier in the same group).
     EmailTaken(CustomerId),
+    /// A [`Pending::Remember`] was stored.
+    Remembered,
+}
+
+/// What was applied to the trees but is not yet known to be durable.
+#[derive(Default)]
+struct Unsynced {
+    ids: HashSet<[u8; 16]>,
+    keys: HashSet<IdempotencyKey>,
 }
 
 /// Differences between the trees found (and fixed) at startup.
@@ -74,6 +113,8 @@ pub struct Store {
     db: sled::Db,
     records: sled::Tree,
     emails: sled::Tree,
+    idempotency: sled::Tree,
+    unsynced: Mutex<Unsynced>,
     data_file: File,
     data_path: PathBuf,
 }
@@ -93,6 +134,7 @@ impl Store {
             .map_err(open_error)?;
         let records = db.open_tree(RECORDS_TREE)?;
         let emails = db.open_tree(EMAILS_TREE)?;
+        let idempotency = db.open_tree(IDEMPOTENCY_TREE)?;
         let data_path = dir.join("db");
         let sync_error = |source| StoreError::Sync {
             file: data_path.clone(),
@@ -107,6 +149,8 @@ impl Store {
             db,
             records,
             emails,
+            idempotency,
+            unsynced: Mutex::default(),
             data_file,
             data_path,
         };
@@ -114,27 +158,65 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies a group of creates atomically across both trees and makes it durable.
-    /// Exactly one create per email wins, against the stored index and within the group.
-    pub fn commit(&self, group: &[PendingCreate]) -> Result<Vec<Outcome>, StoreError> {
-        let outcomes = (&self.records, &self.emails)
-            .transaction(|(records, emails)| {
+    /// Applies a group atomically across the trees and makes it durable. Exactly one create
+    /// per email wins, against the stored index and within the group; an idempotent create's
+    /// reply is stored with it.
+    pub fn commit(&self, group: &[Pending]) -> Result<Vec<Outcome>, StoreError> {
+        {
+            let mut unsynced = self.unsynced.lock().expect("unsynced set");
+            for pending in group {
+                let claim = match pending {
+                    Pending::Create(create) => {
+                        unsynced.ids.insert(create.id.to_bytes());
+                        create.claim.as_ref()
+                    }
+                    Pending::Remember { claim, .. } => Some(claim),
+                };
+                if let Some(claim) = claim {
+                    unsynced.keys.insert(claim.key.clone());
+                }
+            }
+        }
+        let created_ms = now_ms();
+        let outcomes = (&self.records, &self.emails, &self.idempotency)
+            .transaction(|(records, emails, idempotency)| {
                 let mut claimed: HashMap<&str, CustomerId> = HashMap::with_capacity(group.len());
                 let mut outcomes = Vec::with_capacity(group.len());
-                for create in group {
-                    if let Some(owner) = claimed.get(create.email_key.as_str()) {
-                        outcomes.push(Outcome::EmailTaken(*owner));
-                        continue;
+                for pending in group {
+                    let create = match pending {
+                        Pending::Create(create) => create,
+                        Pending::Remember { claim, reply } => {
+                            remember(idempotency, claim, reply, created_ms)?;
+                            outcomes.push(Outcome::Remembered);
+                            continue;
+                        }
+                    };
+                    let owner = match claimed.get(create.email_key.as_str()) {
+                        Some(owner) => Some(*owner),
+                        None => emails
+                            .get(create.email_key.as_bytes())?
+                            .map(|owner| id_from_bytes(&owner)),
+                    };
+                    let outcome = match owner {
+                        Some(owner) => Outcome::EmailTaken(owner),
+                        None => {
+                            let key = create.id.to_bytes();
+                            records.insert(&key, create.json.as_ref())?;
+                            emails.insert(create.email_key.as_bytes(), &key)?;
+                            claimed.insert(&create.email_key, create.id);
+                            Outcome::Created
+                        }
+                    };
+                    if let Some(claim) = &create.claim {
+                        let reply = match outcome {
+                            Outcome::EmailTaken(customer_id) => {
+                                Reply::error(&ApiError::EmailAlreadyExists { customer_id })
+                            }
+                            _ => Reply::created(create.id, create.json.clone()),
+                        };
+                        remember(idempotency, claim, &reply, created_ms)?;
                     }
-                    if let Some(owner) = emails.get(create.email_key.as_bytes())? {
-                        outcomes.push(Outcome::EmailTaken(id_from_bytes(&owner)));
-                        continue;
-                    }
-                    let key = create.id.to_bytes();
-                    records.insert(&key, create.json.as_ref())?;
-                    emails.insert(create.email_key.as_bytes(), &key)?;
-                    claimed.insert(&create.email_key, create.id);
-                    outcomes.push(Outcome::Created);
+                    outcomes.push(outcome);
                 }
                 Ok::<_, ConflictableTransactionError<()>>(outcomes)
             })
@@ -143,7 +225,143 @@ impl Store {
                 TransactionError::Abort(()) => unreachable!("the group transaction never aborts"),
             })?;
         self.sync()?;
+        // Everything applied so far, this group and any earlier one whose sync failed, is
+        // durable now.
+        let mut unsynced = self.unsynced.lock().expect("unsynced set");
+        unsynced.ids.clear();
+        unsynced.keys.clear();
         Ok(outcomes)
+    }
+
+    /// The customer's JSON, if it exists and is durable.
+    pub fn get(&self, id: CustomerId) -> Result<Option<IVec>, StoreError> {
+        let key = id.to_bytes();
+        let json = self.records.get(key)?;
+        Ok(json.filter(|_| !self.is_unsynced(&key)))
+    }
+
+    /// A page of durable customers, newest first, and whether more lie beyond it.
+    pub fn list(&self, query: &ListQuery) -> Result<(Vec<IVec>, bool), StoreError> {
+        if let Some(email_key) = &query.email_key {
+            let Some(id) = self.emails.get(email_key.as_bytes())? else {
+                return Ok((Vec::new(), false));
+            };
+            let in_range = match query.cursor {
+                Some(Cursor::StartingAfter(after)) => *id < after.to_bytes()[..],
+                Some(Cursor::EndingBefore(before)) => *id > before.to_bytes()[..],
+                None => true,
+            };
+            let json = if in_range {
+                self.get(id_from_bytes(&id))?
+            } else {
+                None
+            };
+            return Ok((json.into_iter().collect(), false));
+        }
+        let take = query.limit + 1;
+        let mut page = match query.cursor {
+            None => self.durable(self.records.iter().rev(), take)?,
+            Some(Cursor::StartingAfter(after)) => {
+                self.durable(self.records.range(..after.to_bytes()).rev(), take)?
+            }
+            Some(Cursor::EndingBefore(before)) => {
+                let bounds = (Bound::Excluded(before.to_bytes()), Bound::Unbounded);
+                let mut newer = self.durable(self.records.range(bounds), take)?;
+                let has_more = newer.len() > query.limit;
+                newer.truncate(query.limit);
+                newer.reverse();
+                return Ok((newer, has_more));
+            }
+        };
+        let has_more = page.len() > query.limit;
+        page.truncate(query.limit);
+        Ok((page, has_more))
+    }
+
+    /// Up to `take` durable records from `entries`, in their order.
+    fn durable(
+        &self,
+        entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
+        take: usize,
+    ) -> Result<Vec<IVec>, StoreError> {
+        let mut page = Vec::with_capacity(take);
+        for entry in entries {
+            let (key, json) = entry?;
+            if !self.is_unsynced(&key) {
+                page.push(json);
+                if page.len() == take {
+                    break;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    fn is_unsynced(&self, id: &[u8]) -> bool {
+        let unsynced = self.unsynced.lock().expect("unsynced set");
+        !unsynced.ids.is_empty()
+            && <[u8; 16]>::try_from(id).is_ok_and(|id| unsynced.ids.contains(&id))
+    }
+
+    /// The durable idempotency record of `key`, expired or not.
+    pub fn idempotency_record(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        if self
+            .unsynced
+            .lock()
+            .expect("unsynced set")
+            .keys
+            .contains(key)
+        {
+            return Ok(None);
+        }
+        self.idempotency
+            .get(IdempotencyRecord::record_key(key))?
+            .map(|bytes| decode_record(&bytes, key))
+            .transpose()
+    }
+
+    /// Removes the idempotency records committed before `created_before_ms`; returns how
+    /// many. A key reused since (a newer record) keeps its record. Not synced: the next
+    /// group's sync makes the removals durable, and a removal lost in a crash is redone.
+    pub fn purge_idempotency(&self, created_before_ms: u64) -> Result<usize, StoreError> {
+        const BATCH: usize = 1000;
+        let end = [&b"t"[..], &created_before_ms.to_be_bytes()[..]].concat();
+        let mut purged = 0;
+        loop {
+            let expired: Vec<IVec> = self
+                .idempotency
+                .range(&b"t"[..]..&end[..])
+                .keys()
+                .take(BATCH)
+                .collect::<Result<_, _>>()?;
+            if expired.is_empty() {
+                return Ok(purged);
+            }
+            for expiry_key in expired {
+                let (created_ms, key) = expiry_key[1..].split_at(8);
+                let record_key = [&b"k"[..], key].concat();
+                self.idempotency
+                    .transaction(|tree| {
+                        let still_expired = tree.get(&record_key)?.is_some_and(|bytes| {
+                            serde_json::from_slice::<IdempotencyRecord>(&bytes)
+                                .is_ok_and(|r| r.created_ms.to_be_bytes() == created_ms)
+                        });
+                        if still_expired {
+                            tree.remove(&record_key[..])?;
+                        }
+                        tree.remove(&expiry_key)?;
+                        Ok::<_, ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| match e {
+                        TransactionError::Storage(e) => StoreError::Sled(e),
+                        TransactionError::Abort(()) => unreachable!("the purge never aborts"),
+                    })?;
+                purged += 1;
+            }
+        }
     }
 
     /// sled's flush, then a real `fdatasync` of the data file.
@@ -221,6 +439,30 @@ pub(crate) fn store_failing_sync(dir: &Path) -> Store {
     store
 }
 
+/// Writes an idempotency record and its expiry entry within the group's transaction.
+fn remember(
+    tree: &TransactionalTree,
+    claim: &IdempotencyClaim,
+    reply: &Reply,
+    created_ms: u64,
+) -> Result<(), UnabortableTransactionError> {
+    let record = IdempotencyRecord::new(claim, reply, created_ms);
+    let bytes = serde_json::to_vec(&record).expect("a record always serialises");
+    tree.insert(IdempotencyRecord::record_key(&claim.key), bytes)?;
+    tree.insert(
+        IdempotencyRecord::expiry_key(&claim.key, created_ms),
+        &[][..],
+    )?;
+    Ok(())
+}
+
+fn decode_record(bytes: &[u8], key: &IdempotencyKey) -> Result<IdempotencyRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::CorruptRecord {
+        id: format!("idempotency key {:?}", key.as_str()),
+        source,
+    })
+}
+
 fn id_from_bytes(bytes: &[u8]) -> CustomerId {
     let bytes: [u8; 16] = bytes.try_into().unwrap_or_default();
     CustomerId::from_uuid(uuid::Uuid::from_bytes(bytes))
@@ -230,11 +472,23 @@ fn id_from_bytes(bytes: &[u8]) -> CustomerId {
 mod tests {
     use super::*;
 
-    fn pending(email: &str) -> PendingCreate {
+    fn create(email: &str) -> PendingCreate {
         PendingCreate {
             id: CustomerId::generate(),
             email_key: email.to_ascii_lowercase(),
             json: bytes::Bytes::from(format!(r#"{{"email":"{email}"}}"#)),
+            claim: None,
+        }
+    }
+
+    fn pending(email: &str) -> Pending {
+        Pending::Create(create(email))
+    }
+
+    fn id_of(pending: &Pending) -> CustomerId {
+        match pending {
+            Pending::Create(create) => create.id,
+            Pending::Remember { .. } => panic!("not a create"),
         }
     }
 
@@ -249,13 +503,13 @@ mod tests {
             [
                 Outcome::Created,
                 Outcome::Created,
-                Outcome::EmailTaken(group[0].id)
+                Outcome::EmailTaken(id_of(&group[0]))
             ]
         );
         let later = [pending("B@x.com"), pending("c@x.com")];
         assert_eq!(
             store.commit(&later).unwrap(),
-            [Outcome::EmailTaken(group[1].id), Outcome::Created]
+            [Outcome::EmailTaken(id_of(&group[1])), Outcome::Created]
         );
         assert_eq!(store.check_and_repair().unwrap().records, 3);
     }
@@ -263,7 +517,7 @@ mod tests {
     #[test]
     fn repair_restores_agreement_between_the_trees() {
         let dir = tempfile::tempdir().unwrap();
-        let orphan = pending("orphan@x.com");
+        let orphan = create("orphan@x.com");
         let ghost = CustomerId::generate();
         {
             let db = sled::Config::new()
@@ -305,6 +559,166 @@ mod tests {
                 ..RepairReport::default()
             }
         );
+    }
+
+    fn claim(key: &str, body: &[u8]) -> IdempotencyClaim {
+        IdempotencyClaim::new(IdempotencyKey::parse(key.as_bytes()).unwrap(), body)
+    }
+
+    fn email_of(json: &IVec) -> String {
+        serde_json::from_slice::<serde_json::Value>(json).unwrap()["email"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn lists_newest_first_with_cursors_and_email_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let group: Vec<Pending> = (0..25).map(|i| pending(&format!("c{i}@x.com"))).collect();
+        store.commit(&group).unwrap();
+        let emails = |page: &[IVec]| page.iter().map(email_of).collect::<Vec<_>>();
+        let query = |limit, cursor, email: Option<&str>| ListQuery {
+            limit,
+            cursor,
+            email_key: email.map(str::to_owned),
+        };
+
+        let (first, more) = store.list(&query(10, None, None)).unwrap();
+        assert!(more);
+        assert_eq!(emails(&first)[..2], ["c24@x.com", "c23@x.com"]);
+        let (second, more) = store
+            .list(&query(
+                10,
+                Some(Cursor::StartingAfter(id_of(&group[15]))),
+                None,
+            ))
+            .unwrap();
+        assert!(more);
+        assert_eq!(emails(&second)[0], "c14@x.com");
+        let (last, more) = store
+            .list(&query(
+                10,
+                Some(Cursor::StartingAfter(id_of(&group[5]))),
+                None,
+            ))
+            .unwrap();
+        assert!(!more);
+        assert_eq!(
+            emails(&last),
+            ["c4@x.com", "c3@x.com", "c2@x.com", "c1@x.com", "c0@x.com"]
+        );
+        let (previous, more) = store
+            .list(&query(
+                3,
+                Some(Cursor::EndingBefore(id_of(&group[10]))),
+                None,
+            ))
+            .unwrap();
+        assert!(more, "c14 and newer lie beyond");
+        assert_eq!(emails(&previous), ["c13@x.com", "c12@x.com", "c11@x.com"]);
+
+        let (found, more) = store.list(&query(10, None, Some("c7@x.com"))).unwrap();
+        assert_eq!((emails(&found), more), (vec!["c7@x.com".to_owned()], false));
+        let after_it = Some(Cursor::StartingAfter(id_of(&group[7])));
+        assert!(
+            store
+                .list(&query(10, after_it, Some("c7@x.com")))
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(
+            store
+                .list(&query(10, None, Some("nobody@x.com")))
+                .unwrap()
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn reads_never_show_a_group_whose_sync_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_failing_sync(dir.path());
+        let create = PendingCreate {
+            claim: Some(claim("k", b"{}")),
+            ..create("unsynced@x.com")
+        };
+        let id = create.id;
+        let key = create.claim.as_ref().unwrap().key.clone();
+        assert!(store.commit(&[Pending::Create(create)]).is_err());
+        assert!(
+            store.records.contains_key(id.to_bytes()).unwrap(),
+            "applied"
+        );
+        assert_eq!(store.get(id).unwrap(), None);
+        assert!(store.list(&ListQuery::default()).unwrap().0.is_empty());
+        assert_eq!(store.idempotency_record(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn idempotent_replies_are_stored_with_their_group_and_purged_once_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let first = PendingCreate {
+            claim: Some(claim("created", b"body-1")),
+            ..create("idem@x.com")
+        };
+        let first_id = first.id;
+        let taken = PendingCreate {
+            claim: Some(claim("taken", b"body-2")),
+            ..create("IDEM@x.com")
+        };
+        let refused = Reply::error(&ApiError::InvalidBody);
+        let group = [
+            Pending::Create(first),
+            Pending::Create(taken),
+            Pending::Remember {
+                claim: claim("refused", b"[]"),
+                reply: refused.clone(),
+            },
+        ];
+        assert_eq!(
+            store.commit(&group).unwrap(),
+            [
+                Outcome::Created,
+                Outcome::EmailTaken(first_id),
+                Outcome::Remembered
+            ]
+        );
+        let record = |key: &str| {
+            store
+                .idempotency_record(&IdempotencyKey::parse(key.as_bytes()).unwrap())
+                .unwrap()
+        };
+        let created = record("created").expect("stored");
+        assert_eq!(created.fingerprint, claim("x", b"body-1").fingerprint);
+        assert_eq!(created.status, 201);
+        assert_eq!(created.customer_id, Some(first_id.to_string()));
+        assert_eq!(
+            record("taken").expect("stored").reply(),
+            Reply::error(&ApiError::EmailAlreadyExists {
+                customer_id: first_id
+            })
+        );
+        assert_eq!(record("refused").expect("stored").reply(), refused);
+
+        let created_ms = created.created_ms;
+        assert_eq!(
+            store.purge_idempotency(created_ms).unwrap(),
+            0,
+            "not expired yet"
+        );
+        assert_eq!(store.purge_idempotency(created_ms + 1).unwrap(), 3);
+        assert_eq!(record("created"), None);
+        assert_eq!(
+            store.idempotency.len(),
+            0,
+            "records and expiry entries gone"
+        );
+        assert!(store.get(first_id).unwrap().is_some(), "customers stay");
     }
 
     #[test]

@@ -1,0 +1,83 @@
+//! What the worker answers on any endpoint: a status, the body, and the NATS headers that
+//! follow from them (micro error headers, `Customer-Id`, `Retry-After`). An idempotency
+//! record stores exactly this value, so a replay is the same bytes with the same headers.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use customers_shared::protocol::headers;
+use customers_shared::{ApiError, CustomerId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status this reply stands for (201, 200, or the error's).
+    pub status: u16,
+    /// The problem's `code` on errors.
+    pub code: Option<String>,
+    /// On a create's 201: the new customer's id.
+    pub customer_id: Option<String>,
+    pub retry_after_secs: Option<u32>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn created(id: CustomerId, customer_json: Bytes) -> Self {
+        Self {
+            status: 201,
+            code: None,
+            customer_id: Some(id.to_string()),
+            retry_after_secs: None,
+            body: customer_json,
+        }
+    }
+
+    pub fn ok(body: Bytes) -> Self {
+        Self {
+            status: 200,
+            code: None,
+            customer_id: None,
+            retry_after_secs: None,
+            body,
+        }
+    }
+
+    pub fn error(error: &ApiError) -> Self {
+        Self {
+            status: error.status(),
+            code: Some(error.code().to_owned()),
+            customer_id: None,
+            retry_after_secs: error.retry_after_secs(),
+            body: Bytes::from(error.problem_json()),
+        }
+    }
+
+    /// Whether an idempotent create may store this reply: final answers only (201 and 4xx),
+    /// never a server error that a retry could turn into a success.
+    pub fn is_final(&self) -> bool {
+        (200..500).contains(&self.status)
+    }
+
+    /// The reply's headers; `replayed` marks a stored reply sent again.
+    pub fn headers(&self, request_id: Option<&str>, replayed: bool) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        if let Some(request_id) = request_id {
+            map.insert(headers::REQUEST_ID, request_id);
+        }
+        if let Some(id) = &self.customer_id {
+            map.insert(headers::CUSTOMER_ID, id.as_str());
+        }
+        if let Some(code) = &self.code {
+            map.insert(headers::SERVICE_ERROR, code.as_str());
+            map.insert(
+                headers::SERVICE_ERROR_CODE,
+                self.status.to_string().as_str(),
+            );
+        }
+        if let Some(secs) = self.retry_after_secs {
+            map.insert(headers::RETRY_AFTER, secs.to_string().as_str());
+        }
+        if replayed {
+            map.insert(headers::IDEMPOTENT_REPLAYED, "true");
+        }
+        map
+    }
+}
