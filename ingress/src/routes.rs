@@ -21,6 +21,7 @@ use crate::worker_client::{Operation, WorkerClient, WorkerReply};
 
 const CUSTOMERS_PATH: &str = "/api/v1/customers";
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const MAX_REQUEST_ID_LEN: usize = 200;
 
 /// Headers copied from the HTTP request onto the NATS request when present.
@@ -163,51 +164,46 @@ impl App {
         payload: Bytes,
         nats_headers: async_nats::HeaderMap,
     ) -> Result<Response<Body>, ApiError> {
-        Ok(
-            match self
-                .worker
-                .request(operation, payload, nats_headers)
-                .await?
-            {
-                WorkerReply::Success {
-                    customer_id,
-                    replayed,
-                    body,
-                } => {
-                    let mut response = match operation {
-                        Operation::Create => {
-                            let Some(customer_id) = customer_id else {
-                                tracing::error!("create reply without a customer id");
-                                return Err(ApiError::Internal);
-                            };
-                            let location =
-                                HeaderValue::try_from(format!("{CUSTOMERS_PATH}/{customer_id}"))
-                                    .ok();
-                            response::created(location, body)
-                        }
-                        Operation::Get | Operation::List => response::ok(body),
+        let reply = self
+            .worker
+            .request(operation, payload, nats_headers)
+            .await?;
+        let (mut response, replayed) = match reply {
+            WorkerReply::Success {
+                customer_id,
+                replayed,
+                body,
+            } => match operation {
+                Operation::Create => {
+                    let Some(customer_id) = customer_id else {
+                        tracing::error!("create reply without a customer id");
+                        return Err(ApiError::Internal);
                     };
-                    if replayed {
-                        response.headers_mut().insert(
-                            HeaderName::from_static("idempotent-replayed"),
-                            HeaderValue::from_static("true"),
-                        );
-                    }
-                    response
+                    let location =
+                        HeaderValue::try_from(format!("{CUSTOMERS_PATH}/{customer_id}")).ok();
+                    (response::created(location, body), replayed)
                 }
-                WorkerReply::Problem {
-                    status,
-                    retry_after,
-                    body,
-                } => {
-                    let mut response = response::problem_body(status, body);
-                    if let Some(value) = retry_after.and_then(|v| HeaderValue::try_from(v).ok()) {
-                        response.headers_mut().insert(RETRY_AFTER, value);
-                    }
-                    response
-                }
+                Operation::Get | Operation::List => (response::ok(body), replayed),
             },
-        )
+            WorkerReply::Problem {
+                status,
+                retry_after,
+                replayed,
+                body,
+            } => {
+                let mut response = response::problem_body(status, body);
+                if let Some(value) = retry_after.and_then(|v| HeaderValue::try_from(v).ok()) {
+                    response.headers_mut().insert(RETRY_AFTER, value);
+                }
+                (response, replayed)
+            }
+        };
+        if replayed {
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        }
+        Ok(response)
     }
 }
 

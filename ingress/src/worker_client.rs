@@ -37,10 +37,12 @@ pub enum WorkerReply {
         replayed: bool,
         body: Bytes,
     },
-    /// A problem body with its status (and `Retry-After` when the worker set it).
+    /// A problem body with its status (and `Retry-After` when the worker set it); a replay
+    /// when an idempotent create's stored refusal is sent again.
     Problem {
         status: StatusCode,
         retry_after: Option<String>,
+        replayed: bool,
         body: Bytes,
     },
 }
@@ -191,6 +193,7 @@ fn classify(message: Message) -> Result<WorkerReply, ApiError> {
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
+    let replayed = header(headers::IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true");
     if let Some(code) = header(headers::SERVICE_ERROR_CODE) {
         let status = code
             .parse::<u16>()
@@ -201,6 +204,7 @@ fn classify(message: Message) -> Result<WorkerReply, ApiError> {
             Some(status) => Ok(WorkerReply::Problem {
                 status,
                 retry_after: header(headers::RETRY_AFTER),
+                replayed,
                 body: message.payload,
             }),
             None => {
@@ -211,7 +215,7 @@ fn classify(message: Message) -> Result<WorkerReply, ApiError> {
     }
     Ok(WorkerReply::Success {
         customer_id: header(headers::CUSTOMER_ID),
-        replayed: header(headers::IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true"),
+        replayed,
         body: message.payload,
     })
 }

@@ -234,10 +234,31 @@ impl HttpClient {
 
     /// `POST /api/v1/customers` with a JSON body.
     pub async fn create(&self, body: &str) -> TestResponse {
+        self.send(self.create_request(body, None)).await
+    }
+
+    /// `POST /api/v1/customers` with a JSON body and an `Idempotency-Key`.
+    pub async fn create_idempotent(&self, body: &str, key: &str) -> TestResponse {
+        self.send(self.create_request(body, Some(key))).await
+    }
+
+    fn create_request(&self, body: &str, key: Option<&str>) -> http::Request<Full<Bytes>> {
+        let mut request = self
+            .request("POST", "/api/v1/customers")
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .expect("valid request")
+    }
+
+    /// `GET` of `path` (relative to the ingress).
+    pub async fn get(&self, path: &str) -> TestResponse {
         self.send(
-            http::Request::post(format!("{}/api/v1/customers", self.base))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            self.request("GET", path)
+                .body(Full::default())
                 .expect("valid request"),
         )
         .await

@@ -16,6 +16,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         "/",
         "/api/v1/customer",
         "/api/v1/customers/",
+        "/api/v1/customers/cus_01h3vjs3b16yc3f9q8q9pfrb80/orders",
         "/api/v2/customers",
     ] {
         let response = app
@@ -34,18 +35,26 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
             Some("application/problem+json")
         );
     }
-    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+    let one_customer = "/api/v1/customers/cus_01h3vjs3b16yc3f9q8q9pfrb80";
+    for (method, path, allow) in [
+        ("PUT", "/api/v1/customers", "GET, POST"),
+        ("DELETE", "/api/v1/customers", "GET, POST"),
+        ("PATCH", "/api/v1/customers", "GET, POST"),
+        ("POST", one_customer, "GET"),
+        ("PUT", one_customer, "GET"),
+        ("DELETE", one_customer, "GET"),
+    ] {
         let response = app
             .http
             .send(
                 app.http
-                    .request(method, "/api/v1/customers")
+                    .request(method, path)
                     .body(Default::default())
                     .unwrap(),
             )
             .await;
-        assert_eq!(response.status, 405, "{method}");
-        assert_eq!(response.header("allow"), Some("POST"), "{method}");
+        assert_eq!(response.status, 405, "{method} {path}");
+        assert_eq!(response.header("allow"), Some(allow), "{method} {path}");
         assert_eq!(response.json()["code"], "method_not_allowed");
     }
 }

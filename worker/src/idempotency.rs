@@ -118,21 +118,36 @@ impl Drop for ClaimGuard {
 }
 
 /// Purges expired records every `retention / 4` (at most every 10 minutes) until the task
-/// is aborted. Runs on the blocking pool: a purge never holds up request tasks, and the
-/// committer only meets it as an ordinary concurrent sled transaction.
+/// is aborted. Each batch is a few hundred small sled transactions (about a millisecond);
+/// the task yields between batches, so it never holds up request tasks for long, and the
+/// committer only meets it as an ordinary concurrent transaction. Aborting the task drops
+/// its handle on the store at once, so a stopped worker releases the database.
 pub async fn purge_expired_forever(store: Arc<Store>, retention: Duration) {
+    const BATCH: usize = 256;
     let period = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(600));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let cutoff = now_ms().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(0));
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.purge_idempotency(cutoff)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(purged)) => tracing::info!(purged, "expired idempotency keys purged"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "idempotency purge failed"),
-            Err(e) => tracing::warn!(error = %e, "idempotency purge task failed"),
+        let mut purged = 0;
+        loop {
+            match store.purge_idempotency(cutoff, BATCH) {
+                Ok(n) => {
+                    purged += n;
+                    if n < BATCH {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency purge failed");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "expired idempotency keys purged");
         }
     }
 }

@@ -113,7 +113,10 @@ impl Worker {
         self.service
             .serve(shutdown, self.config.shutdown_grace)
             .await;
+        // The purge task holds the store: wait until it is gone, so that the database is
+        // closed (and its lock released) when `run` returns.
         self.purge.abort();
+        let _ = self.purge.await;
         // Every commit handle is gone with the service: the committer drains and stops.
         let committer = self.committer;
         if tokio::task::spawn_blocking(move || committer.join())

@@ -323,23 +323,24 @@ impl Store {
             .transpose()
     }
 
-    /// Removes the idempotency records committed before `created_before_ms`; returns how
-    /// many. A key reused since (a newer record) keeps its record. Not synced: the next
+    /// Removes up to `batch` idempotency records committed before `created_before_ms`,
+    /// oldest first; returns how many expiry entries it removed (fewer than `batch`: none
+    /// left). A key reused since (a newer record) keeps its record. Not synced: the next
     /// group's sync makes the removals durable, and a removal lost in a crash is redone.
-    pub fn purge_idempotency(&self, created_before_ms: u64) -> Result<usize, StoreError> {
-        const BATCH: usize = 1000;
+    pub fn purge_idempotency(
+        &self,
+        created_before_ms: u64,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
         let end = [&b"t"[..], &created_before_ms.to_be_bytes()[..]].concat();
         let mut purged = 0;
-        loop {
+        {
             let expired: Vec<IVec> = self
                 .idempotency
                 .range(&b"t"[..]..&end[..])
                 .keys()
-                .take(BATCH)
+                .take(batch)
                 .collect::<Result<_, _>>()?;
-            if expired.is_empty() {
-                return Ok(purged);
-            }
             for expiry_key in expired {
                 let (created_ms, key) = expiry_key[1..].split_at(8);
                 let record_key = [&b"k"[..], key].concat();
@@ -362,6 +363,7 @@ impl Store {
                 purged += 1;
             }
         }
+        Ok(purged)
     }
 
     /// sled's flush, then a real `fdatasync` of the data file.
@@ -706,12 +708,10 @@ mod tests {
         assert_eq!(record("refused").expect("stored").reply(), refused);
 
         let created_ms = created.created_ms;
-        assert_eq!(
-            store.purge_idempotency(created_ms).unwrap(),
-            0,
-            "not expired yet"
-        );
-        assert_eq!(store.purge_idempotency(created_ms + 1).unwrap(), 3);
+        let purge = |before, batch| store.purge_idempotency(before, batch).unwrap();
+        assert_eq!(purge(created_ms, 10), 0, "not expired yet");
+        assert_eq!(purge(created_ms + 1, 2), 2, "one batch");
+        assert_eq!(purge(created_ms + 1, 2), 1, "the rest");
         assert_eq!(record("created"), None);
         assert_eq!(
             store.idempotency.len(),
