@@ -6,20 +6,19 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Thin HTTP front door of the customers service: forwards `POST /api/v1/customers` to the
-/// worker over NATS and maps its reply to HTTP.
+/// Thin HTTP front door of the customers service: forwards `POST /api/v1/customers` and the
+/// reads (`GET /api/v1/customers[/{id}]`) to the worker over NATS and maps its reply to HTTP.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "customers-ingress", version)]
 pub struct Config {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: customers_shared::nats::NatsOptions,
 
     /// Address the HTTP server listens on.
     #[arg(long, env = "CUSTOMERS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Subject prefix: creates are sent to `{prefix}.v1.create`.
+    /// Subject prefix: requests are sent to `{prefix}.v1.create`, `.get` and `.list`.
     #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::protocol::DEFAULT_SUBJECT_PREFIX)]
     pub subject_prefix: String,
 
@@ -27,7 +26,7 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::protocol::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
-    /// Creates handled at once; past this the ingress answers 503 immediately.
+    /// Requests to the worker handled at once; past this the ingress answers 503 at once.
     #[arg(long, env = "CUSTOMERS_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
 
@@ -51,17 +50,13 @@ pub struct Config {
     /// Time allowed on SIGTERM/SIGINT for in-flight requests to complete.
     #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-
-    /// Timeout for the initial connection to NATS.
-    #[arg(long, env = "CUSTOMERS_NATS_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub nats_connect_timeout: Duration,
 }
 
 impl Config {
     /// The defaults, for tests and embedders: NATS at `nats_url`.
     pub fn new(nats_url: impl Into<String>) -> Self {
         let mut config = Self::parse_from(["customers-ingress"]);
-        config.nats_url = nats_url.into();
+        config.nats.url = nats_url.into();
         config
     }
 }

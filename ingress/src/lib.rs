@@ -26,7 +26,7 @@ pub enum IngressError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         url: String,
-        source: async_nats::ConnectError,
+        source: customers_shared::nats::NatsConnectError,
     },
     #[error("cannot subscribe to the reply inbox: {0}")]
     Subscribe(async_nats::SubscribeError),
@@ -45,16 +45,12 @@ pub struct Ingress {
 
 impl Ingress {
     pub async fn connect(config: &Config) -> Result<Self, IngressError> {
-        let connection = customers_shared::protocol::connect(
-            "customers-ingress",
-            &config.nats_url,
-            config.nats_connect_timeout,
-        )
-        .await
-        .map_err(|source| IngressError::Connect {
-            url: config.nats_url.clone(),
-            source,
-        })?;
+        let connection = customers_shared::nats::connect("customers-ingress", &config.nats)
+            .await
+            .map_err(|source| IngressError::Connect {
+                url: config.nats.url.clone(),
+                source,
+            })?;
         let worker =
             WorkerClient::start(connection, &config.subject_prefix, config.request_timeout)
                 .await

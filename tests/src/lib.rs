@@ -43,6 +43,7 @@ pub const SEED_REQUEST: &str = r#"{
 pub struct NatsServer {
     child: Child,
     port: u16,
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -53,11 +54,25 @@ impl NatsServer {
     /// Starts on `port`, or on an ephemeral port when `None`; returns once the server
     /// reports that it is ready.
     pub fn start_on(port: Option<u16>) -> Self {
+        Self::spawn(port, None)
+    }
+
+    /// Starts with the configuration file `config` (authorization, TLS, ...), on 127.0.0.1
+    /// and an ephemeral port whatever the file says.
+    pub fn start_with_config(config: &Path) -> Self {
+        Self::spawn(None, Some(config.to_owned()))
+    }
+
+    fn spawn(port: Option<u16>, config: Option<PathBuf>) -> Self {
         let binary = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("nats-server"));
         let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(config) = &config {
+            command.arg("-c").arg(config);
+        }
+        let mut child = command
             .args(["-a", "127.0.0.1", "-p", &port_arg])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -83,7 +98,11 @@ impl NatsServer {
         let port = port.expect("nats-server did not report its client port");
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
+        Self {
+            child,
+            port,
+            config,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -102,7 +121,7 @@ impl NatsServer {
     /// Starts the server again on the same port (after [`NatsServer::stop`]).
     pub fn restart(&mut self) {
         self.stop();
-        *self = Self::start_on(Some(self.port));
+        *self = Self::spawn(Some(self.port), self.config.clone());
     }
 
     /// Stops the server and waits for the process to exit.
@@ -385,7 +404,7 @@ impl StandInWorker {
             .subscribe("customers.v1.create")
             .await
             .expect("subscribe to the create subject");
-        customers_shared::protocol::round_trip(&client)
+        customers_shared::nats::round_trip(&client)
             .await
             .expect("round trip");
         Self { client, requests }

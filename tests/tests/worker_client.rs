@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use customers_ingress::worker_client::{Operation, WorkerClient};
 use customers_shared::ApiError;
-use customers_shared::protocol;
+use customers_shared::nats::{self, NatsOptions};
 use customers_tests::{NatsServer, StandInWorker};
 use futures_util::future::join_all;
 
 async fn worker_client(nats: &NatsServer, timeout: Duration) -> WorkerClient {
-    let connection = protocol::connect("test", &nats.url(), Duration::from_secs(5))
+    let connection = nats::connect("test", &NatsOptions::new(nats.url()))
         .await
         .unwrap();
     WorkerClient::start(connection, "customers", timeout)

@@ -11,9 +11,8 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "customers-worker", version)]
 pub struct Config {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: customers_shared::nats::NatsOptions,
 
     /// Directory of the sled database (created if missing; one worker process per directory).
     #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
@@ -47,17 +46,13 @@ pub struct Config {
     /// Time allowed on SIGTERM/SIGINT to finish accepted requests before exiting.
     #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-
-    /// Timeout for the initial connection to NATS.
-    #[arg(long, env = "CUSTOMERS_NATS_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub nats_connect_timeout: Duration,
 }
 
 impl Config {
     /// The defaults, for tests and embedders: NATS at `nats_url`, data in `data_dir`.
     pub fn new(nats_url: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         let mut config = Self::parse_from(["customers-worker"]);
-        config.nats_url = nats_url.into();
+        config.nats.url = nats_url.into();
         config.data_dir = data_dir.into();
         config
     }

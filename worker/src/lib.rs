@@ -36,7 +36,7 @@ pub enum WorkerError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         url: String,
-        source: async_nats::ConnectError,
+        source: customers_shared::nats::NatsConnectError,
     },
     #[error("cannot start the NATS micro service: {0}")]
     Service(async_nats::Error),
@@ -92,7 +92,7 @@ impl Worker {
             .await
             .map_err(WorkerError::Service)?;
         // Ready only once the server routes requests from other connections to us.
-        customers_shared::protocol::round_trip(&client)
+        customers_shared::nats::round_trip(&client)
             .await
             .map_err(WorkerError::Service)?;
         tracing::info!(
@@ -136,15 +136,11 @@ impl Worker {
 }
 
 async fn connect(config: &Config) -> Result<async_nats::Client, WorkerError> {
-    customers_shared::protocol::connect(
-        "customers-worker",
-        &config.nats_url,
-        config.nats_connect_timeout,
-    )
-    .await
-    .map(|connection| connection.client)
-    .map_err(|source| WorkerError::Connect {
-        url: config.nats_url.clone(),
-        source,
-    })
+    customers_shared::nats::connect("customers-worker", &config.nats)
+        .await
+        .map(|connection| connection.client)
+        .map_err(|source| WorkerError::Connect {
+            url: config.nats.url.clone(),
+            source,
+        })
 }

@@ -173,7 +173,7 @@ pub async fn echo(nats_url: &str, subject_prefix: &str) -> Result<(), String> {
         .queue_subscribe(protocol::create_subject(subject_prefix), "q".to_owned())
         .await
         .map_err(|e| format!("cannot subscribe: {e}"))?;
-    protocol::round_trip(&client)
+    customers_shared::nats::round_trip(&client)
         .await
         .map_err(|e| format!("cannot reach the server: {e}"))?;
     eprintln!("echo responder serving");
