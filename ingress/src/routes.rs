@@ -63,6 +63,13 @@ impl App {
         let method = request.method().clone();
         let result = match (Route::of(request.uri().path()), &method) {
             (None, _) => Err(ApiError::NotFound),
+            (Some(Route::Health), &Method::GET) => {
+                Ok(response::ok(Bytes::from_static(br#"{"status":"ok"}"#)))
+            }
+            (Some(Route::Ready), &Method::GET) => self.readiness().await,
+            (Some(Route::Health | Route::Ready), _) => {
+                Err(ApiError::MethodNotAllowed { allow: "GET" })
+            }
             (Some(Route::Collection), &Method::POST) => self.create(request, request_id).await,
             (Some(Route::Collection), &Method::GET) => self.list(&request, request_id).await,
             (Some(Route::Collection), _) => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
@@ -146,6 +153,22 @@ impl App {
             .await
     }
 
+    /// Ready when connected to NATS and some worker answers `$SRV.PING.customers` now
+    /// (within a second); otherwise the 503 that explains why.
+    async fn readiness(&self) -> Result<Response<Body>, ApiError> {
+        self.worker
+            .request(Operation::Ping, Bytes::new(), async_nats::HeaderMap::new())
+            .await
+            .map_err(|e| match e {
+                ApiError::WorkerTimeout { .. } => ApiError::ServiceUnavailable {
+                    reason: "no worker answered a ping within a second",
+                    retry_after_secs: 1,
+                },
+                other => other,
+            })?;
+        Ok(response::ok(Bytes::from_static(br#"{"status":"ready"}"#)))
+    }
+
     /// Bounds requests in flight to the worker, so an overload is refused instead of queued.
     fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
         self.in_flight
@@ -183,7 +206,9 @@ impl App {
                         HeaderValue::try_from(format!("{CUSTOMERS_PATH}/{customer_id}")).ok();
                     (response::created(location, body), replayed)
                 }
-                Operation::Get | Operation::List => (response::ok(body), replayed),
+                Operation::Get | Operation::List | Operation::Ping => {
+                    (response::ok(body), replayed)
+                }
             },
             WorkerReply::Problem {
                 status,
@@ -209,6 +234,10 @@ impl App {
 
 /// The paths the ingress serves.
 enum Route<'a> {
+    /// `/healthz`: the process is up.
+    Health,
+    /// `/readyz`: connected to NATS and a worker answers.
+    Ready,
     /// `/api/v1/customers`
     Collection,
     /// `/api/v1/customers/{id}`
@@ -217,8 +246,11 @@ enum Route<'a> {
 
 impl<'a> Route<'a> {
     fn of(path: &'a str) -> Option<Self> {
-        if path == CUSTOMERS_PATH {
-            return Some(Self::Collection);
+        match path {
+            CUSTOMERS_PATH => return Some(Self::Collection),
+            "/healthz" => return Some(Self::Health),
+            "/readyz" => return Some(Self::Ready),
+            _ => {}
         }
         let id = path.strip_prefix(CUSTOMERS_PATH)?.strip_prefix('/')?;
         (!id.is_empty() && !id.contains('/')).then_some(Self::Customer(id))

@@ -27,7 +27,12 @@ pub enum Operation {
     Create,
     Get,
     List,
+    /// `$SRV.PING.customers`: is any worker answering? (readiness)
+    Ping,
 }
+
+/// Longest wait for a ping reply: a readiness probe must answer quickly.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the worker answered.
 pub enum WorkerReply {
@@ -54,8 +59,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
 pub struct WorkerClient {
     client: async_nats::Client,
     connected: watch::Receiver<bool>,
-    /// Subjects of create, get and list.
-    subjects: Arc<[String; 3]>,
+    /// Subjects of create, get, list and ping, in [`Operation`] order.
+    subjects: Arc<[String; 4]>,
     timeout: Duration,
     /// `{inbox}.`: a request's reply subject is this plus its token.
     reply_prefix: Arc<str>,
@@ -96,14 +101,12 @@ impl WorkerClient {
         Ok(Self {
             client,
             connected,
-            subjects: Arc::new(
-                [
-                    protocol::CREATE_ENDPOINT,
-                    protocol::GET_ENDPOINT,
-                    protocol::LIST_ENDPOINT,
-                ]
-                .map(|endpoint| protocol::subject(subject_prefix, endpoint)),
-            ),
+            subjects: Arc::new([
+                protocol::subject(subject_prefix, protocol::CREATE_ENDPOINT),
+                protocol::subject(subject_prefix, protocol::GET_ENDPOINT),
+                protocol::subject(subject_prefix, protocol::LIST_ENDPOINT),
+                format!("$SRV.PING.{}", protocol::SERVICE_NAME),
+            ]),
             timeout,
             reply_prefix,
             next_token: Arc::default(),
@@ -152,6 +155,10 @@ impl WorkerClient {
                 tracing::warn!(error = %e, "could not publish the request");
                 BROKER_UNREACHABLE
             })?;
+        let timeout = match operation {
+            Operation::Ping => self.timeout.min(PING_TIMEOUT),
+            Operation::Create | Operation::Get | Operation::List => self.timeout,
+        };
         tokio::select! {
             reply = reply => match reply {
                 Ok(message) if message.status == Some(NatsStatus::NO_RESPONDERS) => {
@@ -163,8 +170,8 @@ impl WorkerClient {
                 Ok(message) => classify(message),
                 Err(_) => Err(BROKER_UNREACHABLE),
             },
-            () = tokio::time::sleep(self.timeout) => Err(ApiError::WorkerTimeout {
-                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            () = tokio::time::sleep(timeout) => Err(ApiError::WorkerTimeout {
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
             _ = connected.wait_for(|up| !*up) => Err(BROKER_UNREACHABLE),
         }

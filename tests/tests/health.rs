@@ -1,0 +1,58 @@
+//! The ingress's health endpoints: `/healthz` answers while the process runs; `/readyz` only
+//! while NATS is connected and a worker answers `$SRV.PING.customers`.
+
+use std::time::{Duration, Instant};
+
+use customers_tests::spawn_app;
+
+#[tokio::test]
+async fn readiness_follows_the_worker_and_the_broker() {
+    let mut app = spawn_app().await;
+    let health = app.http.get("/healthz").await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let ready = app.http.get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
+    );
+
+    app.stop_worker().await;
+    let started = Instant::now();
+    let not_ready = app.http.get("/readyz").await;
+    assert_eq!(not_ready.status, 503);
+    assert_eq!(not_ready.json()["code"], "service_unavailable");
+    assert!(not_ready.header("retry-after").is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a probe answers quickly"
+    );
+    assert_eq!(app.http.get("/healthz").await.status, 200, "still alive");
+
+    app.restart_worker().await;
+    assert_eq!(app.http.get("/readyz").await.status, 200);
+
+    app.nats.stop();
+    assert_eq!(app.http.get("/readyz").await.status, 503);
+    assert_eq!(app.http.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn health_endpoints_take_get_only() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz"] {
+        let response = app
+            .http
+            .send(
+                app.http
+                    .request("POST", path)
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status, 405, "{path}");
+        assert_eq!(response.header("allow"), Some("GET"), "{path}");
+    }
+}
