@@ -14,6 +14,9 @@ pub struct Config {
     #[command(flatten)]
     pub nats: customers_shared::nats::NatsOptions,
 
+    #[command(flatten)]
+    pub log: customers_shared::cli::LogOptions,
+
     /// Address the HTTP server listens on.
     #[arg(long, env = "CUSTOMERS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -58,5 +61,11 @@ impl Config {
         let mut config = Self::parse_from(["customers-ingress"]);
         config.nats.url = nats_url.into();
         config
+    }
+}
+
+impl customers_shared::cli::Logging for Config {
+    fn log_options(&self) -> &customers_shared::cli::LogOptions {
+        &self.log
     }
 }

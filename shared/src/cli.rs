@@ -1,17 +1,40 @@
 //! What both binaries do before and after their real work: parse the configuration (a bad
-//! flag is one line on stderr and exit code 2), set up logging, and wait for SIGINT/SIGTERM.
+//! flag is one line on stderr and exit code 2), set up logging (text or JSON lines), and
+//! wait for SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the current span's fields (e.g. `request_id`).
+    Json,
+}
+
+/// Logging settings shared by both binaries; the filter itself is `RUST_LOG`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogOptions {
+    /// Log line format on stderr (filter with RUST_LOG, default `info`).
+    #[arg(long, env = "CUSTOMERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A configuration that carries [`LogOptions`].
+pub trait Logging {
+    fn log_options(&self) -> &LogOptions;
+}
+
 /// Parses `T` from the command line and environment, then sets up logging. `--help` and
 /// `--version` print and exit 0; an invalid configuration prints one line and gives the
 /// exit code for `main` to return.
-pub fn start<T: clap::Parser>(binary: &str) -> Result<T, ExitCode> {
+pub fn start<T: clap::Parser + Logging>(binary: &str) -> Result<T, ExitCode> {
     match T::try_parse() {
         Ok(config) => {
-            init_logging();
+            init_logging(config.log_options().log_format);
             Ok(config)
         }
         Err(e) if !e.use_stderr() => e.exit(),
@@ -30,13 +53,20 @@ pub fn fail(binary: &str, reason: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Logs to stderr; the filter comes from `RUST_LOG` (default `info`).
-fn init_logging() {
-    tracing_subscriber::fmt()
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        );
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM. The handlers are installed when this is called,

@@ -14,6 +14,9 @@ pub struct Config {
     #[command(flatten)]
     pub nats: customers_shared::nats::NatsOptions,
 
+    #[command(flatten)]
+    pub log: customers_shared::cli::LogOptions,
+
     /// Directory of the sled database (created if missing; one worker process per directory).
     #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -55,5 +58,11 @@ impl Config {
         config.nats.url = nats_url.into();
         config.data_dir = data_dir.into();
         config
+    }
+}
+
+impl customers_shared::cli::Logging for Config {
+    fn log_options(&self) -> &customers_shared::cli::LogOptions {
+        &self.log
     }
 }
