@@ -4,9 +4,11 @@
 //! * [`server`]: accept loop, connection settings and graceful shutdown.
 //! * [`routes`]: routing, method, content type, body limit and request id.
 //! * [`worker_client`]: the NATS request to the worker and the classification of its reply.
+//! * [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! * [`response`]: the one place that turns errors and worker replies into HTTP responses.
 
 pub mod config;
+pub mod metrics;
 pub mod response;
 pub mod routes;
 pub mod server;

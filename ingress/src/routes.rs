@@ -4,6 +4,7 @@
 //! the worker decides whether any of it is valid.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use customers_shared::ApiError;
@@ -16,6 +17,7 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::metrics::{self, Metrics};
 use crate::response::{self, Body};
 use crate::worker_client::{Operation, WorkerClient, WorkerReply};
 
@@ -31,6 +33,7 @@ const FORWARDED: [&str; 2] = [headers::TRACEPARENT, headers::IDEMPOTENCY_KEY];
 #[derive(Clone)]
 pub struct App {
     worker: WorkerClient,
+    metrics: Arc<Metrics>,
     max_body_bytes: usize,
     /// Bounds requests in flight to the worker, so an overload is refused instead of queued.
     in_flight: Arc<Semaphore>,
@@ -40,6 +43,7 @@ impl App {
     pub fn new(worker: WorkerClient, max_body_bytes: usize, max_in_flight: usize) -> Self {
         Self {
             worker,
+            metrics: Arc::default(),
             max_body_bytes,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
@@ -54,7 +58,12 @@ impl App {
             method = %request.method(),
             path = request.uri().path(),
         );
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
+        let operation = operation(request.method(), Route::of(request.uri().path()));
         let mut response = self.route(request, &request_id).instrument(span).await;
+        self.metrics
+            .observe(operation, response.status().as_u16(), started.elapsed());
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         response
     }
@@ -67,7 +76,16 @@ impl App {
                 Ok(response::ok(Bytes::from_static(br#"{"status":"ok"}"#)))
             }
             (Some(Route::Ready), &Method::GET) => self.readiness().await,
-            (Some(Route::Health | Route::Ready), _) => {
+            (Some(Route::Metrics), &Method::GET) => {
+                let text = self.metrics.render(self.worker.is_connected());
+                let mut response = response::ok(Bytes::from(text));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                );
+                Ok(response)
+            }
+            (Some(Route::Health | Route::Ready | Route::Metrics), _) => {
                 Err(ApiError::MethodNotAllowed { allow: "GET" })
             }
             (Some(Route::Collection), &Method::POST) => self.create(request, request_id).await,
@@ -238,6 +256,8 @@ enum Route<'a> {
     Health,
     /// `/readyz`: connected to NATS and a worker answers.
     Ready,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
     /// `/api/v1/customers`
     Collection,
     /// `/api/v1/customers/{id}`
@@ -250,10 +270,24 @@ impl<'a> Route<'a> {
             CUSTOMERS_PATH => return Some(Self::Collection),
             "/healthz" => return Some(Self::Health),
             "/readyz" => return Some(Self::Ready),
+            "/metrics" => return Some(Self::Metrics),
             _ => {}
         }
         let id = path.strip_prefix(CUSTOMERS_PATH)?.strip_prefix('/')?;
         (!id.is_empty() && !id.contains('/')).then_some(Self::Customer(id))
+    }
+}
+
+/// The metrics label of a request.
+fn operation(method: &Method, route: Option<Route<'_>>) -> metrics::Operation {
+    match (route, method) {
+        (Some(Route::Collection), &Method::POST) => metrics::Operation::create,
+        (Some(Route::Collection), &Method::GET) => metrics::Operation::list,
+        (Some(Route::Customer(_)), &Method::GET) => metrics::Operation::get,
+        (Some(Route::Health), &Method::GET) => metrics::Operation::healthz,
+        (Some(Route::Ready), &Method::GET) => metrics::Operation::readyz,
+        (Some(Route::Metrics), &Method::GET) => metrics::Operation::metrics,
+        _ => metrics::Operation::other,
     }
 }
 

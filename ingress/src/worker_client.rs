@@ -114,6 +114,11 @@ impl WorkerClient {
         })
     }
 
+    /// Whether the NATS connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
     /// Requests waiting for a reply right now.
     pub fn in_flight(&self) -> usize {
         self.pending.lock().expect("pending map").len()

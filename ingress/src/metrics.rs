@@ -1,0 +1,127 @@
+//! The ingress's Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format:
+//! requests by operation and status, a latency histogram per operation, requests in flight,
+//! and whether the NATS connection is up. Operations, not raw paths, label the series, so
+//! customer ids never become label values.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Content type of the rendered metrics.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a request asked for, as a label value.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values are written as the variants' names
+pub enum Operation {
+    create,
+    get,
+    list,
+    healthz,
+    readyz,
+    metrics,
+    /// Unknown paths and methods (404, 405).
+    other,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: Operation,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: Operation,
+}
+
+type DurationFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: DurationFamily,
+    in_flight: Gauge,
+    nats_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        fn histogram() -> Histogram {
+            // 0.1 ms to ~3.3 s
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        }
+        let requests = Family::<RequestLabels, Counter<u64, AtomicU64>>::default();
+        let duration = DurationFamily::new_with_constructor(histogram);
+        let in_flight = Gauge::default();
+        let nats_connected = Gauge::default();
+        let mut registry = Registry::with_prefix("customers_ingress");
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by operation and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from the request head to the response, by operation",
+            duration.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "nats_connected",
+            "1 while the NATS connection is up",
+            nats_connected.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            nats_connected,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    pub fn observe(&self, operation: Operation, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { operation, status })
+            .inc();
+        self.duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(&self, nats_connected: bool) -> String {
+        self.nats_connected.set(i64::from(nats_connected));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
