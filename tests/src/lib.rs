@@ -165,7 +165,11 @@ impl Running {
 }
 
 /// A worker running in this process; `stop` shuts it down gracefully.
-pub struct TestWorker(Running);
+pub struct TestWorker {
+    running: Running,
+    /// The admin listener's address, when the configuration asked for one.
+    pub admin_addr: Option<SocketAddr>,
+}
 
 impl TestWorker {
     pub async fn start(nats_url: &str, data_dir: &Path) -> Self {
@@ -174,16 +178,21 @@ impl TestWorker {
 
     pub async fn start_with(config: customers_worker::Config) -> Self {
         let worker = Worker::start(config).await.expect("worker starts");
-        Self(Running::spawn(|stop| {
+        let admin_addr = worker.admin_addr();
+        let running = Running::spawn(|stop| {
             worker.run(async {
                 let _ = stop.await;
             })
-        }))
+        });
+        Self {
+            running,
+            admin_addr,
+        }
     }
 
     /// Graceful shutdown; returns when the worker has closed its database.
     pub async fn stop(self) {
-        self.0.stop().await;
+        self.running.stop().await;
     }
 }
 

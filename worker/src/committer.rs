@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Metrics;
 use crate::store::{Outcome, Pending, Store, StoreError};
 
 /// Why a create was not committed.
@@ -37,6 +38,11 @@ pub struct CommitHandle {
 }
 
 impl CommitHandle {
+    /// A view of the queue's depth that does not keep the committer running.
+    pub fn probe(&self) -> QueueProbe {
+        QueueProbe(self.queue.downgrade())
+    }
+
     /// Queues `write` and waits until its group is durable.
     pub async fn commit(&self, write: Pending) -> Result<Outcome, CommitError> {
         let (reply, outcome) = oneshot::channel();
@@ -50,21 +56,34 @@ impl CommitHandle {
     }
 }
 
+/// Reads how many writes wait for the committer (0 once it has stopped).
+#[derive(Clone)]
+pub struct QueueProbe(mpsc::WeakSender<Job>);
+
+impl QueueProbe {
+    pub fn queued(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
+    }
+}
+
 /// Starts the committer thread. Join the returned handle after dropping every
 /// [`CommitHandle`] to wait for the last group.
 pub fn spawn(
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     max_pending: usize,
     max_group: usize,
 ) -> std::io::Result<(CommitHandle, JoinHandle<()>)> {
     let (queue, jobs) = mpsc::channel(max_pending.max(1));
     let thread = std::thread::Builder::new()
         .name("committer".into())
-        .spawn(move || run(&store, jobs, max_group.max(1)))?;
+        .spawn(move || run(&store, &metrics, jobs, max_group.max(1)))?;
     Ok((CommitHandle { queue }, thread))
 }
 
-fn run(store: &Store, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
+fn run(store: &Store, metrics: &Metrics, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
     let mut writes: Vec<Pending> = Vec::with_capacity(max_group);
     let mut replies = Vec::with_capacity(max_group);
     while let Some(first) = jobs.blocking_recv() {
@@ -79,14 +98,16 @@ fn run(store: &Store, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
             };
         }
         let started = std::time::Instant::now();
-        let result = store.commit(&writes);
+        let result = store.commit_timed(&writes);
+        let elapsed = started.elapsed();
         tracing::debug!(
             group_size = writes.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "group committed"
         );
         match result {
-            Ok(outcomes) => {
+            Ok((outcomes, sync)) => {
+                metrics.group_committed(writes.len(), elapsed, sync);
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     // A requester that went away no longer needs its answer.
                     let _ = reply.send(Ok(outcome));
@@ -123,7 +144,7 @@ mod tests {
     async fn a_failed_sync_fails_every_member_of_the_group_and_the_committer_carries_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::store_failing_sync(dir.path()));
-        let (handle, thread) = spawn(store, 16, 16).unwrap();
+        let (handle, thread) = spawn(store, Arc::default(), 16, 16).unwrap();
         let (a, b) = tokio::join!(
             handle.commit(pending("a@x.com")),
             handle.commit(pending("b@x.com"))

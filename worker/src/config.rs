@@ -46,6 +46,11 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_retention: Duration,
 
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); none if unset.
+    /// Keep it private: it is not authenticated.
+    #[arg(long, env = "CUSTOMERS_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
+
     /// Time allowed on SIGTERM/SIGINT to finish accepted requests before exiting.
     #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -8,13 +8,16 @@
 //! * [`idempotency`]: `Idempotency-Key` claims, stored replies and their background purge.
 //! * [`reply`]: an answer (status, body, headers), as sent and as stored for replays.
 //! * [`service`]: the NATS micro service, its endpoints and request handling.
+//! * [`metrics`] and [`admin`]: Prometheus metrics and the optional admin HTTP listener.
 //!
 //! [`Worker::start`] opens everything and returns once the service is subscribed;
 //! [`Worker::run`] serves until a shutdown future resolves, then drains and closes.
 
+pub mod admin;
 pub mod committer;
 pub mod config;
 pub mod idempotency;
+pub mod metrics;
 pub mod reply;
 pub mod service;
 pub mod store;
@@ -42,6 +45,11 @@ pub enum WorkerError {
     Service(async_nats::Error),
     #[error("cannot start the committer thread: {0}")]
     Committer(std::io::Error),
+    #[error("cannot listen on {addr} (admin): {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A worker whose service is subscribed and ready for requests.
@@ -51,6 +59,7 @@ pub struct Worker {
     service: CustomersService,
     committer: JoinHandle<()>,
     purge: tokio::task::JoinHandle<()>,
+    admin: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Worker {
@@ -74,9 +83,32 @@ impl Worker {
                 "idempotency keys are kept for less than the 24 h the contract promises"
             );
         }
-        let (handle, committer) =
-            committer::spawn(store.clone(), config.max_pending, config.max_group)
-                .map_err(WorkerError::Committer)?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let (handle, committer) = committer::spawn(
+            store.clone(),
+            metrics.clone(),
+            config.max_pending,
+            config.max_group,
+        )
+        .map_err(WorkerError::Committer)?;
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| WorkerError::AdminBind { addr, source })?;
+                let addr = listener.local_addr().unwrap_or(addr);
+                let admin = admin::Admin {
+                    metrics: metrics.clone(),
+                    store: Arc::downgrade(&store),
+                    queue: handle.probe(),
+                    client: client.clone(),
+                };
+                tracing::info!(%addr, "admin listening");
+                let task = tokio::spawn(admin::run(listener, admin));
+                Some((addr, task))
+            }
+            None => None,
+        };
         let purge = tokio::spawn(idempotency::purge_expired_forever(
             store.clone(),
             config.idempotency_retention,
@@ -87,6 +119,7 @@ impl Worker {
             claims: Arc::new(Claims::default()),
             max_body_bytes: config.max_body_bytes,
             idempotency_retention: config.idempotency_retention,
+            metrics,
         };
         let service = CustomersService::start(&client, &config.subject_prefix, context)
             .await
@@ -105,7 +138,13 @@ impl Worker {
             service,
             committer,
             purge,
+            admin,
         })
+    }
+
+    /// The admin listener's address, when `--admin-listen` is set.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Serves until `shutdown` resolves; then answers what was accepted, syncs and closes.
@@ -130,6 +169,9 @@ impl Worker {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the last replies to NATS"),
             Err(_) => tracing::warn!("NATS unreachable; the last replies may not have been sent"),
+        }
+        if let Some((_, task)) = self.admin {
+            task.abort();
         }
         tracing::info!("stopped");
     }

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::committer::{CommitError, CommitHandle};
 use crate::idempotency::{self, Claims, IdempotencyClaim};
+use crate::metrics::{Metrics, Operation};
 use crate::reply::Reply;
 use crate::store::{Outcome, Pending, PendingCreate, Store};
 
@@ -31,13 +32,7 @@ pub struct Context {
     pub claims: Arc<Claims>,
     pub max_body_bytes: usize,
     pub idempotency_retention: Duration,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Operation {
-    Create,
-    Get,
-    List,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The running micro service with its endpoints.
@@ -136,10 +131,10 @@ fn requests<'a>(
     list: &'a mut Endpoint,
 ) -> impl Stream<Item = (Operation, Request)> + Unpin + 'a {
     futures_util::stream::select(
-        create.map(|r| (Operation::Create, r)),
+        create.map(|r| (Operation::create, r)),
         futures_util::stream::select(
-            get.map(|r| (Operation::Get, r)),
-            list.map(|r| (Operation::List, r)),
+            get.map(|r| (Operation::get, r)),
+            list.map(|r| (Operation::list, r)),
         ),
     )
 }
@@ -155,12 +150,12 @@ async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
     async move {
         let payload = &request.message.payload;
         let (reply, replayed) = match operation {
-            Operation::Create => create(&request.message, &context).await,
-            Operation::Get => (
+            Operation::create => create(&request.message, &context).await,
+            Operation::get => (
                 get(payload, &context).unwrap_or_else(|e| Reply::error(&e)),
                 false,
             ),
-            Operation::List => (
+            Operation::list => (
                 list(payload, &context)
                     .await
                     .unwrap_or_else(|e| Reply::error(&e)),
@@ -168,6 +163,7 @@ async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
             ),
         };
         tracing::debug!(status = reply.status, replayed, "answered");
+        context.metrics.reply(operation, reply.status, replayed);
         let reply_headers = reply.headers(request_id.as_deref(), replayed);
         if let Err(e) = request
             .respond_with_headers(Ok(reply.body), reply_headers)

@@ -161,7 +161,16 @@ impl Store {
     /// Applies a group atomically across the trees and makes it durable. Exactly one create
     /// per email wins, against the stored index and within the group; an idempotent create's
     /// reply is stored with it.
+    #[cfg(test)]
     pub fn commit(&self, group: &[Pending]) -> Result<Vec<Outcome>, StoreError> {
+        self.commit_timed(group).map(|(outcomes, _)| outcomes)
+    }
+
+    /// [`Store::commit`], also returning how long the sync (flush and fsync) took.
+    pub fn commit_timed(
+        &self,
+        group: &[Pending],
+    ) -> Result<(Vec<Outcome>, std::time::Duration), StoreError> {
         {
             let mut unsynced = self.unsynced.lock().expect("unsynced set");
             for pending in group {
@@ -224,13 +233,15 @@ impl Store {
                 TransactionError::Storage(e) => StoreError::Sled(e),
                 TransactionError::Abort(()) => unreachable!("the group transaction never aborts"),
             })?;
+        let sync_started = std::time::Instant::now();
         self.sync()?;
+        let sync = sync_started.elapsed();
         // Everything applied so far, this group and any earlier one whose sync failed, is
         // durable now.
         let mut unsynced = self.unsynced.lock().expect("unsynced set");
         unsynced.ids.clear();
         unsynced.keys.clear();
-        Ok(outcomes)
+        Ok((outcomes, sync))
     }
 
     /// The customer's JSON, if it exists and is durable.

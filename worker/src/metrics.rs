@@ -1,0 +1,128 @@
+//! The worker's Prometheus metrics, served on the optional admin listener (`admin`): replies
+//! by operation and status (creates, conflicts, validation failures, reads), idempotent
+//! replays, group commit size and time, fsync time, commit queue depth and database size.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::Store;
+
+/// Content type of the rendered metrics.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values are written as the variants' names
+pub enum Operation {
+    create,
+    get,
+    list,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplyLabels {
+    operation: Operation,
+    status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    replies: Family<ReplyLabels, Counter>,
+    replays: Counter,
+    group_size: Histogram,
+    group_seconds: Histogram,
+    fsync_seconds: Histogram,
+    queue_depth: Gauge,
+    database_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            registry: Registry::with_prefix("customers_worker"),
+            replies: Family::default(),
+            replays: Counter::default(),
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            group_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            fsync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            queue_depth: Gauge::default(),
+            database_bytes: Gauge::default(),
+        };
+        let mut registry = Registry::with_prefix("customers_worker");
+        registry.register(
+            "replies",
+            "Replies sent, by operation and status (201 created, 409 conflict, 400 invalid, ...)",
+            metrics.replies.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Stored replies sent again for a repeated Idempotency-Key",
+            metrics.replays.clone(),
+        );
+        registry.register(
+            "group_commit_size",
+            "Writes per group commit",
+            metrics.group_size.clone(),
+        );
+        registry.register(
+            "group_commit_seconds",
+            "Time of a group commit: transaction, sled flush and fsync",
+            metrics.group_seconds.clone(),
+        );
+        registry.register(
+            "fsync_seconds",
+            "Time of the sled flush and fdatasync that make a group durable",
+            metrics.fsync_seconds.clone(),
+        );
+        registry.register(
+            "commit_queue_depth",
+            "Writes waiting for the committer",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "database_size_bytes",
+            "Size of the sled database on disk",
+            metrics.database_bytes.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reply(&self, operation: Operation, status: u16, replayed: bool) {
+        self.replies
+            .get_or_create(&ReplyLabels { operation, status })
+            .inc();
+        if replayed {
+            self.replays.inc();
+        }
+    }
+
+    pub fn group_committed(&self, size: usize, total: Duration, sync: Duration) {
+        self.group_size.observe(size as f64);
+        self.group_seconds.observe(total.as_secs_f64());
+        self.fsync_seconds.observe(sync.as_secs_f64());
+    }
+
+    /// The metrics in the OpenMetrics text format, with the gauges read now.
+    pub fn render(&self, store: Option<&Store>, queued: usize) -> String {
+        self.queue_depth
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        if let Some(Ok(bytes)) = store.map(Store::size_on_disk) {
+            self.database_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
