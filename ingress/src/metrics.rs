@@ -3,7 +3,6 @@
 //! and whether the NATS connection is up. Operations, not raw paths, label the series, so
 //! customer ids never become label values.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -12,9 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-/// Content type of the rendered metrics.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What a request asked for, as a label value.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -57,38 +53,34 @@ impl Default for Metrics {
             // 0.1 ms to ~3.3 s
             Histogram::new(exponential_buckets(0.0001, 2.0, 16))
         }
-        let requests = Family::<RequestLabels, Counter<u64, AtomicU64>>::default();
-        let duration = DurationFamily::new_with_constructor(histogram);
-        let in_flight = Gauge::default();
-        let nats_connected = Gauge::default();
-        let mut registry = Registry::with_prefix("customers_ingress");
-        registry.register(
+        let mut metrics = Self {
+            registry: Registry::with_prefix("customers_ingress"),
+            requests: Family::default(),
+            duration: DurationFamily::new_with_constructor(histogram),
+            in_flight: Gauge::default(),
+            nats_connected: Gauge::default(),
+        };
+        metrics.registry.register(
             "http_requests",
             "HTTP requests answered, by operation and status",
-            requests.clone(),
+            metrics.requests.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "http_request_duration_seconds",
             "Time from the request head to the response, by operation",
-            duration.clone(),
+            metrics.duration.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "http_requests_in_flight",
             "HTTP requests being handled",
-            in_flight.clone(),
+            metrics.in_flight.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "nats_connected",
             "1 while the NATS connection is up",
-            nats_connected.clone(),
+            metrics.nats_connected.clone(),
         );
-        Self {
-            registry,
-            requests,
-            duration,
-            in_flight,
-            nats_connected,
-        }
+        metrics
     }
 }
 
@@ -111,10 +103,7 @@ impl Metrics {
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self, nats_connected: bool) -> String {
         self.nats_connected.set(i64::from(nats_connected));
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
+        customers_shared::metrics::encode(&self.registry)
     }
 }
 

@@ -81,7 +81,7 @@ impl App {
                 let mut response = response::ok(Bytes::from(text));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
-                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    HeaderValue::from_static(customers_shared::metrics::CONTENT_TYPE),
                 );
                 Ok(response)
             }

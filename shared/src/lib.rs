@@ -11,6 +11,7 @@
 //! * [`list`]: the list query (cursor, limit, email filter) and the list body.
 //! * [`idempotency`]: the `Idempotency-Key` header's rules.
 //! * [`protocol`]: NATS subjects and header names.
+//! * [`metrics`]: the Prometheus text format both binaries serve.
 //! * [`nats`]: connection settings (authentication, TLS), connecting and readiness.
 //! * [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
 //! * [`cli`]: configuration parsing, logging and signal handling common to both binaries.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod fields;
 pub mod idempotency;
 pub mod list;
+pub mod metrics;
 pub mod nats;
 pub mod new_customer;
 pub mod problem;

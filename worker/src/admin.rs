@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::committer::QueueProbe;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What the admin endpoints read. Weak handles only: the admin listener never keeps the
@@ -77,7 +77,7 @@ impl Admin {
                 )));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
-                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    HeaderValue::from_static(customers_shared::metrics::CONTENT_TYPE),
                 );
                 response
             }

@@ -13,9 +13,6 @@ use prometheus_client::registry::Registry;
 
 use crate::store::Store;
 
-/// Content type of the rendered metrics.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)] // label values are written as the variants' names
 pub enum Operation {
@@ -43,7 +40,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let metrics = Self {
+        let mut metrics = Self {
             registry: Registry::with_prefix("customers_worker"),
             replies: Family::default(),
             replays: Counter::default(),
@@ -53,46 +50,42 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             database_bytes: Gauge::default(),
         };
-        let mut registry = Registry::with_prefix("customers_worker");
-        registry.register(
+        metrics.registry.register(
             "replies",
             "Replies sent, by operation and status (201 created, 409 conflict, 400 invalid, ...)",
             metrics.replies.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "idempotent_replays",
             "Stored replies sent again for a repeated Idempotency-Key",
             metrics.replays.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "group_commit_size",
             "Writes per group commit",
             metrics.group_size.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "group_commit_seconds",
             "Time of a group commit: transaction, sled flush and fsync",
             metrics.group_seconds.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "fsync_seconds",
             "Time of the sled flush and fdatasync that make a group durable",
             metrics.fsync_seconds.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "commit_queue_depth",
             "Writes waiting for the committer",
             metrics.queue_depth.clone(),
         );
-        registry.register(
+        metrics.registry.register(
             "database_size_bytes",
             "Size of the sled database on disk",
             metrics.database_bytes.clone(),
         );
-        Self {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 }
 
@@ -120,9 +113,6 @@ impl Metrics {
             self.database_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
+        customers_shared::metrics::encode(&self.registry)
     }
 }
