@@ -22,6 +22,7 @@ pub enum Operation {
     healthz,
     readyz,
     metrics,
+    openapi,
     /// Unknown paths and methods (404, 405).
     other,
 }

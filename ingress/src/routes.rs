@@ -34,6 +34,8 @@ const FORWARDED: [&str; 2] = [headers::TRACEPARENT, headers::IDEMPOTENCY_KEY];
 pub struct App {
     worker: WorkerClient,
     metrics: Arc<Metrics>,
+    /// The OpenAPI document, rendered once.
+    openapi: Bytes,
     max_body_bytes: usize,
     /// Bounds requests in flight to the worker, so an overload is refused instead of queued.
     in_flight: Arc<Semaphore>,
@@ -44,6 +46,7 @@ impl App {
         Self {
             worker,
             metrics: Arc::default(),
+            openapi: Bytes::from(customers_shared::openapi::document().to_string()),
             max_body_bytes,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
@@ -85,7 +88,8 @@ impl App {
                 );
                 Ok(response)
             }
-            (Some(Route::Health | Route::Ready | Route::Metrics), _) => {
+            (Some(Route::OpenApi), &Method::GET) => Ok(response::ok(self.openapi.clone())),
+            (Some(Route::Health | Route::Ready | Route::Metrics | Route::OpenApi), _) => {
                 Err(ApiError::MethodNotAllowed { allow: "GET" })
             }
             (Some(Route::Collection), &Method::POST) => self.create(request, request_id).await,
@@ -258,6 +262,8 @@ enum Route<'a> {
     Ready,
     /// `/metrics`: Prometheus metrics.
     Metrics,
+    /// `/api/v1/openapi.json`: the OpenAPI document.
+    OpenApi,
     /// `/api/v1/customers`
     Collection,
     /// `/api/v1/customers/{id}`
@@ -271,6 +277,7 @@ impl<'a> Route<'a> {
             "/healthz" => return Some(Self::Health),
             "/readyz" => return Some(Self::Ready),
             "/metrics" => return Some(Self::Metrics),
+            "/api/v1/openapi.json" => return Some(Self::OpenApi),
             _ => {}
         }
         let id = path.strip_prefix(CUSTOMERS_PATH)?.strip_prefix('/')?;
@@ -287,6 +294,7 @@ fn operation(method: &Method, route: Option<Route<'_>>) -> metrics::Operation {
         (Some(Route::Health), &Method::GET) => metrics::Operation::healthz,
         (Some(Route::Ready), &Method::GET) => metrics::Operation::readyz,
         (Some(Route::Metrics), &Method::GET) => metrics::Operation::metrics,
+        (Some(Route::OpenApi), &Method::GET) => metrics::Operation::openapi,
         _ => metrics::Operation::other,
     }
 }

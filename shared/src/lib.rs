@@ -13,6 +13,7 @@
 //! * [`protocol`]: NATS subjects and header names.
 //! * [`metrics`]: the Prometheus text format both binaries serve.
 //! * [`nats`]: connection settings (authentication, TLS), connecting and readiness.
+//! * [`openapi`]: the OpenAPI 3.1 document of the HTTP API, built from the same types.
 //! * [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
 //! * [`cli`]: configuration parsing, logging and signal handling common to both binaries.
 
@@ -26,6 +27,7 @@ pub mod list;
 pub mod metrics;
 pub mod nats;
 pub mod new_customer;
+pub mod openapi;
 pub mod problem;
 pub mod protocol;
 pub mod schema;

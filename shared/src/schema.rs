@@ -88,6 +88,25 @@ pub fn all() -> Vec<(&'static str, Schema)> {
     ]
 }
 
+/// Fails when `generated` differs from the committed file at `path`; with `UPDATE_SCHEMAS`
+/// set, writes it first.
+#[cfg(test)]
+pub(crate) fn assert_committed(path: &std::path::Path, generated: &str) {
+    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date with the Rust types; run \
+         `UPDATE_SCHEMAS=1 cargo test -p customers-shared` and commit the result",
+        path.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -95,21 +114,9 @@ mod tests {
     #[test]
     fn schemas_match_committed_files() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas");
-        let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
         for (file, schema) in super::all() {
             let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
-            let path = dir.join(file);
-            if update {
-                std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(&path, &generated).unwrap();
-            }
-            let committed = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                committed == generated,
-                "{} is out of date with the Rust types; run \
-                 `UPDATE_SCHEMAS=1 cargo test -p customers-shared` and commit the result",
-                path.display()
-            );
+            super::assert_committed(&dir.join(file), &generated);
         }
     }
 }

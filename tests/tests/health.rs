@@ -1,5 +1,6 @@
-//! The ingress's health endpoints: `/healthz` answers while the process runs; `/readyz` only
-//! while NATS is connected and a worker answers `$SRV.PING.customers`.
+//! The ingress's operational endpoints: `/healthz` answers while the process runs; `/readyz`
+//! only while NATS is connected and a worker answers `$SRV.PING.customers`; the OpenAPI
+//! document served is the committed `docs/openapi.json`.
 
 use std::time::{Duration, Instant};
 
@@ -55,4 +56,19 @@ async fn health_endpoints_take_get_only() {
         assert_eq!(response.status, 405, "{path}");
         assert_eq!(response.header("allow"), Some("GET"), "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let app = spawn_app().await;
+    let served = app.http.get("/api/v1/openapi.json").await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("content-type"), Some("application/json"));
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"))
+            .expect("docs/openapi.json"),
+    )
+    .unwrap();
+    assert_eq!(served.json(), committed);
+    assert_eq!(committed["openapi"], "3.1.0");
 }

@@ -1,0 +1,175 @@
+//! The OpenAPI 3.1 description of the HTTP API, built from the same schemars types as the
+//! JSON Schemas (no hand-kept copy of any body). The ingress serves it at
+//! `GET /api/v1/openapi.json`; `docs/openapi.json` is the committed copy, and
+//! `openapi_matches_committed_file` fails when the two drift (regenerate with
+//! `UPDATE_SCHEMAS=1 cargo test -p customers-shared`).
+
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use crate::customer::Customer;
+use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
+use crate::schema::{CreateCustomerRequest, CustomerList};
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    let mut generator = settings.into_generator();
+    let create = generator.subschema_for::<CreateCustomerRequest>();
+    let customer = generator.subschema_for::<Customer>();
+    let list = generator.subschema_for::<CustomerList>();
+    let problem = generator.subschema_for::<Problem>();
+    let schemas = generator.take_definitions(true);
+
+    let request_id = json!({
+        "name": "X-Request-Id", "in": "header", "required": false,
+        "description": "Echoed on the response; 1–200 visible ASCII characters, else a UUIDv7 is generated.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200}
+    });
+    let echo = json!({"X-Request-Id": {"schema": {"type": "string"}}});
+    let problem_response = |description: &str| {
+        json!({
+            "description": description,
+            "headers": echo,
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": problem}}
+        })
+    };
+    let retry_problem = |description: &str| {
+        let mut response = problem_response(description);
+        response["headers"]["Retry-After"] = json!({"schema": {"type": "integer"}});
+        response
+    };
+    let json_response = |description: &str, schema: &schemars::Schema| {
+        json!({
+            "description": description,
+            "headers": echo,
+            "content": {"application/json": {"schema": schema}}
+        })
+    };
+    let unavailable = retry_problem("No worker answering, NATS down, or overloaded");
+    let timeout = problem_response("No worker reply within the ingress timeout");
+    let internal = problem_response("Storage error or bug; nothing internal is disclosed");
+    let mut created = json_response("Created; durable on disk", &customer);
+    created["headers"]["Location"] = json!({"schema": {"type": "string"}});
+    created["headers"]["Idempotent-Replayed"] = json!({"schema": {"const": "true"}});
+    let cursor = |name: &str, description: &str| {
+        json!({"name": name, "in": "query", "required": false, "description": description,
+               "schema": {"type": "string"}})
+    };
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "customers",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Creates customers with case-insensitively unique emails, durably; reads them back. The same operations exist over NATS (customers.v1.create, .get, .list)."
+        },
+        "paths": {
+            "/api/v1/customers": {
+                "post": {
+                    "operationId": "createCustomer",
+                    "parameters": [request_id, {
+                        "name": "Idempotency-Key", "in": "header", "required": false,
+                        "description": "Makes the create safe to retry: 1–255 printable ASCII characters.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255}
+                    }],
+                    "requestBody": {
+                        "required": true,
+                        "content": {"application/json": {"schema": create}}
+                    },
+                    "responses": {
+                        "201": created,
+                        "400": problem_response("malformed_json, invalid_body or validation_failed"),
+                        "409": retry_problem("email_already_exists, or idempotency_key_in_use (with Retry-After)"),
+                        "413": problem_response("The body is over the limit"),
+                        "415": problem_response("The content type is not JSON"),
+                        "422": problem_response("idempotency_key_reused"),
+                        "500": internal,
+                        "503": unavailable,
+                        "504": timeout
+                    }
+                },
+                "get": {
+                    "operationId": "listCustomers",
+                    "parameters": [
+                        request_id,
+                        {"name": "limit", "in": "query", "required": false,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}},
+                        cursor("starting_after", "A customer id: the page holds older customers."),
+                        cursor("ending_before", "A customer id: the page holds newer customers."),
+                        {"name": "email", "in": "query", "required": false,
+                         "description": "Only the customer with this email, compared case-insensitively.",
+                         "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": json_response("A page of customers, newest first", &list),
+                        "400": problem_response("A parameter is invalid, unknown or repeated"),
+                        "500": internal,
+                        "503": unavailable,
+                        "504": timeout
+                    }
+                }
+            },
+            "/api/v1/customers/{id}": {
+                "get": {
+                    "operationId": "getCustomer",
+                    "parameters": [request_id, {
+                        "name": "id", "in": "path", "required": true,
+                        "schema": {"type": "string"}
+                    }],
+                    "responses": {
+                        "200": json_response("The customer", &customer),
+                        "404": problem_response("customer_not_found (also for a malformed id)"),
+                        "500": internal,
+                        "503": unavailable,
+                        "504": timeout
+                    }
+                }
+            },
+            "/healthz": {"get": {"operationId": "health", "responses": {
+                "200": {"description": "The process is up"}
+            }}},
+            "/readyz": {"get": {"operationId": "ready", "responses": {
+                "200": {"description": "Connected to NATS and a worker answers"},
+                "503": unavailable
+            }}},
+            "/metrics": {"get": {"operationId": "metrics", "responses": {
+                "200": {"description": "Prometheus metrics (OpenMetrics text)"}
+            }}},
+            "/api/v1/openapi.json": {"get": {"operationId": "openapi", "responses": {
+                "200": {"description": "This document"}
+            }}}
+        },
+        "components": {"schemas": schemas}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn openapi_matches_committed_file() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let generated = serde_json::to_string_pretty(&super::document()).unwrap() + "\n";
+        crate::schema::assert_committed(&path, &generated);
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let document = super::document();
+        let text = document.to_string();
+        for reference in text.split("\"$ref\":\"").skip(1) {
+            let target = reference.split('"').next().unwrap();
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected $ref {target}"));
+            assert!(
+                document["components"]["schemas"][name].is_object(),
+                "{target} is not defined"
+            );
+        }
+    }
+}
