@@ -25,8 +25,8 @@ pub fn document() -> Value {
 
     let request_id = json!({
         "name": "X-Request-Id", "in": "header", "required": false,
-        "description": "Echoed on the response; 1–200 visible ASCII characters, else a UUIDv7 is generated.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200}
+        "description": "Echoed on the response when it is 1–200 visible ASCII characters; any other value (or none) is replaced by a new UUIDv7, never refused.",
+        "schema": {"type": "string"}
     });
     let echo = json!({"X-Request-Id": {"schema": {"type": "string"}}});
     let problem_response = |description: &str| {

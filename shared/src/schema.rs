@@ -21,7 +21,8 @@ pub struct CreateCustomerRequest {
     name: String,
     #[schemars(length(max = 254), email)]
     email: String,
-    #[schemars(length(max = 32), pattern(r"^\s*\+?[0-9 ().-]+\s*$"))]
+    /// An optional `+` and 7 to 15 digits, optionally separated by spaces, `-`, `.`, `(`, `)`.
+    #[schemars(length(max = 32), pattern(r"^\s*\+?[ ().-]*([0-9][ ().-]*){7,15}\s*$"))]
     phone: Option<String>,
     address: Option<AddressRequest>,
     #[schemars(length(min = 1, max = 255), pattern(r"^\s*\S+\s*$"))]
