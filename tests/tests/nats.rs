@@ -178,6 +178,25 @@ async fn the_service_is_discoverable() {
 
     app.nats_create(customer_with_email("stats@example.com"))
         .await;
+    let (stats, create) = create_endpoint_stats(&app).await;
+    assert!(create["num_requests"].as_u64().unwrap() >= 1, "{stats}");
+    let errors_before = create["data"]["num_errors"]
+        .as_u64()
+        .expect("data.num_errors");
+
+    // A problem reply counts as an error in the endpoint's data.
+    app.nats_create(customer_with_email("stats@example.com"))
+        .await;
+    let (stats, create) = create_endpoint_stats(&app).await;
+    assert_eq!(
+        create["data"]["num_errors"].as_u64(),
+        Some(errors_before + 1),
+        "{stats}"
+    );
+}
+
+/// The `$SRV.STATS.customers` reply and its `create` endpoint's entry.
+async fn create_endpoint_stats(app: &customers_tests::TestApp) -> (Value, Value) {
     let stats = app
         .nats_client
         .request("$SRV.STATS.customers", "".into())
@@ -189,6 +208,7 @@ async fn the_service_is_discoverable() {
         .unwrap()
         .iter()
         .find(|e| e["name"] == "create")
+        .cloned()
         .unwrap();
-    assert!(create["num_requests"].as_u64().unwrap() >= 1, "{stats}");
+    (stats, create)
 }

@@ -2,6 +2,7 @@
 //! by operation and status (creates, conflicts, validation failures, reads), idempotent
 //! replays, group commit size and time, fsync time, commit queue depth and database size.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -29,6 +30,8 @@ struct ReplyLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// Problem replies per operation (indexed by `Operation as usize`), for `$SRV.STATS`.
+    errors: [AtomicU64; 3],
     replies: Family<ReplyLabels, Counter>,
     replays: Counter,
     group_size: Histogram,
@@ -42,6 +45,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut metrics = Self {
             registry: Registry::with_prefix("customers_worker"),
+            errors: Default::default(),
             replies: Family::default(),
             replays: Counter::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
@@ -97,6 +101,20 @@ impl Metrics {
         if replayed {
             self.replays.inc();
         }
+        if status >= 400 {
+            self.errors[operation as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Problem replies sent by the endpoint named `endpoint` (`create`, `get`, `list`).
+    pub fn errors(&self, endpoint: &str) -> Option<u64> {
+        let operation = match endpoint {
+            "create" => Operation::create,
+            "get" => Operation::get,
+            "list" => Operation::list,
+            _ => return None,
+        };
+        Some(self.errors[operation as usize].load(Ordering::Relaxed))
     }
 
     pub fn group_committed(&self, size: usize, total: Duration, sync: Duration) {

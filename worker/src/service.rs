@@ -51,9 +51,15 @@ impl CustomersService {
         subject_prefix: &str,
         context: Context,
     ) -> Result<Self, async_nats::Error> {
+        // async-nats counts an error only on its own error path, which sends an empty body;
+        // the contract's problem replies are normal replies, so the real count goes in `data`.
+        let metrics = context.metrics.clone();
         let service = client
             .service_builder()
             .description("Creates customers with unique emails, stored durably; reads them back")
+            .stats_handler(
+                move |endpoint, _| serde_json::json!({ "num_errors": metrics.errors(&endpoint) }),
+            )
             .start(protocol::SERVICE_NAME, protocol::SERVICE_VERSION)
             .await?;
         let endpoint = async |name: &str| {
