@@ -58,6 +58,11 @@ impl App {
         let span = tracing::info_span!(
             "http",
             request_id = request_id.to_str().unwrap_or(""),
+            traceparent = request
+                .headers()
+                .get(headers::TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
             method = %request.method(),
             path = request.uri().path(),
         );

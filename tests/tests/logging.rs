@@ -1,5 +1,5 @@
 //! `--log-format json`: one JSON object per line on stderr, carrying the request's span fields,
-//! so one request's lines can be found by its `X-Request-Id`.
+//! so one request's lines can be found by its `X-Request-Id` (or its W3C `traceparent`).
 
 use customers_tests::{HttpClient, NatsServer, ServiceProcess, customer_with_email};
 use serde_json::Value;
@@ -33,6 +33,10 @@ async fn json_lines_carry_the_request_id_and_no_customer_data() {
             http.request("POST", "/api/v1/customers")
                 .header("content-type", "application/json")
                 .header("x-request-id", "log-test-1")
+                .header(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )
                 .body(customer_with_email("secret.person@example.com").into())
                 .unwrap(),
         )
@@ -42,6 +46,10 @@ async fn json_lines_carry_the_request_id_and_no_customer_data() {
     let line: Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["span"]["request_id"], "log-test-1");
+    assert_eq!(
+        line["span"]["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
     assert_eq!(line["fields"]["status"], 503);
     assert!(!line.to_string().contains("secret.person"));
     ingress.terminate().await;

@@ -148,10 +148,13 @@ fn requests<'a>(
 async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
     let request_id = header(&request.message, headers::REQUEST_ID)
         .map(|v| String::from_utf8_lossy(v).into_owned());
+    let traceparent = header(&request.message, headers::TRACEPARENT)
+        .map(|v| String::from_utf8_lossy(v).into_owned());
     let span = tracing::info_span!(
         "request",
         ?operation,
-        request_id = request_id.as_deref().unwrap_or("")
+        request_id = request_id.as_deref().unwrap_or(""),
+        traceparent = traceparent.as_deref().unwrap_or("")
     );
     async move {
         let payload = &request.message.payload;
