@@ -50,12 +50,6 @@ impl Reply {
         }
     }
 
-    /// Whether an idempotent create may store this reply: final answers only (201 and 4xx),
-    /// never a server error that a retry could turn into a success.
-    pub fn is_final(&self) -> bool {
-        (200..500).contains(&self.status)
-    }
-
     /// The reply's headers; `replayed` marks a stored reply sent again.
     pub fn headers(&self, request_id: Option<&str>, replayed: bool) -> HeaderMap {
         let mut map = HeaderMap::new();
