@@ -284,8 +284,13 @@ impl HttpClient {
 
     /// `GET` of `path` (relative to the ingress).
     pub async fn get(&self, path: &str) -> TestResponse {
+        self.without_body("GET", path).await
+    }
+
+    /// `method` on `path` (relative to the ingress), with an empty body.
+    pub async fn without_body(&self, method: &str, path: &str) -> TestResponse {
         self.send(
-            self.request("GET", path)
+            self.request(method, path)
                 .body(Full::default())
                 .expect("valid request"),
         )

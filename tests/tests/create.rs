@@ -122,14 +122,6 @@ async fn request_id_is_echoed_or_generated() {
         .expect("a generated request id");
     assert_eq!(id.len(), 36, "a UUID: {id}");
 
-    let errors_too = app
-        .http
-        .send(
-            app.http
-                .request("GET", "/nope")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+    let errors_too = app.http.without_body("GET", "/nope").await;
     assert!(errors_too.header("x-request-id").is_some());
 }

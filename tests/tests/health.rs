@@ -44,15 +44,7 @@ async fn readiness_follows_the_worker_and_the_broker() {
 async fn health_endpoints_take_get_only() {
     let app = spawn_app().await;
     for path in ["/healthz", "/readyz"] {
-        let response = app
-            .http
-            .send(
-                app.http
-                    .request("POST", path)
-                    .body(Default::default())
-                    .unwrap(),
-            )
-            .await;
+        let response = app.http.without_body("POST", path).await;
         assert_eq!(response.status, 405, "{path}");
         assert_eq!(response.header("allow"), Some("GET"), "{path}");
     }

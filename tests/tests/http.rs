@@ -19,15 +19,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         "/api/v1/customers/cus_01h3vjs3b16yc3f9q8q9pfrb80/orders",
         "/api/v2/customers",
     ] {
-        let response = app
-            .http
-            .send(
-                app.http
-                    .request("POST", path)
-                    .body(Default::default())
-                    .unwrap(),
-            )
-            .await;
+        let response = app.http.without_body("POST", path).await;
         assert_eq!(response.status, 404, "{path}");
         assert_eq!(response.json()["code"], "not_found");
         assert_eq!(
@@ -44,15 +36,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         ("PUT", one_customer, "GET"),
         ("DELETE", one_customer, "GET"),
     ] {
-        let response = app
-            .http
-            .send(
-                app.http
-                    .request(method, path)
-                    .body(Default::default())
-                    .unwrap(),
-            )
-            .await;
+        let response = app.http.without_body(method, path).await;
         assert_eq!(response.status, 405, "{method} {path}");
         assert_eq!(response.header("allow"), Some(allow), "{method} {path}");
         assert_eq!(response.json()["code"], "method_not_allowed");
