@@ -166,7 +166,7 @@ impl App {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             let name = name.into_owned();
             if parameters.contains_key(&name) {
-                repeated.push(Violation::invalid("given more than once").at(name));
+                repeated.push(Violation::invalid("given more than once").at(&name));
             } else {
                 parameters.insert(name, value.into_owned().into());
             }

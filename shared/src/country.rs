@@ -8,7 +8,7 @@ use celes::Country;
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 
-use crate::problem::Violation;
+use crate::problem::{Violation, echoed};
 
 /// An assigned ISO 3166-1 alpha-2 code, upper case.
 #[derive(Clone, Copy, PartialEq, Eq, JsonSchema)]
@@ -77,17 +77,11 @@ fn squash(name: &str) -> String {
 }
 
 fn unknown_country_message(value: &str) -> String {
-    const SHOWN: usize = 64;
     if value.chars().any(char::is_control) {
         return "country must not contain control characters".to_owned();
     }
-    let shown: String = value.chars().take(SHOWN).collect();
-    let ellipsis = if value.chars().count() > SHOWN {
-        "…"
-    } else {
-        ""
-    };
-    format!("unknown country '{shown}{ellipsis}'; use an ISO 3166-1 alpha-2 code such as TZ")
+    let shown = echoed(value);
+    format!("unknown country '{shown}'; use an ISO 3166-1 alpha-2 code such as TZ")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! for the errors it detects itself; so both transports give identical answers.
 
 use crate::customer::CustomerId;
-use crate::problem::{FieldError, Problem};
+use crate::problem::{FieldError, MAX_LISTED_FIELD_ERRORS, Problem};
 
 /// Every error a client can receive.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -47,6 +47,9 @@ pub enum ApiError {
 fn validation_detail(errors: &[FieldError]) -> String {
     match errors.len() {
         1 => "1 field is invalid".to_owned(),
+        n if n > MAX_LISTED_FIELD_ERRORS => {
+            format!("{n} fields are invalid; the first {MAX_LISTED_FIELD_ERRORS} are listed")
+        }
         n => format!("{n} fields are invalid"),
     }
 }
@@ -128,7 +131,13 @@ impl ApiError {
             code: code.to_owned(),
             detail: self.to_string(),
             errors: match self {
-                Self::ValidationFailed(errors) => Some(errors.clone()),
+                Self::ValidationFailed(errors) => Some(
+                    errors
+                        .iter()
+                        .take(MAX_LISTED_FIELD_ERRORS)
+                        .cloned()
+                        .collect(),
+                ),
                 _ => None,
             },
             customer_id: match self {

@@ -79,7 +79,7 @@ impl ListQuery {
                 )),
             };
             if let Err(violation) = result {
-                errors.push(violation.at(key));
+                errors.push(violation.at(&key));
             }
         }
         query.cursor = match (starting_after, ending_before) {
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn valid_queries() {
-        let id = CustomerId::generate();
+        let id = CustomerId::from_uuid(uuid::Uuid::now_v7());
         let cases = [
             (
                 "empty payload: defaults",
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn invalid_queries_name_every_bad_parameter() {
-        let id = CustomerId::generate();
+        let id = CustomerId::from_uuid(uuid::Uuid::now_v7());
         type Case = (
             &'static str,
             String,

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::fields::{
     Address, City, CustomData, CustomerEmail, CustomerName, PaymentMethod, Phone, Status,
 };
-use crate::problem::{FieldError, FieldErrorCode, Violation};
+use crate::problem::{FieldError, FieldErrorCode, Violation, echoed};
 
 /// A validated request to create a customer. It cannot be built from invalid input.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,9 +195,10 @@ impl Errors {
     }
 
     fn unknown_field(&mut self, path: String) {
-        let message = format!("{path} is not a known field");
+        let field = echoed(&path);
+        let message = format!("{field} is not a known field");
         self.0.push(FieldError {
-            field: path,
+            field,
             code: FieldErrorCode::UnknownField,
             message,
         });
@@ -217,4 +218,72 @@ fn wrong_type(path: &str, expected: &str, got: &Value) -> Violation {
         FieldErrorCode::InvalidType,
         format!("{path} must be {expected}, not {got}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::{MAX_LISTED_FIELD_ERRORS, MAX_PROBLEM_BYTES};
+    use crate::protocol::DEFAULT_MAX_BODY_BYTES;
+
+    /// A JSON object of as many `"{key}{n}":0` members as fit in the default body limit.
+    fn body_of_unknown_keys(key: &str, inside_address: bool) -> String {
+        let mut members = Vec::new();
+        let mut len = 64;
+        for n in 0.. {
+            let member = serde_json::to_string(&format!("{key}{n}")).unwrap() + ":0";
+            len += member.len() + 1;
+            if len > DEFAULT_MAX_BODY_BYTES {
+                break;
+            }
+            members.push(member);
+        }
+        let members = members.join(",");
+        if inside_address {
+            format!(r#"{{"address":{{{members}}}}}"#)
+        } else {
+            format!("{{{members}}}")
+        }
+    }
+
+    #[test]
+    fn no_body_up_to_the_limit_makes_a_problem_over_the_bound() {
+        let cases = [
+            (
+                "thousands of short unknown keys",
+                body_of_unknown_keys("k", false),
+            ),
+            (
+                "long keys of four-byte characters",
+                body_of_unknown_keys(&"😀".repeat(500), false),
+            ),
+            (
+                "keys of control characters, which JSON escapes six-fold",
+                body_of_unknown_keys(&"\u{1}".repeat(500), false),
+            ),
+            (
+                "unknown keys inside address",
+                body_of_unknown_keys("zip", true),
+            ),
+        ];
+        for (description, body) in cases {
+            assert!(body.len() <= DEFAULT_MAX_BODY_BYTES, "{description}");
+            let error = NewCustomer::parse(body.as_bytes()).expect_err(description);
+            let ApiError::ValidationFailed(errors) = &error else {
+                panic!("{description}: {error:?}");
+            };
+            let problem = error.problem();
+            let listed = problem.errors.as_ref().map_or(0, Vec::len);
+            assert_eq!(listed, MAX_LISTED_FIELD_ERRORS, "{description}");
+            assert!(
+                problem
+                    .detail
+                    .starts_with(&format!("{} fields are invalid", errors.len())),
+                "{description}: the detail gives the true count: {}",
+                problem.detail
+            );
+            let size = error.problem_json().len();
+            assert!(size <= MAX_PROBLEM_BYTES, "{description}: {size} bytes");
+        }
+    }
 }

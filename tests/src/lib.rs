@@ -5,6 +5,11 @@
 //!
 //! `nats-server` is taken from `NATS_SERVER_BIN`, else from `PATH`; the README's test
 //! command provides it. A missing binary fails the tests; it never skips them.
+//!
+//! [`ledger`] drives creates under load and checks afterwards that every acknowledged one
+//! survived whatever the test did to the worker.
+
+pub mod ledger;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -179,10 +184,15 @@ impl TestWorker {
     pub async fn start_with(config: customers_worker::Config) -> Self {
         let worker = Worker::start(config).await.expect("worker starts");
         let admin_addr = worker.admin_addr();
-        let running = Running::spawn(|stop| {
-            worker.run(async {
-                let _ = stop.await;
-            })
+        let running = Running::spawn(|stop| async move {
+            let stopped = worker
+                .run(async {
+                    let _ = stop.await;
+                })
+                .await;
+            if let Err(failure) = stopped {
+                panic!("the worker failed: {failure}");
+            }
         });
         Self {
             running,
@@ -462,9 +472,20 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `name` with `args` and returns once it logs a line containing `ready`.
     pub async fn start(name: &str, args: &[&str], ready: &str) -> Self {
+        Self::start_with_env(name, args, &[], ready).await
+    }
+
+    /// [`ServiceProcess::start`] with extra environment variables.
+    pub async fn start_with_env(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(workspace_binary(name))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
@@ -494,6 +515,23 @@ impl ServiceProcess {
         })
         .await
         .unwrap_or_else(|_| panic!("no log line containing {text:?} within {PATIENCE:?}"))
+    }
+
+    /// Waits (up to [`PATIENCE`]) for the process to end on its own; returns how it ended and
+    /// the log lines it wrote since the last one read.
+    pub async fn exited(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let mut lines = Vec::new();
+        let status = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = self.log.next_line().await {
+                lines.push(line);
+            }
+            self.child.wait().await.expect("wait for the process")
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the process did not exit within {PATIENCE:?}; log: {lines:#?}")
+        });
+        (status, lines)
     }
 
     /// The operating system's id of the process, while it runs.
@@ -540,10 +578,27 @@ pub async fn start_worker_process(
     data_dir: &Path,
     extra: &[&str],
 ) -> ServiceProcess {
+    start_worker_process_with_failpoints(nats_url, data_dir, extra, "").await
+}
+
+/// [`start_worker_process`] with failpoints set (the `fail` crate's `FAILPOINTS` syntax,
+/// e.g. `journal-sync=20*off->return`); the test build of the worker has them compiled in.
+pub async fn start_worker_process_with_failpoints(
+    nats_url: &str,
+    data_dir: &Path,
+    extra: &[&str],
+    failpoints: &str,
+) -> ServiceProcess {
     let data_dir = data_dir.to_str().expect("a UTF-8 temporary path");
     let mut args = vec!["--nats-url", nats_url, "--data-dir", data_dir];
     args.extend_from_slice(extra);
-    ServiceProcess::start("customers-worker", &args, "serving").await
+    ServiceProcess::start_with_env(
+        "customers-worker",
+        &args,
+        &[("FAILPOINTS", failpoints)],
+        "serving",
+    )
+    .await
 }
 
 /// Upper bound used where a test waits for something that should take milliseconds.

@@ -1,6 +1,6 @@
 //! The worker's optional admin HTTP listener (`--admin-listen`): `GET /metrics` (Prometheus),
 //! `GET /healthz` (the process is up) and `GET /readyz` (connected to NATS, so the service's
-//! endpoints can receive requests). Plain HTTP/1.1 for probes and scrapers on a private
+//! endpoints can receive requests, and not stopping after a failure). Plain HTTP/1.1 for probes and scrapers on a private
 //! address; it serves nothing of the customer API.
 
 use std::convert::Infallible;
@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::committer::QueueProbe;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -26,6 +27,7 @@ pub struct Admin {
     pub store: Weak<Store>,
     pub queue: QueueProbe,
     pub client: async_nats::Client,
+    pub health: Health,
 }
 
 /// Serves `listener` until the task is aborted (the worker stops it last, so probes and
@@ -81,6 +83,10 @@ impl Admin {
                 );
                 response
             }
+            "/readyz" if self.health.is_failed() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping after a failure\n",
+            ),
             "/readyz"
                 if self.client.connection_state() != async_nats::connection::State::Connected =>
             {

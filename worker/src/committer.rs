@@ -1,33 +1,74 @@
 //! Group commit. Request tasks hand validated writes to one committer thread through a
-//! bounded queue. The thread takes everything queued (up to `max_group`), commits it as one
-//! transaction with one fsync, then answers every member. Under load one fsync serves many
-//! writes; a lone write is committed as soon as it arrives, with no added wait.
+//! bounded queue. The thread takes everything queued (up to `max_group`) and, for the group:
+//!
+//! 1. decides each member against the email index and earlier members of the group,
+//!    assigns new customers their ids (so id order is commit order) and decides every reply;
+//! 2. appends the group's puts to the journal as one record and calls `fdatasync` once:
+//!    the commit point;
+//! 3. applies the puts to sled and answers every member.
+//!
+//! Under load one fsync serves many writes; a lone write is committed as soon as it arrives.
+//! When the journal's active segment passes `checkpoint_bytes`, the committer starts a new
+//! segment and hands the old ones to the checkpointer thread.
+//!
+//! Any error in steps 2–3 or in a checkpoint is fail-stop (see `health`): the group is
+//! answered 500, nothing later is committed, and queued or later writes are answered 503.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use bytes::Bytes;
+use customers_shared::{ApiError, Customer, CustomerId, NewCustomer};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpointer::Checkpointer;
+use crate::health::{Failure, Health};
+use crate::idempotency::{self, IdempotencyClaim, now_ms};
+use crate::ids::IdGenerator;
+use crate::journal::{Batch, Journal, TreeId};
 use crate::metrics::Metrics;
-use crate::store::{Outcome, Pending, Store, StoreError};
+use crate::reply::Reply;
+use crate::store::{MAX_VALUE_BYTES, Store, StoreError};
 
-/// Why a create was not committed.
-#[derive(Debug, thiserror::Error)]
+/// What a request asks the committer to make durable.
+#[derive(Debug)]
+pub enum Write {
+    /// A validated new customer; with a claim, its reply is stored under the key.
+    Create {
+        customer: NewCustomer,
+        claim: Option<IdempotencyClaim>,
+    },
+    /// The final reply of an idempotent create refused before it reached the committer
+    /// (invalid body, too large), stored so that a retry is answered the same.
+    Remember {
+        claim: IdempotencyClaim,
+        reply: Reply,
+    },
+}
+
+/// Why a write got no reply of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CommitError {
     /// The queue is full: the worker is overloaded.
     #[error("the commit queue is full")]
     Overloaded,
-    /// The committer has stopped (the worker is shutting down).
+    /// The committer has stopped: the worker is shutting down or has failed.
     #[error("the committer has stopped")]
     Stopped,
-    /// The group's transaction or fsync failed; nothing of the group is acknowledged.
-    #[error("group commit failed: {0}")]
-    Store(Arc<StoreError>),
+    /// The group's journal write, sync or apply failed; the worker is stopping. The write
+    /// may or may not be durable.
+    #[error("the group commit failed")]
+    Failed,
+    /// A value over [`MAX_VALUE_BYTES`]: a bug, refused instead of stored.
+    #[error("a value is too large to store")]
+    Unstorable,
 }
 
 struct Job {
-    write: Pending,
-    reply: oneshot::Sender<Result<Outcome, CommitError>>,
+    write: Write,
+    reply: oneshot::Sender<Result<Reply, CommitError>>,
 }
 
 /// Submits writes to the committer thread. Cheap to clone; the thread stops once every
@@ -43,8 +84,8 @@ impl CommitHandle {
         QueueProbe(self.queue.downgrade())
     }
 
-    /// Queues `write` and waits until its group is durable.
-    pub async fn commit(&self, write: Pending) -> Result<Outcome, CommitError> {
+    /// Queues `write` and waits until its group is durable and applied.
+    pub async fn commit(&self, write: Write) -> Result<Reply, CommitError> {
         let (reply, outcome) = oneshot::channel();
         self.queue
             .try_send(Job { write, reply })
@@ -68,93 +109,422 @@ impl QueueProbe {
     }
 }
 
-/// Starts the committer thread. Join the returned handle after dropping every
-/// [`CommitHandle`] to wait for the last group.
+/// The committer's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Writes that may wait in the queue.
+    pub max_pending: usize,
+    /// Writes in one group at most.
+    pub max_group: usize,
+    /// Size of the active journal segment that starts a checkpoint.
+    pub checkpoint_bytes: u64,
+}
+
+/// Starts the committer thread (which starts the checkpointer) with new ids from `ids`.
+/// Join the returned handle after dropping every [`CommitHandle`] to wait for the last group
+/// and the final checkpoint.
 pub fn spawn(
     store: Arc<Store>,
+    journal: Journal,
+    ids: IdGenerator,
     metrics: Arc<Metrics>,
-    max_pending: usize,
-    max_group: usize,
+    health: Health,
+    limits: Limits,
 ) -> std::io::Result<(CommitHandle, JoinHandle<()>)> {
-    let (queue, jobs) = mpsc::channel(max_pending.max(1));
+    let (queue, jobs) = mpsc::channel(limits.max_pending.max(1));
+    let checkpointer = Checkpointer::spawn(store.clone(), metrics.clone(), health.clone())?;
+    let committer = Committer {
+        store,
+        journal,
+        ids,
+        metrics,
+        health,
+        checkpointer,
+        checkpoint_bytes: limits.checkpoint_bytes,
+        batch: Batch::default(),
+    };
+    let max_group = limits.max_group.max(1);
     let thread = std::thread::Builder::new()
         .name("committer".into())
-        .spawn(move || run(&store, &metrics, jobs, max_group.max(1)))?;
+        .spawn(move || committer.run(jobs, max_group))?;
     Ok((CommitHandle { queue }, thread))
 }
 
-fn run(store: &Store, metrics: &Metrics, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
-    let mut writes: Vec<Pending> = Vec::with_capacity(max_group);
-    let mut replies = Vec::with_capacity(max_group);
-    while let Some(first) = jobs.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(Job { write, reply }) = next {
-            writes.push(write);
-            replies.push(reply);
-            next = if writes.len() < max_group {
-                jobs.try_recv().ok()
-            } else {
-                None
-            };
+struct Committer {
+    store: Arc<Store>,
+    journal: Journal,
+    ids: IdGenerator,
+    metrics: Arc<Metrics>,
+    health: Health,
+    checkpointer: Checkpointer,
+    checkpoint_bytes: u64,
+    /// The group being committed, reused between groups.
+    batch: Batch,
+}
+
+impl Committer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
+        let _trip = self.health.trip_on_panic("committer");
+        let mut writes = Vec::with_capacity(max_group);
+        let mut replies = Vec::with_capacity(max_group);
+        while let Some(first) = jobs.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(Job { write, reply }) = next {
+                writes.push(write);
+                replies.push(reply);
+                next = if writes.len() < max_group {
+                    jobs.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if self.health.is_failed() {
+                answer_all(&mut replies, CommitError::Stopped);
+                break;
+            }
+            match self.commit(&mut writes) {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                        // A requester that went away no longer needs its answer.
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Err(e) => {
+                    // Failed first, so nobody answered 500 can still find the worker ready.
+                    self.health.fail(Failure::storage(e));
+                    answer_all(&mut replies, CommitError::Failed);
+                    break;
+                }
+            }
+            if let Err(e) = self.start_checkpoint_if_due() {
+                self.health.fail(Failure::storage(e));
+                break;
+            }
         }
-        let started = std::time::Instant::now();
-        let result = store.commit_timed(&writes);
-        let elapsed = started.elapsed();
+        // Whatever is still queued gets an answer; later writes find the queue closed.
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            let _ = job.reply.send(Err(CommitError::Stopped));
+        }
+        self.stop();
+    }
+
+    /// Plans, journals, syncs and applies one group; returns each member's answer.
+    fn commit(
+        &mut self,
+        writes: &mut Vec<Write>,
+    ) -> Result<Vec<Result<Reply, CommitError>>, StoreError> {
+        let started = Instant::now();
+        let members = writes.len();
+        let created_ms = now_ms();
+        self.batch.clear();
+        let mut emails_taken: HashMap<String, CustomerId> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(members);
+        for write in writes.drain(..) {
+            outcomes.push(self.plan(write, &mut emails_taken, created_ms)?);
+        }
+        let mut journaled = None;
+        if !self.batch.is_empty() {
+            self.journal.append(&mut self.batch)?;
+            let sync_started = Instant::now();
+            self.journal.sync()?;
+            journaled = Some((self.batch.len(), sync_started.elapsed()));
+            failpoint!("commit-before-apply", |_| crate::crash());
+            failpoint!("committer-panic", |_| panic!("failpoint committer-panic"));
+            self.store.apply(self.batch.puts())?;
+        }
+        let (bytes, sync) = journaled.unzip();
+        self.metrics
+            .group_committed(members, bytes.unwrap_or(0), started.elapsed(), sync);
         tracing::debug!(
-            group_size = writes.len(),
-            elapsed_us = elapsed.as_micros() as u64,
+            group_size = members,
+            elapsed_us = started.elapsed().as_micros() as u64,
             "group committed"
         );
-        match result {
-            Ok((outcomes, sync)) => {
-                metrics.group_committed(writes.len(), elapsed, sync);
-                for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                    // A requester that went away no longer needs its answer.
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, group_size = writes.len(), "group commit failed");
-                let e = Arc::new(e);
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(CommitError::Store(e.clone())));
-                }
-            }
-        }
-        writes.clear();
+        Ok(outcomes)
     }
-    tracing::debug!("committer stopped: queue closed and drained");
+
+    /// Decides one write's reply and adds its puts to the batch. `emails_taken` holds the
+    /// emails (lower-cased) of customers created earlier in this group.
+    fn plan(
+        &mut self,
+        write: Write,
+        emails_taken: &mut HashMap<String, CustomerId>,
+        created_ms: u64,
+    ) -> Result<Result<Reply, CommitError>, StoreError> {
+        let (reply, claim, new_customer) = match write {
+            Write::Remember { claim, reply } => (reply, Some(claim), None),
+            Write::Create { customer, claim } => {
+                let email_key = customer.email.index_key();
+                let owner = match emails_taken.get(&email_key) {
+                    Some(&owner) => Some(owner),
+                    None => self.store.email_owner(&email_key)?,
+                };
+                match owner {
+                    Some(customer_id) => (
+                        Reply::error(&ApiError::EmailAlreadyExists { customer_id }),
+                        claim,
+                        None,
+                    ),
+                    None => {
+                        let id = self.ids.next_id();
+                        let json = Bytes::from(Customer::create(id, customer).to_json());
+                        (Reply::created(id, json), claim, Some((id, email_key)))
+                    }
+                }
+            }
+        };
+        let record = claim
+            .as_ref()
+            .map(|claim| idempotency::encode(claim, &reply, created_ms));
+        let too_large = record.as_ref().map_or(0, Vec::len).max(reply.body.len());
+        if too_large > MAX_VALUE_BYTES {
+            tracing::error!(
+                bytes = too_large,
+                limit = MAX_VALUE_BYTES,
+                "refusing to store a value over the bound (a bug)"
+            );
+            return Ok(Err(CommitError::Unstorable));
+        }
+        if let Some((id, email_key)) = new_customer {
+            self.batch
+                .put(TreeId::Customers, &id.to_bytes(), &reply.body);
+            self.batch
+                .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
+            emails_taken.insert(email_key, id);
+        }
+        if let (Some(claim), Some(record)) = (&claim, &record) {
+            idempotency::remember(&mut self.batch, &claim.key, record, created_ms);
+        }
+        Ok(Ok(reply))
+    }
+
+    /// Past the size bound, starts a new segment and has the older ones checkpointed (unless
+    /// a checkpoint is still running: then the next group tries again).
+    fn start_checkpoint_if_due(&mut self) -> Result<(), StoreError> {
+        if self.journal.active_len() >= self.checkpoint_bytes && self.checkpointer.is_idle() {
+            let below = self.journal.rotate()?;
+            self.checkpointer.start(below);
+        }
+        Ok(())
+    }
+
+    /// After the last group: a final checkpoint, unless the worker failed, so that a clean
+    /// restart has nothing to replay.
+    fn stop(self) {
+        let Self {
+            store,
+            journal,
+            health,
+            checkpointer,
+            ..
+        } = self;
+        checkpointer.stop();
+        drop(journal);
+        if health.is_failed() {
+            return;
+        }
+        let dir = store.journal_dir();
+        match store
+            .checkpoint()
+            .and_then(|()| Ok(crate::journal::remove_segments_before(&dir, u64::MAX)?))
+        {
+            Ok(()) => tracing::debug!("committer stopped after a final checkpoint"),
+            Err(e) => health.fail(Failure::storage(e)),
+        }
+    }
+}
+
+fn answer_all(replies: &mut Vec<oneshot::Sender<Result<Reply, CommitError>>>, error: CommitError) {
+    for reply in replies.drain(..) {
+        let _ = reply.send(Err(error));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use customers_shared::CustomerId;
 
-    fn pending(email: &str) -> Pending {
-        Pending::Create(crate::store::PendingCreate {
-            id: CustomerId::generate(),
-            email_key: email.to_owned(),
-            json: bytes::Bytes::from_static(b"{}"),
+    fn customer(email: &str) -> NewCustomer {
+        NewCustomer::parse(format!(r#"{{"name":"T","email":"{email}"}}"#).as_bytes()).unwrap()
+    }
+
+    fn create(email: &str) -> Write {
+        Write::Create {
+            customer: customer(email),
             claim: None,
-        })
+        }
+    }
+
+    struct Running {
+        _dir: tempfile::TempDir,
+        store: Arc<Store>,
+        handle: CommitHandle,
+        thread: JoinHandle<()>,
+        health: Health,
+    }
+
+    fn start() -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Arc::new(opened.store);
+        let health = Health::default();
+        let limits = Limits {
+            max_pending: 64,
+            max_group: 64,
+            checkpoint_bytes: 4096,
+        };
+        let ids = IdGenerator::after(store.newest_id().unwrap());
+        let (handle, thread) = spawn(
+            store.clone(),
+            opened.journal,
+            ids,
+            Arc::default(),
+            health.clone(),
+            limits,
+        )
+        .unwrap();
+        Running {
+            _dir: dir,
+            store,
+            handle,
+            thread,
+            health,
+        }
+    }
+
+    fn created_id(reply: &Result<Reply, CommitError>) -> CustomerId {
+        reply.as_ref().unwrap().customer_id.expect("a 201")
     }
 
     #[tokio::test]
-    async fn a_failed_sync_fails_every_member_of_the_group_and_the_committer_carries_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::store::store_failing_sync(dir.path()));
-        let (handle, thread) = spawn(store, Arc::default(), 16, 16).unwrap();
-        let (a, b) = tokio::join!(
-            handle.commit(pending("a@x.com")),
-            handle.commit(pending("b@x.com"))
+    async fn one_create_per_email_wins_within_a_group_and_across_groups() {
+        let running = start();
+        let handle = &running.handle;
+        let (a, b, a_again) = tokio::join!(
+            handle.commit(create("a@x.com")),
+            handle.commit(create("b@x.com")),
+            handle.commit(create("A@X.com")),
         );
-        assert!(matches!(a, Err(CommitError::Store(_))), "{a:?}");
-        assert!(matches!(b, Err(CommitError::Store(_))), "{b:?}");
-        // Still serving: the next group is attempted (and fails the same way here).
-        let c = handle.commit(pending("c@x.com")).await;
-        assert!(matches!(c, Err(CommitError::Store(_))), "{c:?}");
-        drop(handle);
-        thread.join().unwrap();
+        let a = created_id(&a);
+        created_id(&b);
+        assert_eq!(
+            a_again.unwrap(),
+            Reply::error(&ApiError::EmailAlreadyExists { customer_id: a })
+        );
+        let later = handle.commit(create("a@X.COM")).await.unwrap();
+        assert_eq!(later.status, 409);
+        assert_eq!(running.store.verify().unwrap().records, 2);
+    }
+
+    #[tokio::test]
+    async fn ids_follow_commit_order_across_restarts_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut last = None;
+        for round in 0..3 {
+            let opened = Store::open(dir.path(), 1 << 20).unwrap();
+            let store = Arc::new(opened.store);
+            let limits = Limits {
+                max_pending: 8,
+                max_group: 8,
+                checkpoint_bytes: 2048,
+            };
+            let ids = IdGenerator::after(store.newest_id().unwrap());
+            let (handle, thread) = spawn(
+                store,
+                opened.journal,
+                ids,
+                Arc::default(),
+                Health::default(),
+                limits,
+            )
+            .unwrap();
+            for n in 0..40 {
+                let reply = handle.commit(create(&format!("r{round}-{n}@x.com"))).await;
+                let id = created_id(&reply);
+                assert!(last < Some(id), "round {round}, create {n}");
+                last = Some(id);
+            }
+            drop(handle);
+            thread.join().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_value_over_the_bound_is_refused_and_the_rest_of_the_group_committed() {
+        let running = start();
+        let claim = IdempotencyClaim::new(
+            customers_shared::idempotency::IdempotencyKey::parse(b"k").unwrap(),
+            b"body",
+        );
+        let oversized = Reply {
+            body: Bytes::from(vec![b'x'; MAX_VALUE_BYTES + 1]),
+            ..Reply::error(&ApiError::InvalidBody)
+        };
+        let (refused, created) = tokio::join!(
+            running.handle.commit(Write::Remember {
+                claim,
+                reply: oversized
+            }),
+            running.handle.commit(create("fine@x.com")),
+        );
+        assert_eq!(refused, Err(CommitError::Unstorable));
+        created_id(&created);
+        assert!(
+            !running.health.is_failed(),
+            "a refused value is not a storage failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_journal_write_fails_the_group_and_stops_the_committer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 1 << 20).unwrap().store);
+        let journal = crate::journal::failing_journal(&dir.path().join("failing"));
+        let health = Health::default();
+        let limits = Limits {
+            max_pending: 16,
+            max_group: 16,
+            checkpoint_bytes: 1 << 20,
+        };
+        let (handle, thread) = spawn(
+            store.clone(),
+            journal,
+            IdGenerator::after(None),
+            Arc::default(),
+            health.clone(),
+            limits,
+        )
+        .unwrap();
+        assert_eq!(
+            handle.commit(create("a@x.com")).await,
+            Err(CommitError::Failed),
+            "the group whose write failed"
+        );
+        assert_eq!(
+            health.failure().map(|f| f.kind),
+            Some(crate::health::FailureKind::Storage)
+        );
+        thread
+            .join()
+            .expect("the committer stops, without panicking");
+        assert_eq!(
+            handle.commit(create("b@x.com")).await,
+            Err(CommitError::Stopped),
+            "no later group is committed"
+        );
+        assert_eq!(store.verify().unwrap().records, 0, "nothing was applied");
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_leaves_an_empty_journal() {
+        let running = start();
+        for n in 0..50 {
+            created_id(&running.handle.commit(create(&format!("c{n}@x.com"))).await);
+        }
+        let journal_dir = running.store.journal_dir();
+        drop(running.handle);
+        running.thread.join().unwrap();
+        assert_eq!(std::fs::read_dir(journal_dir).unwrap().count(), 0);
     }
 }

@@ -2,21 +2,39 @@
 //! customers. Layout:
 //!
 //! * [`config`]: flags and environment variables.
-//! * [`store`]: the sled database (record tree, email index, idempotency records), atomic
-//!   group writes, fsync, reads that hide what is not yet durable, and the startup check.
-//! * [`committer`]: the group-commit thread and the bounded queue in front of it.
+//! * [`journal`]: the write-ahead journal, where a group of creates becomes durable.
+//! * [`store`]: the sled database: opening and recovery (journal replay), applying journaled
+//!   groups, checkpoints, reads.
+//! * [`committer`]: the group-commit thread and the bounded queue in front of it;
+//!   [`checkpointer`]: the thread that checkpoints sled and trims the journal; [`ids`]: new
+//!   customer ids in commit order.
+//! * [`health`]: fail-stop after a storage error or a panic of a worker thread.
 //! * [`idempotency`]: `Idempotency-Key` claims, stored replies and their background purge.
 //! * [`reply`]: an answer (status, body, headers), as sent and as stored for replays.
 //! * [`service`]: the NATS micro service, its endpoints and request handling.
 //! * [`metrics`] and [`admin`]: Prometheus metrics and the optional admin HTTP listener.
 //!
 //! [`Worker::start`] opens everything and returns once the service is subscribed;
-//! [`Worker::run`] serves until a shutdown future resolves, then drains and closes.
+//! [`Worker::run`] serves until a shutdown future resolves or the worker fails, then drains
+//! and closes, and says which.
+
+/// A failpoint of the `fail` crate when the `failpoints` feature is on (the system tests
+/// build the worker with it and set `FAILPOINTS`); nothing at all otherwise.
+macro_rules! failpoint {
+    ($name:literal, $action:expr) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, $action);
+    };
+}
 
 pub mod admin;
+pub mod checkpointer;
 pub mod committer;
 pub mod config;
+pub mod health;
 pub mod idempotency;
+pub mod ids;
+pub mod journal;
 pub mod metrics;
 pub mod reply;
 pub mod service;
@@ -27,7 +45,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use config::Config;
+pub use health::Failure;
 
+use crate::health::Health;
 use crate::idempotency::Claims;
 use crate::service::{Context, CustomersService};
 use crate::store::{Store, StoreError};
@@ -52,30 +72,45 @@ pub enum WorkerError {
     },
 }
 
+/// A failpoint's crash: the process ends at once, as on a power cut or `kill -9`, without
+/// unwinding, flushing or answering anyone.
+#[cfg(feature = "failpoints")]
+fn crash() -> ! {
+    std::process::abort()
+}
+
 /// A worker whose service is subscribed and ready for requests.
 pub struct Worker {
     config: Config,
     client: async_nats::Client,
     service: CustomersService,
     committer: JoinHandle<()>,
+    health: Health,
     purge: tokio::task::JoinHandle<()>,
     admin: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Worker {
-    /// Connects to NATS, opens and checks the database and registers the service.
+    /// Connects to NATS, opens the database (replaying the journal) and registers the
+    /// service.
     pub async fn start(config: Config) -> Result<Self, WorkerError> {
         let client = connect(&config).await?;
-        let store = Arc::new(Store::open(&config.data_dir, config.cache_capacity_bytes)?);
-        let report = store.check_and_repair()?;
+        let data_dir = config.data_dir.clone();
+        let cache = config.cache_capacity_bytes;
+        let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, cache))
+            .await
+            .expect("opening the store does not panic")?;
+        let replayed = &opened.recovery.replayed;
         tracing::info!(
             data_dir = %config.data_dir.display(),
-            records = report.records,
-            index_entries_added = report.index_entries_added,
-            index_entries_removed = report.index_entries_removed,
-            conflicting_records = report.conflicting_records,
-            size_on_disk = store.size_on_disk()?,
-            "database opened and checked"
+            replayed_segments = replayed.segments,
+            replayed_records = replayed.records,
+            replayed_puts = replayed.puts,
+            replayed_bytes = replayed.bytes,
+            torn_tail_bytes = replayed.torn_tail_bytes,
+            recovery_ms = opened.recovery.elapsed.as_millis() as u64,
+            size_on_disk = opened.store.size_on_disk()?,
+            "database opened and journal replayed"
         );
         if config.idempotency_retention < std::time::Duration::from_secs(24 * 3600) {
             tracing::warn!(
@@ -84,11 +119,17 @@ impl Worker {
             );
         }
         let metrics = Arc::new(metrics::Metrics::default());
+        metrics.recovered(opened.recovery.elapsed);
+        let store = Arc::new(opened.store);
+        let health = Health::default();
+        let ids = ids::IdGenerator::after(store.newest_id()?);
         let (handle, committer) = committer::spawn(
             store.clone(),
+            opened.journal,
+            ids,
             metrics.clone(),
-            config.max_pending,
-            config.max_group,
+            health.clone(),
+            config.commit_limits(),
         )
         .map_err(WorkerError::Committer)?;
         let admin = match config.admin_listen {
@@ -102,6 +143,7 @@ impl Worker {
                     store: Arc::downgrade(&store),
                     queue: handle.probe(),
                     client: client.clone(),
+                    health: health.clone(),
                 };
                 tracing::info!(%addr, "admin listening");
                 let task = tokio::spawn(admin::run(listener, admin));
@@ -137,6 +179,7 @@ impl Worker {
             client,
             service,
             committer,
+            health,
             purge,
             admin,
         })
@@ -147,22 +190,42 @@ impl Worker {
         self.admin.as_ref().map(|(addr, _)| *addr)
     }
 
-    /// Serves until `shutdown` resolves; then answers what was accepted, syncs and closes.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        self.service
-            .serve(shutdown, self.config.shutdown_grace)
-            .await;
+    /// Serves until `shutdown` resolves or the worker fails; then answers what was accepted,
+    /// checkpoints (after a clean stop) and closes. Returns the failure, if there was one:
+    /// the process should then exit non-zero.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Failure> {
+        let health = self.health.clone();
+        let stop = async {
+            tokio::select! {
+                () = shutdown => {}
+                failure = health.failed() => {
+                    tracing::error!(%failure, "stopping the service after a failure");
+                }
+            }
+        };
+        self.service.serve(stop, self.config.shutdown_grace).await;
         // The purge task holds the store: wait until it is gone, so that the database is
         // closed (and its lock released) when `run` returns.
         self.purge.abort();
         let _ = self.purge.await;
-        // Every commit handle is gone with the service: the committer drains and stops.
+        // Every commit handle is gone with the service: the committer drains, checkpoints
+        // and stops (or has stopped already, after a failure).
         let committer = self.committer;
-        if tokio::task::spawn_blocking(move || committer.join())
-            .await
-            .is_err()
-        {
-            tracing::error!("the committer thread panicked");
+        match tokio::task::spawn_blocking(move || committer.join()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                self.health.fail(Failure::panic(format!(
+                    "the committer thread panicked: {message}"
+                )));
+            }
+            Err(e) => self
+                .health
+                .fail(Failure::panic(format!("joining the committer failed: {e}"))),
         }
         // With the broker gone, a flush would wait for a reconnect that may never come.
         match tokio::time::timeout(self.config.shutdown_grace, self.client.flush()).await {
@@ -173,7 +236,16 @@ impl Worker {
         if let Some((_, task)) = self.admin {
             task.abort();
         }
-        tracing::info!("stopped");
+        match self.health.failure() {
+            Some(failure) => {
+                tracing::error!(%failure, exit_code = failure.exit_code(), "stopped after a failure");
+                Err(failure)
+            }
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! `customers-worker`: parses the configuration, sets up logging and runs the worker until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM (exit 0) or a failure (exit 74 for storage, 70 for a panic).
 
 use std::process::ExitCode;
 
@@ -8,22 +8,28 @@ use customers_worker::{Config, Worker};
 
 const BINARY: &str = "customers-worker";
 
-// glibc malloc was ~20 % of the worker's CPU under load (perf, BENCHMARKS.md).
+// glibc malloc/free were about a fifth of the worker's CPU samples under load (docs/PROFILE.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Failpoints are configured by the FAILPOINTS environment variable in test builds.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let config: Config = match cli::start(BINARY) {
         Ok(config) => config,
         Err(code) => return code,
     };
     let shutdown = cli::shutdown_signal();
     match Worker::start(config).await {
-        Ok(worker) => {
-            worker.run(shutdown).await;
-            ExitCode::SUCCESS
-        }
+        Ok(worker) => match worker.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("{BINARY}: {failure}");
+                ExitCode::from(failure.exit_code())
+            }
+        },
         Err(e) => cli::fail(BINARY, e),
     }
 }

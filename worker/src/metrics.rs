@@ -1,6 +1,7 @@
 //! The worker's Prometheus metrics, served on the optional admin listener (`admin`): replies
 //! by operation and status (creates, conflicts, validation failures, reads), idempotent
-//! replays, group commit size and time, fsync time, commit queue depth and database size.
+//! replays, group commit size, bytes and time, journal fsync time, checkpoint time, the last
+//! recovery's time, commit queue depth and database size.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,8 +36,11 @@ pub struct Metrics {
     replies: Family<ReplyLabels, Counter>,
     replays: Counter,
     group_size: Histogram,
+    group_bytes: Histogram,
     group_seconds: Histogram,
     fsync_seconds: Histogram,
+    checkpoint_seconds: Histogram,
+    recovery_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     queue_depth: Gauge,
     database_bytes: Gauge,
 }
@@ -49,8 +53,11 @@ impl Default for Metrics {
             replies: Family::default(),
             replays: Counter::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            group_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 10)),
             group_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             fsync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            recovery_seconds: Gauge::default(),
             queue_depth: Gauge::default(),
             database_bytes: Gauge::default(),
         };
@@ -70,14 +77,29 @@ impl Default for Metrics {
             metrics.group_size.clone(),
         );
         metrics.registry.register(
+            "group_commit_bytes",
+            "Bytes of each group's journal record",
+            metrics.group_bytes.clone(),
+        );
+        metrics.registry.register(
             "group_commit_seconds",
-            "Time of a group commit: transaction, sled flush and fsync",
+            "Time of a group commit: decisions, journal append and fdatasync, apply to sled",
             metrics.group_seconds.clone(),
         );
         metrics.registry.register(
             "fsync_seconds",
-            "Time of the sled flush and fdatasync that make a group durable",
+            "Time of the journal fdatasync that makes a group durable",
             metrics.fsync_seconds.clone(),
+        );
+        metrics.registry.register(
+            "checkpoint_seconds",
+            "Time of a checkpoint: sled flush, fsync of its files, journal segments removed",
+            metrics.checkpoint_seconds.clone(),
+        );
+        metrics.registry.register(
+            "recovery_seconds",
+            "Time the last start took to open the database and replay the journal",
+            metrics.recovery_seconds.clone(),
         );
         metrics.registry.register(
             "commit_queue_depth",
@@ -117,10 +139,29 @@ impl Metrics {
         Some(self.errors[operation as usize].load(Ordering::Relaxed))
     }
 
-    pub fn group_committed(&self, size: usize, total: Duration, sync: Duration) {
+    /// A group of `size` writes whose journal record had `bytes` (none and no sync when every
+    /// member was a conflict).
+    pub fn group_committed(
+        &self,
+        size: usize,
+        bytes: usize,
+        total: Duration,
+        sync: Option<Duration>,
+    ) {
         self.group_size.observe(size as f64);
+        self.group_bytes.observe(bytes as f64);
         self.group_seconds.observe(total.as_secs_f64());
-        self.fsync_seconds.observe(sync.as_secs_f64());
+        if let Some(sync) = sync {
+            self.fsync_seconds.observe(sync.as_secs_f64());
+        }
+    }
+
+    pub fn checkpointed(&self, elapsed: Duration) {
+        self.checkpoint_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn recovered(&self, elapsed: Duration) {
+        self.recovery_seconds.set(elapsed.as_secs_f64());
     }
 
     /// The metrics in the OpenMetrics text format, with the gauges read now.

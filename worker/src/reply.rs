@@ -1,6 +1,8 @@
 //! What the worker answers on any endpoint: a status, the body, and the NATS headers that
 //! follow from them (micro error headers, `Customer-Id`, `Retry-After`). An idempotency
 //! record stores exactly this value, so a replay is the same bytes with the same headers.
+//! The committer decides every create's reply here, in one place: [`Reply::created`] or the
+//! conflict's [`Reply::error`].
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -14,7 +16,7 @@ pub struct Reply {
     /// The problem's `code` on errors.
     pub code: Option<String>,
     /// On a create's 201: the new customer's id.
-    pub customer_id: Option<String>,
+    pub customer_id: Option<CustomerId>,
     pub retry_after_secs: Option<u32>,
     pub body: Bytes,
 }
@@ -24,7 +26,7 @@ impl Reply {
         Self {
             status: 201,
             code: None,
-            customer_id: Some(id.to_string()),
+            customer_id: Some(id),
             retry_after_secs: None,
             body: customer_json,
         }
@@ -57,7 +59,7 @@ impl Reply {
             map.insert(headers::REQUEST_ID, request_id);
         }
         if let Some(id) = &self.customer_id {
-            map.insert(headers::CUSTOMER_ID, id.as_str());
+            map.insert(headers::CUSTOMER_ID, id.to_string().as_str());
         }
         if let Some(code) = &self.code {
             map.insert(headers::SERVICE_ERROR, code.as_str());

@@ -14,16 +14,16 @@ use bytes::Bytes;
 use customers_shared::idempotency::IdempotencyKey;
 use customers_shared::list::{ListQuery, list_body};
 use customers_shared::protocol::{self, headers};
-use customers_shared::{ApiError, Customer, CustomerId, NewCustomer};
+use customers_shared::{ApiError, CustomerId, NewCustomer};
 use futures_util::{Stream, StreamExt};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::committer::{CommitError, CommitHandle};
+use crate::committer::{CommitError, CommitHandle, Write};
 use crate::idempotency::{self, Claims, IdempotencyClaim};
 use crate::metrics::{Metrics, Operation};
 use crate::reply::Reply;
-use crate::store::{Outcome, Pending, PendingCreate, Store};
+use crate::store::Store;
 
 /// What every request task needs.
 pub struct Context {
@@ -220,7 +220,7 @@ async fn create(message: &Message, context: &Context) -> (Reply, bool) {
 fn stored_reply(claim: &IdempotencyClaim, context: &Context) -> Option<(Reply, bool)> {
     match idempotency::lookup(&context.store, &claim.key, context.idempotency_retention) {
         Ok(None) => None,
-        Ok(Some(record)) if record.fingerprint == claim.fingerprint => Some((record.reply(), true)),
+        Ok(Some(record)) if record.fingerprint == claim.fingerprint => Some((record.reply, true)),
         Ok(Some(_)) => Some((Reply::error(&ApiError::IdempotencyKeyReused), false)),
         Err(e) => {
             tracing::error!(error = %e, "idempotency lookup failed");
@@ -236,63 +236,31 @@ async fn create_customer(
     claim: Option<IdempotencyClaim>,
     context: &Context,
 ) -> Reply {
-    let (id, email_key, json) = match validate(payload, context.max_body_bytes) {
-        Ok(valid) => valid,
-        Err(refusal) => return refuse(&refusal, claim, context).await,
+    let write = match parse(payload, context.max_body_bytes) {
+        Ok(customer) => Write::Create { customer, claim },
+        Err(refusal) => {
+            let reply = Reply::error(&refusal);
+            let Some(claim) = claim else {
+                return reply;
+            };
+            Write::Remember { claim, reply }
+        }
     };
-    let pending = Pending::Create(PendingCreate {
-        id,
-        email_key,
-        json: json.clone(),
-        claim,
-    });
-    match context.committer.commit(pending).await {
-        Ok(Outcome::Created) => {
-            tracing::debug!(customer_id = %id, "created");
-            Reply::created(id, json)
-        }
-        Ok(Outcome::EmailTaken(customer_id)) => {
-            Reply::error(&ApiError::EmailAlreadyExists { customer_id })
-        }
-        Ok(Outcome::Remembered) => unreachable!("a create is never only remembered"),
-        Err(e) => Reply::error(&commit_error(e)),
-    }
+    context
+        .committer
+        .commit(write)
+        .await
+        .unwrap_or_else(|e| Reply::error(&commit_error(e)))
 }
 
-/// The reply to a refused body; stored under the claim's key first, if there is one.
-async fn refuse(refusal: &ApiError, claim: Option<IdempotencyClaim>, context: &Context) -> Reply {
-    let reply = Reply::error(refusal);
-    let Some(claim) = claim else {
-        return reply;
-    };
-    let remember = Pending::Remember {
-        claim,
-        reply: reply.clone(),
-    };
-    match context.committer.commit(remember).await {
-        Ok(_) => reply,
-        Err(e) => Reply::error(&commit_error(e)),
-    }
-}
-
-/// The new customer's id, uniqueness key and JSON, or why the body is refused.
-fn validate(
-    payload: &[u8],
-    max_body_bytes: usize,
-) -> Result<(CustomerId, String, Bytes), ApiError> {
+/// The validated customer, or why the body is refused.
+fn parse(payload: &[u8], max_body_bytes: usize) -> Result<NewCustomer, ApiError> {
     if payload.len() > max_body_bytes {
         return Err(ApiError::PayloadTooLarge {
             limit_bytes: max_body_bytes,
         });
     }
-    let new = NewCustomer::parse(payload)?;
-    let id = CustomerId::generate();
-    let email_key = new.email.index_key();
-    Ok((
-        id,
-        email_key,
-        Bytes::from(Customer::create(id, new).to_json()),
-    ))
+    NewCustomer::parse(payload)
 }
 
 fn commit_error(error: CommitError) -> ApiError {
@@ -302,11 +270,11 @@ fn commit_error(error: CommitError) -> ApiError {
             retry_after_secs: 1,
         },
         CommitError::Stopped => ApiError::ServiceUnavailable {
-            reason: "the worker is shutting down",
+            reason: "the worker is stopping",
             retry_after_secs: 1,
         },
-        CommitError::Store(e) => {
-            tracing::error!(error = %e, "write not committed");
+        CommitError::Failed | CommitError::Unstorable => {
+            tracing::error!(error = %error, "create not committed");
             ApiError::Internal
         }
     }

@@ -1,0 +1,154 @@
+//! The sled database and its recovery. Trees: `customers` (16-byte UUID → the customer's
+//! JSON, exactly as replied), `emails` (lower-cased email → 16-byte UUID) and `idempotency`
+//! (its layout belongs to `crate::idempotency`). sled holds only what the journal has made
+//! durable: the committer applies a group after its journal sync, so a read never sees a
+//! write that a crash could take back, and no bookkeeping of "unsynced" writes is needed.
+//!
+//! By job:
+//! * this module: the layout and [`Store::open`], which replays the journal (`recovery`);
+//! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
+//! * [`checkpoint`]: making sled's own files durable so journal segments can go;
+//! * [`reads`]: lookups and pages for the read endpoints and the committer.
+
+pub mod apply;
+pub mod checkpoint;
+pub mod reads;
+pub mod recovery;
+
+use std::path::{Path, PathBuf};
+
+use crate::journal::{self, Journal, JournalError, TreeId};
+
+pub use apply::MAX_VALUE_BYTES;
+pub use reads::Consistency;
+pub use recovery::Recovery;
+
+/// Name of the record tree (UUID → customer JSON).
+pub const RECORDS_TREE: &str = "customers";
+/// Name of the email index tree (lower-cased email → UUID).
+pub const EMAILS_TREE: &str = "emails";
+/// Name of the idempotency tree (records and their expiry entries).
+pub const IDEMPOTENCY_TREE: &str = "idempotency";
+/// The journal's directory inside the data directory (sled's files are beside it).
+pub const JOURNAL_DIR: &str = "journal";
+/// sled writes a log buffer larger than a quarter segment to a separate blob file. A leaf
+/// holds at most 17 entries of at most [`MAX_VALUE_BYTES`], far below a quarter of 2 MiB, so
+/// sled never makes blob files (`tests/tests/storage.rs` checks that none appear).
+const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the database in {dir}: {source} (is another worker using this data directory?)"
+    )]
+    Open { dir: PathBuf, source: sled::Error },
+    #[error("cannot sync {path}: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+}
+
+pub struct Store {
+    db: sled::Db,
+    records: sled::Tree,
+    emails: sled::Tree,
+    idempotency: sled::Tree,
+    dir: PathBuf,
+}
+
+/// An opened store with the journal's append side, ready for the committer.
+pub struct Opened {
+    pub store: Store,
+    pub journal: Journal,
+    pub recovery: Recovery,
+}
+
+impl Store {
+    /// Opens the database in `dir` and brings it up to date with the journal: every
+    /// segment left by the last run is replayed, checkpointed and removed, and a new segment
+    /// is started.
+    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Opened, StoreError> {
+        let started = std::time::Instant::now();
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Sync {
+            path: dir.to_owned(),
+            source,
+        })?;
+        // sled records what it finds in its log in a snapshot at open. After a crash, that log
+        // may still be only in the page cache: make it durable before sled describes it.
+        checkpoint::sync_database_files(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .segment_size(SEGMENT_SIZE)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| StoreError::Open {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        let store = Self {
+            records: db.open_tree(RECORDS_TREE)?,
+            emails: db.open_tree(EMAILS_TREE)?,
+            idempotency: db.open_tree(IDEMPOTENCY_TREE)?,
+            db,
+            dir: dir.to_owned(),
+        };
+        let (journal, replayed) = store.recover(&dir.join(JOURNAL_DIR))?;
+        // Whatever sled and recovery created (its files, the journal directory, a new data
+        // directory) must survive a power cut as directory entries too.
+        checkpoint::sync_database_files(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            journal::sync_dir(parent).map_err(|source| StoreError::Sync {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        Ok(Opened {
+            store,
+            journal,
+            recovery: Recovery {
+                replayed,
+                elapsed: started.elapsed(),
+            },
+        })
+    }
+
+    pub(crate) fn tree(&self, tree: TreeId) -> &sled::Tree {
+        match tree {
+            TreeId::Customers => &self.records,
+            TreeId::Emails => &self.emails,
+            TreeId::Idempotency => &self.idempotency,
+        }
+    }
+
+    /// The journal's directory.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.join(JOURNAL_DIR)
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_directory_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), 1 << 20).unwrap();
+        let error = Store::open(dir.path(), 1 << 20)
+            .err()
+            .expect("the directory is locked");
+        assert!(error.to_string().contains("another worker"), "{error}");
+    }
+}

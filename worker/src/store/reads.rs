@@ -1,0 +1,243 @@
+//! Reads: a customer by id, a page newest first, the owner of an email (for the committer's
+//! uniqueness check), the newest id (to seed the id generator) and a consistency check of the
+//! two trees (for tests and operators). Everything in sled is durable (see the module above),
+//! so reads go straight to the trees, never through the commit queue.
+
+use std::ops::Bound;
+
+use customers_shared::CustomerId;
+use customers_shared::list::{Cursor, ListQuery};
+use serde::Deserialize;
+use sled::IVec;
+
+use crate::store::{Store, StoreError};
+
+/// How the record tree and the email index agree.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Consistency {
+    pub records: usize,
+    /// Records whose email has no index entry.
+    pub missing_index_entries: usize,
+    /// Index entries whose customer does not exist.
+    pub orphan_index_entries: usize,
+    /// Records whose email is indexed to another customer: two customers with one email.
+    pub conflicting_records: usize,
+}
+
+impl Consistency {
+    pub fn is_consistent(&self) -> bool {
+        self.missing_index_entries + self.orphan_index_entries + self.conflicting_records == 0
+    }
+}
+
+impl Store {
+    /// The customer's JSON, if it exists.
+    pub fn get(&self, id: CustomerId) -> Result<Option<IVec>, StoreError> {
+        Ok(self.records.get(id.to_bytes())?)
+    }
+
+    /// The customer that owns the lower-cased email `email_key`.
+    pub fn email_owner(&self, email_key: &str) -> Result<Option<CustomerId>, StoreError> {
+        Ok(self
+            .emails
+            .get(email_key.as_bytes())?
+            .map(|id| id_from_bytes(&id)))
+    }
+
+    /// The newest stored customer's id (ids sort by creation).
+    pub fn newest_id(&self) -> Result<Option<CustomerId>, StoreError> {
+        Ok(self.records.last()?.map(|(key, _)| id_from_bytes(&key)))
+    }
+
+    /// A page of customers, newest first, and whether more lie beyond it.
+    pub fn list(&self, query: &ListQuery) -> Result<(Vec<IVec>, bool), StoreError> {
+        if let Some(email_key) = &query.email_key {
+            let Some(id) = self.email_owner(email_key)? else {
+                return Ok((Vec::new(), false));
+            };
+            let in_range = match query.cursor {
+                Some(Cursor::StartingAfter(after)) => id < after,
+                Some(Cursor::EndingBefore(before)) => id > before,
+                None => true,
+            };
+            let json = if in_range { self.get(id)? } else { None };
+            return Ok((json.into_iter().collect(), false));
+        }
+        let take = query.limit + 1;
+        let mut page = match query.cursor {
+            None => values(self.records.iter().rev(), take)?,
+            Some(Cursor::StartingAfter(after)) => {
+                values(self.records.range(..after.to_bytes()).rev(), take)?
+            }
+            Some(Cursor::EndingBefore(before)) => {
+                let bounds = (Bound::Excluded(before.to_bytes()), Bound::Unbounded);
+                let mut newer = values(self.records.range(bounds), take)?;
+                let has_more = newer.len() > query.limit;
+                newer.truncate(query.limit);
+                newer.reverse();
+                return Ok((newer, has_more));
+            }
+        };
+        let has_more = page.len() > query.limit;
+        page.truncate(query.limit);
+        Ok((page, has_more))
+    }
+
+    /// Walks both trees and counts every way they disagree. Changes nothing: recovery
+    /// replays the journal, it does not repair, so a disagreement is a bug to be seen.
+    pub fn verify(&self) -> Result<Consistency, StoreError> {
+        #[derive(Deserialize)]
+        struct EmailOnly {
+            email: String,
+        }
+        let mut report = Consistency::default();
+        for entry in self.records.iter() {
+            let (key, json) = entry?;
+            report.records += 1;
+            let record: EmailOnly =
+                serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                    what: format!("customer {}", id_from_bytes(&key)),
+                    reason: e.to_string(),
+                })?;
+            match self
+                .emails
+                .get(record.email.to_ascii_lowercase().as_bytes())?
+            {
+                Some(owner) if owner == key => {}
+                Some(_) => report.conflicting_records += 1,
+                None => report.missing_index_entries += 1,
+            }
+        }
+        for entry in self.emails.iter() {
+            let (_, id) = entry?;
+            if !self.records.contains_key(&id)? {
+                report.orphan_index_entries += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Up to `take` values from `entries`, in their order.
+fn values(
+    entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
+    take: usize,
+) -> Result<Vec<IVec>, StoreError> {
+    entries.take(take).map(|entry| Ok(entry?.1)).collect()
+}
+
+pub(crate) fn id_from_bytes(bytes: &[u8]) -> CustomerId {
+    let bytes: [u8; 16] = bytes.try_into().unwrap_or_default();
+    CustomerId::from_uuid(uuid::Uuid::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Batch, TreeId};
+
+    #[test]
+    fn lists_newest_first_with_cursors_and_email_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap().store;
+        let mut ids = crate::ids::IdGenerator::after(None);
+        let ids: Vec<CustomerId> = (0..25).map(|_| ids.next_id()).collect();
+        let mut batch = Batch::default();
+        for (i, id) in ids.iter().enumerate() {
+            let email = format!("c{i}@x.com");
+            let json = format!(r#"{{"email":"{email}"}}"#);
+            batch.put(TreeId::Customers, &id.to_bytes(), json.as_bytes());
+            batch.put(TreeId::Emails, email.as_bytes(), &id.to_bytes());
+        }
+        store.apply(batch.puts()).unwrap();
+        let emails = |page: &[IVec]| -> Vec<String> {
+            page.iter()
+                .map(|json| {
+                    serde_json::from_slice::<serde_json::Value>(json).unwrap()["email"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let query = |limit, cursor, email: Option<&str>| ListQuery {
+            limit,
+            cursor,
+            email_key: email.map(str::to_owned),
+        };
+
+        let (first, more) = store.list(&query(10, None, None)).unwrap();
+        assert!(more);
+        assert_eq!(emails(&first)[..2], ["c24@x.com", "c23@x.com"]);
+        let after = |i: usize| Some(Cursor::StartingAfter(ids[i]));
+        let (second, more) = store.list(&query(10, after(15), None)).unwrap();
+        assert!(more);
+        assert_eq!(emails(&second)[0], "c14@x.com");
+        let (last, more) = store.list(&query(10, after(5), None)).unwrap();
+        assert!(!more);
+        assert_eq!(
+            emails(&last),
+            ["c4@x.com", "c3@x.com", "c2@x.com", "c1@x.com", "c0@x.com"]
+        );
+        let before = Some(Cursor::EndingBefore(ids[10]));
+        let (previous, more) = store.list(&query(3, before, None)).unwrap();
+        assert!(more, "c14 and newer lie beyond");
+        assert_eq!(emails(&previous), ["c13@x.com", "c12@x.com", "c11@x.com"]);
+
+        let (found, more) = store.list(&query(10, None, Some("c7@x.com"))).unwrap();
+        assert_eq!((emails(&found), more), (vec!["c7@x.com".to_owned()], false));
+        assert!(
+            store
+                .list(&query(10, after(7), Some("c7@x.com")))
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(
+            store
+                .list(&query(10, None, Some("nobody@x.com")))
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert_eq!(store.newest_id().unwrap(), Some(ids[24]));
+        assert_eq!(store.email_owner("c3@x.com").unwrap(), Some(ids[3]));
+    }
+
+    #[test]
+    fn verify_counts_every_disagreement_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap().store;
+        let mut ids = crate::ids::IdGenerator::after(None);
+        let (ok, missing, conflicting, ghost) =
+            (ids.next_id(), ids.next_id(), ids.next_id(), ids.next_id());
+        let mut batch = Batch::default();
+        batch.put(
+            TreeId::Customers,
+            &ok.to_bytes(),
+            br#"{"email":"ok@x.com"}"#,
+        );
+        batch.put(TreeId::Emails, b"ok@x.com", &ok.to_bytes());
+        batch.put(
+            TreeId::Customers,
+            &missing.to_bytes(),
+            br#"{"email":"missing@x.com"}"#,
+        );
+        batch.put(
+            TreeId::Customers,
+            &conflicting.to_bytes(),
+            br#"{"email":"OK@x.com"}"#,
+        );
+        batch.put(TreeId::Emails, b"ghost@x.com", &ghost.to_bytes());
+        store.apply(batch.puts()).unwrap();
+        let expected = Consistency {
+            records: 3,
+            missing_index_entries: 1,
+            orphan_index_entries: 1,
+            conflicting_records: 1,
+        };
+        assert_eq!(store.verify().unwrap(), expected);
+        assert!(!expected.is_consistent());
+        assert_eq!(store.verify().unwrap(), expected, "nothing was repaired");
+    }
+}
