@@ -50,8 +50,13 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts `clients` clients on `http`; emails are `{tag}-c{client}-{n}@load.example.com`.
+    /// Starts `clients` clients on `http`; emails are `{tag}-c{client}-{n}@load.example.com`,
+    /// so `tag` is letters, digits and `-`.
     pub fn start(http: &HttpClient, clients: usize, tag: &str) -> Self {
+        assert!(
+            tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "a tag fit for an email address: {tag:?}"
+        );
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let acked = Arc::new(Notify::new());
         let stop = Arc::new(AtomicBool::new(false));
@@ -152,6 +157,19 @@ pub struct Verdict {
     /// Emails with more than one customer, or keyed retries that answered differently, or
     /// anything else impossible (must be empty).
     pub violations: Vec<String>,
+}
+
+impl Verdict {
+    /// Fails the test unless every acknowledged create is stored and nothing impossible
+    /// happened; names the first few offenders.
+    pub fn assert_nothing_lost(&self) {
+        assert!(
+            self.lost.is_empty() && self.violations.is_empty(),
+            "{self}; lost, first ones: {:?}; violations, first ones: {:?}",
+            &self.lost[..self.lost.len().min(5)],
+            &self.violations[..self.violations.len().min(5)]
+        );
+    }
 }
 
 impl std::fmt::Display for Verdict {

@@ -62,12 +62,7 @@ async fn acknowledged_creates_survive_sigkill() {
     let verdict = ledger.verify(&client).await;
     worker.stop().await;
     customers_tests::report(&format!("crashes: {CRASHES}, {verdict}"));
-    assert!(
-        verdict.lost.is_empty(),
-        "acknowledged but lost: {:?}",
-        verdict.lost
-    );
-    assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+    verdict.assert_nothing_lost();
     assert_eq!(
         consistency.records,
         verdict.acknowledged + verdict.stored_anyway,

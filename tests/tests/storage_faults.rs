@@ -1,0 +1,160 @@
+//! Storage faults in the real worker binary, under load. The worker is built with failpoints
+//! (`FAILPOINTS`, see `worker/src/lib.rs`) and each test makes one fault happen after some
+//! groups have been committed while 16 HTTP clients create customers: a journal write error,
+//! a journal fsync error, a crash between the journal sync and the sled apply, a crash in the
+//! middle of a checkpoint (after sled's flush, and before the covered journal segments are
+//! removed), and a panic of the committer thread. Each time:
+//!
+//! * the worker stops on its own, with exit code 74 (storage) or 70 (panic), or by the
+//!   crash's SIGABRT, and says why in its log; no request hangs (every client request gets
+//!   an answer: 201, or 500/503/504 which promise nothing);
+//! * the ingress stops calling it ready;
+//! * restarted without faults on the same data directory, the database opens (replaying the
+//!   journal) with its trees in agreement, and every acknowledged create is there; keyed
+//!   creates that got no 201 have exactly one outcome when retried.
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use customers_tests::ledger::Load;
+use customers_tests::{
+    HttpClient, NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
+};
+use customers_worker::store::Store;
+
+const CLIENTS: usize = 16;
+const SIGABRT: i32 = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// `exit(code)`, with this text in the log.
+    Exit(i32, &'static str),
+    /// Killed by this signal (a failpoint's crash aborts, like a power cut).
+    Signal(i32),
+}
+
+/// Runs the worker with `failpoints` under load until it stops; checks how it stopped and
+/// that nothing it acknowledged is lost. `name` tags the emails: letters, digits, `-`.
+async fn fault_under_load(name: &str, failpoints: &str, extra: &[&str], expected: Ending) {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut ingress_config = customers_ingress::Config::new(&url);
+    ingress_config.request_timeout = Duration::from_millis(1000);
+    let ingress = TestIngress::start_with(ingress_config).await;
+    let http = HttpClient::new(ingress.addr);
+
+    let worker =
+        start_worker_process_with_failpoints(&url, data_dir.path(), extra, failpoints).await;
+    let load = Load::start(&http, CLIENTS, name);
+    let (status, log) = worker.exited().await;
+    let ledger = tokio::time::timeout(customers_tests::PATIENCE, load.stop())
+        .await
+        .expect("every request is answered: none hangs");
+    let ending = match status.code() {
+        Some(code) => {
+            let why = match expected {
+                Ending::Exit(_, why) => why,
+                Ending::Signal(_) => "",
+            };
+            assert!(
+                log.iter().any(|line| line.contains(why)),
+                "{name}: no log line says {why:?}: {log:#?}"
+            );
+            Ending::Exit(code, why)
+        }
+        None => Ending::Signal(status.signal().expect("a signal")),
+    };
+    assert_eq!(
+        ending, expected,
+        "{name}: how the worker stopped; log: {log:#?}"
+    );
+    assert_eq!(
+        http.get("/readyz").await.status,
+        503,
+        "{name}: not ready without a worker"
+    );
+
+    let consistency = Store::open(data_dir.path(), 16 << 20)
+        .unwrap()
+        .store
+        .verify()
+        .unwrap();
+    assert!(consistency.is_consistent(), "{name}: {consistency:?}");
+    let worker = TestWorker::start(&url, data_dir.path()).await;
+    let client = async_nats::connect(&url).await.unwrap();
+    let verdict = ledger.verify(&client).await;
+    worker.stop().await;
+    report(&format!("{name}: {verdict}"));
+    assert!(
+        verdict.acknowledged > 0,
+        "{name}: the fault came after some creates"
+    );
+    verdict.assert_nothing_lost();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_write_error_stops_the_worker_with_74() {
+    fault_under_load(
+        "journal-write-error",
+        "journal-write=40*off->return",
+        &[],
+        Ending::Exit(74, "storage failed: journal"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_fsync_error_stops_the_worker_with_74() {
+    fault_under_load(
+        "journal-fsync-error",
+        "journal-sync=40*off->return",
+        &[],
+        Ending::Exit(74, "failpoint journal-sync"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_journal_sync_and_apply_loses_nothing() {
+    fault_under_load(
+        "crash-before-apply",
+        "commit-before-apply=40*off->return",
+        &[],
+        Ending::Signal(SIGABRT),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_checkpoints_flush_loses_nothing() {
+    fault_under_load(
+        "crash-in-checkpoint-after-flush",
+        "checkpoint-after-flush=2*off->return",
+        &["--checkpoint-bytes", "32768"],
+        Ending::Signal(SIGABRT),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_a_checkpoint_removes_segments_loses_nothing() {
+    fault_under_load(
+        "crash-in-checkpoint-before-removal",
+        "checkpoint-before-remove=2*off->return",
+        &["--checkpoint-bytes", "32768"],
+        Ending::Signal(SIGABRT),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committer_panic_surfaces_and_exits_70() {
+    fault_under_load(
+        "committer-panic",
+        "committer-panic=40*off->return",
+        &[],
+        Ending::Exit(70, "the committer thread panicked"),
+    )
+    .await;
+}
