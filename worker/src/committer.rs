@@ -28,6 +28,7 @@ use crate::health::{Failure, Health};
 use crate::idempotency::{self, IdempotencyClaim, now_ms};
 use crate::ids::IdGenerator;
 use crate::journal::{Batch, Journal, TreeId};
+use crate::known_emails::KnownEmails;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 use crate::store::{MAX_VALUE_BYTES, Store, StoreError};
@@ -66,10 +67,17 @@ pub enum CommitError {
     Unstorable,
 }
 
+type Answer = Result<Reply, CommitError>;
+
 struct Job {
     write: Write,
-    reply: oneshot::Sender<Result<Reply, CommitError>>,
+    reply: oneshot::Sender<Answer>,
 }
+
+/// A group's answers, handed to the runtime in one message: one wake-up of the request
+/// tasks' thread per group instead of one per member (each costs a system call), and the
+/// replies then leave together.
+type Delivery = Vec<(oneshot::Sender<Answer>, Answer)>;
 
 /// Submits writes to the committer thread. Cheap to clone; the thread stops once every
 /// handle is dropped and the queue is drained.
@@ -120,25 +128,65 @@ pub struct Limits {
     pub checkpoint_bytes: u64,
 }
 
-/// Starts the committer thread (which starts the checkpointer) with new ids from `ids`.
-/// Join the returned handle after dropping every [`CommitHandle`] to wait for the last group
-/// and the final checkpoint.
-pub fn spawn(
-    store: Arc<Store>,
+/// What the committer starts from: the journal's append side, the id generator (above the
+/// newest stored id) and the stored emails.
+pub struct Prepared {
     journal: Journal,
     ids: IdGenerator,
+    known_emails: KnownEmails,
+}
+
+impl Prepared {
+    /// Reads what the committer needs from an opened store (the newest id, every email key).
+    pub fn new(store: &Store, journal: Journal) -> Result<Self, StoreError> {
+        Ok(Self {
+            journal,
+            ids: IdGenerator::after(store.newest_id()?),
+            known_emails: KnownEmails::load(store)?,
+        })
+    }
+
+    /// Customers whose emails the committer knows.
+    pub fn known_emails(&self) -> usize {
+        self.known_emails.len()
+    }
+}
+
+/// Starts the committer thread (which starts the checkpointer) and, on the current Tokio
+/// runtime, the task that hands its answers to the waiting requests. Join the returned
+/// handle after dropping every [`CommitHandle`] to wait for the last group and the final
+/// checkpoint.
+pub fn spawn(
+    store: Arc<Store>,
+    prepared: Prepared,
     metrics: Arc<Metrics>,
     health: Health,
     limits: Limits,
 ) -> std::io::Result<(CommitHandle, JoinHandle<()>)> {
     let (queue, jobs) = mpsc::channel(limits.max_pending.max(1));
+    let (deliveries, mut delivered) = mpsc::unbounded_channel::<Delivery>();
+    tokio::spawn(async move {
+        while let Some(group) = delivered.recv().await {
+            for (waiting, answer) in group {
+                // A requester that went away no longer needs its answer.
+                let _ = waiting.send(answer);
+            }
+        }
+    });
     let checkpointer = Checkpointer::spawn(store.clone(), metrics.clone(), health.clone())?;
+    let Prepared {
+        journal,
+        ids,
+        known_emails,
+    } = prepared;
     let committer = Committer {
         store,
         journal,
         ids,
+        known_emails,
         metrics,
         health,
+        deliveries,
         checkpointer,
         checkpoint_bytes: limits.checkpoint_bytes,
         batch: Batch::default(),
@@ -154,8 +202,10 @@ struct Committer {
     store: Arc<Store>,
     journal: Journal,
     ids: IdGenerator,
+    known_emails: KnownEmails,
     metrics: Arc<Metrics>,
     health: Health,
+    deliveries: mpsc::UnboundedSender<Delivery>,
     checkpointer: Checkpointer,
     checkpoint_bytes: u64,
     /// The group being committed, reused between groups.
@@ -183,11 +233,10 @@ impl Committer {
                 break;
             }
             match self.commit(&mut writes) {
-                Ok(outcomes) => {
-                    for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                        // A requester that went away no longer needs its answer.
-                        let _ = reply.send(outcome);
-                    }
+                Ok(answers) => {
+                    let delivery = replies.drain(..).zip(answers).collect();
+                    // Gone only when the runtime is: nobody is left waiting.
+                    let _ = self.deliveries.send(delivery);
                 }
                 Err(e) => {
                     // Failed first, so nobody answered 500 can still find the worker ready.
@@ -210,10 +259,7 @@ impl Committer {
     }
 
     /// Plans, journals, syncs and applies one group; returns each member's answer.
-    fn commit(
-        &mut self,
-        writes: &mut Vec<Write>,
-    ) -> Result<Vec<Result<Reply, CommitError>>, StoreError> {
+    fn commit(&mut self, writes: &mut Vec<Write>) -> Result<Vec<Answer>, StoreError> {
         let started = Instant::now();
         let members = writes.len();
         let created_ms = now_ms();
@@ -251,14 +297,17 @@ impl Committer {
         write: Write,
         emails_taken: &mut HashMap<String, CustomerId>,
         created_ms: u64,
-    ) -> Result<Result<Reply, CommitError>, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let (reply, claim, new_customer) = match write {
             Write::Remember { claim, reply } => (reply, Some(claim), None),
             Write::Create { customer, claim } => {
                 let email_key = customer.email.index_key();
                 let owner = match emails_taken.get(&email_key) {
                     Some(&owner) => Some(owner),
-                    None => self.store.email_owner(&email_key)?,
+                    None if self.known_emails.may_contain(&email_key) => {
+                        self.store.email_owner(&email_key)?
+                    }
+                    None => None,
                 };
                 match owner {
                     Some(customer_id) => (
@@ -291,6 +340,7 @@ impl Committer {
                 .put(TreeId::Customers, &id.to_bytes(), &reply.body);
             self.batch
                 .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
+            self.known_emails.insert(&email_key);
             emails_taken.insert(email_key, id);
         }
         if let (Some(claim), Some(record)) = (&claim, &record) {
@@ -374,11 +424,10 @@ mod tests {
             max_group: 64,
             checkpoint_bytes: 4096,
         };
-        let ids = IdGenerator::after(store.newest_id().unwrap());
+        let prepared = Prepared::new(&store, opened.journal).unwrap();
         let (handle, thread) = spawn(
             store.clone(),
-            opened.journal,
-            ids,
+            prepared,
             Arc::default(),
             health.clone(),
             limits,
@@ -393,7 +442,7 @@ mod tests {
         }
     }
 
-    fn created_id(reply: &Result<Reply, CommitError>) -> CustomerId {
+    fn created_id(reply: &Answer) -> CustomerId {
         reply.as_ref().unwrap().customer_id.expect("a 201")
     }
 
@@ -429,16 +478,9 @@ mod tests {
                 max_group: 8,
                 checkpoint_bytes: 2048,
             };
-            let ids = IdGenerator::after(store.newest_id().unwrap());
-            let (handle, thread) = spawn(
-                store,
-                opened.journal,
-                ids,
-                Arc::default(),
-                Health::default(),
-                limits,
-            )
-            .unwrap();
+            let prepared = Prepared::new(&store, opened.journal).unwrap();
+            let (handle, thread) =
+                spawn(store, prepared, Arc::default(), Health::default(), limits).unwrap();
             for n in 0..40 {
                 let reply = handle.commit(create(&format!("r{round}-{n}@x.com"))).await;
                 let id = created_id(&reply);
@@ -487,10 +529,10 @@ mod tests {
             max_group: 16,
             checkpoint_bytes: 1 << 20,
         };
+        let prepared = Prepared::new(&store, journal).unwrap();
         let (handle, thread) = spawn(
             store.clone(),
-            journal,
-            IdGenerator::after(None),
+            prepared,
             Arc::default(),
             health.clone(),
             limits,

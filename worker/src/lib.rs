@@ -7,7 +7,7 @@
 //!   groups, checkpoints, reads.
 //! * [`committer`]: the group-commit thread and the bounded queue in front of it;
 //!   [`checkpointer`]: the thread that checkpoints sled and trims the journal; [`ids`]: new
-//!   customer ids in commit order.
+//!   customer ids in commit order; [`known_emails`]: which emails need an index lookup.
 //! * [`health`]: fail-stop after a storage error or a panic of a worker thread.
 //! * [`idempotency`]: `Idempotency-Key` claims, stored replies and their background purge.
 //! * [`reply`]: an answer (status, body, headers), as sent and as stored for replays.
@@ -35,6 +35,7 @@ pub mod health;
 pub mod idempotency;
 pub mod ids;
 pub mod journal;
+pub mod known_emails;
 pub mod metrics;
 pub mod reply;
 pub mod service;
@@ -50,7 +51,7 @@ pub use health::Failure;
 use crate::health::Health;
 use crate::idempotency::Claims;
 use crate::service::{Context, CustomersService};
-use crate::store::{Store, StoreError};
+use crate::store::{Opened, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -97,10 +98,19 @@ impl Worker {
         let client = connect(&config).await?;
         let data_dir = config.data_dir.clone();
         let cache = config.cache_capacity_bytes;
-        let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, cache))
-            .await
-            .expect("opening the store does not panic")?;
-        let replayed = &opened.recovery.replayed;
+        let (store, recovery, prepared, prepare_time) = tokio::task::spawn_blocking(move || {
+            let Opened {
+                store,
+                journal,
+                recovery,
+            } = Store::open(&data_dir, cache)?;
+            let started = std::time::Instant::now();
+            let prepared = committer::Prepared::new(&store, journal)?;
+            Ok::<_, StoreError>((store, recovery, prepared, started.elapsed()))
+        })
+        .await
+        .expect("opening the store does not panic")?;
+        let replayed = &recovery.replayed;
         tracing::info!(
             data_dir = %config.data_dir.display(),
             replayed_segments = replayed.segments,
@@ -108,8 +118,10 @@ impl Worker {
             replayed_puts = replayed.puts,
             replayed_bytes = replayed.bytes,
             torn_tail_bytes = replayed.torn_tail_bytes,
-            recovery_ms = opened.recovery.elapsed.as_millis() as u64,
-            size_on_disk = opened.store.size_on_disk()?,
+            recovery_ms = recovery.elapsed.as_millis() as u64,
+            known_emails = prepared.known_emails(),
+            email_scan_ms = prepare_time.as_millis() as u64,
+            size_on_disk = store.size_on_disk()?,
             "database opened and journal replayed"
         );
         if config.idempotency_retention < std::time::Duration::from_secs(24 * 3600) {
@@ -119,14 +131,12 @@ impl Worker {
             );
         }
         let metrics = Arc::new(metrics::Metrics::default());
-        metrics.recovered(opened.recovery.elapsed);
-        let store = Arc::new(opened.store);
+        metrics.recovered(recovery.elapsed);
+        let store = Arc::new(store);
         let health = Health::default();
-        let ids = ids::IdGenerator::after(store.newest_id()?);
         let (handle, committer) = committer::spawn(
             store.clone(),
-            opened.journal,
-            ids,
+            prepared,
             metrics.clone(),
             health.clone(),
             config.commit_limits(),
