@@ -15,7 +15,7 @@ pub struct Config {
     pub nats: customers_shared::nats::NatsOptions,
 
     #[command(flatten)]
-    pub log: customers_shared::cli::LogOptions,
+    pub process: customers_shared::cli::ProcessOptions,
 
     /// Address the HTTP server listens on.
     #[arg(long, env = "CUSTOMERS_LISTEN", default_value = "127.0.0.1:8080")]
@@ -64,8 +64,8 @@ impl Config {
     }
 }
 
-impl customers_shared::cli::Logging for Config {
-    fn log_options(&self) -> &customers_shared::cli::LogOptions {
-        &self.log
+impl customers_shared::cli::Process for Config {
+    fn process(&self) -> &customers_shared::cli::ProcessOptions {
+        &self.process
     }
 }

@@ -353,8 +353,19 @@ fn request_id<B>(request: &Request<B>) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::try_from(uuid::Uuid::now_v7().to_string())
-                .expect("a UUID is a valid header value")
+            // A UUIDv7 whose random bits come from a thread's seeded generator, not a system
+            // call per request: request ids need to be unique, not secret.
+            let millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let id = uuid::Builder::from_unix_timestamp_millis(
+                millis,
+                &fastrand::u128(..).to_le_bytes()[..10]
+                    .try_into()
+                    .expect("10 bytes"),
+            )
+            .into_uuid();
+            HeaderValue::try_from(id.to_string()).expect("a UUID is a valid header value")
         })
 }
 

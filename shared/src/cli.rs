@@ -1,6 +1,6 @@
 //! What both binaries do before and after their real work: parse the configuration (a bad
-//! flag is one line on stderr and exit code 2), set up logging (text or JSON lines), and
-//! wait for SIGINT/SIGTERM.
+//! flag is one line on stderr and exit code 2), set up logging (text or JSON lines), build
+//! the async runtime, and wait for SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 
@@ -15,26 +15,46 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logging settings shared by both binaries; the filter itself is `RUST_LOG`.
+/// Process settings shared by both binaries: logging (the filter itself is `RUST_LOG`) and
+/// the async runtime.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LogOptions {
+pub struct ProcessOptions {
     /// Log line format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "CUSTOMERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Threads of the async runtime. One (the default) handles every request on one thread,
+    /// which costs the least CPU per request: on small machines a wake-up of another thread
+    /// costs more than the work it hands over. Raise it when one core is not enough.
+    #[arg(long, env = "CUSTOMERS_RUNTIME_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub runtime_threads: u16,
 }
 
-/// A configuration that carries [`LogOptions`].
-pub trait Logging {
-    fn log_options(&self) -> &LogOptions;
+/// A configuration that carries [`ProcessOptions`].
+pub trait Process {
+    fn process(&self) -> &ProcessOptions;
+}
+
+/// The async runtime [`ProcessOptions::runtime_threads`] asks for.
+pub fn runtime(options: &ProcessOptions) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match options.runtime_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(threads));
+            builder
+        }
+    };
+    builder.enable_all().build()
 }
 
 /// Parses `T` from the command line and environment, then sets up logging. `--help` and
 /// `--version` print and exit 0; an invalid configuration prints one line and gives the
 /// exit code for `main` to return.
-pub fn start<T: clap::Parser + Logging>(binary: &str) -> Result<T, ExitCode> {
+pub fn start<T: clap::Parser + Process>(binary: &str) -> Result<T, ExitCode> {
     match T::try_parse() {
         Ok(config) => {
-            init_logging(config.log_options().log_format);
+            init_logging(config.process().log_format);
             Ok(config)
         }
         Err(e) if !e.use_stderr() => e.exit(),

@@ -16,7 +16,7 @@ pub struct Config {
     pub nats: customers_shared::nats::NatsOptions,
 
     #[command(flatten)]
-    pub log: customers_shared::cli::LogOptions,
+    pub process: customers_shared::cli::ProcessOptions,
 
     /// Directory of the sled database (created if missing; one worker process per directory).
     #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
@@ -83,8 +83,8 @@ impl Config {
     }
 }
 
-impl customers_shared::cli::Logging for Config {
-    fn log_options(&self) -> &customers_shared::cli::LogOptions {
-        &self.log
+impl customers_shared::cli::Process for Config {
+    fn process(&self) -> &customers_shared::cli::ProcessOptions {
+        &self.process
     }
 }

@@ -12,8 +12,7 @@ const BINARY: &str = "customers-worker";
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // Failpoints are configured by the FAILPOINTS environment variable in test builds.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
@@ -21,15 +20,21 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let shutdown = cli::shutdown_signal();
-    match Worker::start(config).await {
-        Ok(worker) => match worker.run(shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(failure) => {
-                eprintln!("{BINARY}: {failure}");
-                ExitCode::from(failure.exit_code())
-            }
-        },
-        Err(e) => cli::fail(BINARY, e),
-    }
+    let runtime = match cli::runtime(&config.process) {
+        Ok(runtime) => runtime,
+        Err(e) => return cli::fail(BINARY, format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let shutdown = cli::shutdown_signal();
+        match Worker::start(config).await {
+            Ok(worker) => match worker.run(shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(failure) => {
+                    eprintln!("{BINARY}: {failure}");
+                    ExitCode::from(failure.exit_code())
+                }
+            },
+            Err(e) => cli::fail(BINARY, e),
+        }
+    })
 }
