@@ -482,8 +482,18 @@ impl ServiceProcess {
         env: &[(&str, &str)],
         ready: &str,
     ) -> Self {
+        Self::start_program(&workspace_binary(name), args, env, ready).await
+    }
+
+    /// [`ServiceProcess::start_with_env`] for any program, not only this workspace's.
+    pub async fn start_program(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(workspace_binary(name))
+        let mut child = tokio::process::Command::new(program)
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -491,7 +501,7 @@ impl ServiceProcess {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn the binary");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let stderr = child.stderr.take().expect("piped stderr");
         let mut process = Self {
             ready_line: String::new(),

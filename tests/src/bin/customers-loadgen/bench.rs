@@ -1,10 +1,21 @@
-//! The standard benchmark: a fresh stack on this machine (nats-server, and the release
-//! binaries next to this one), the architecture's ceiling (ingress → NATS → echo responder),
-//! then the real service over HTTP and over NATS direct, at each concurrency; then a
-//! Markdown report with the ratio of each figure to the ceiling and an SVG chart.
+//! The standard benchmark: everything started fresh on this machine, every line measured in
+//! one run, so that the ratios between lines hold even though this machine's absolute
+//! figures drift. Lines, each at every concurrency:
+//!
+//! * the ceiling: a bare forwarder → NATS → an echo responder (`baselines`);
+//! * the product's own ingress in front of the same echo (what the ingress itself costs);
+//! * the durable bound: the bare forwarder → NATS → a responder that appends each group to
+//!   a file with one `fdatasync`;
+//! * the peer: the same service on PostgreSQL (`bench/peer-postgres`), when a PostgreSQL
+//!   server is available (`scripts/bench` finds one);
+//! * the service over HTTP (ingress → worker) and over NATS direct.
+//!
+//! Then the cost as data grows (a preload through the create path), and the time to
+//! recover a journal of N creates after `kill -9`. Writes a Markdown report with ratios,
+//! the targets of issue 10 checked against this run, CPU per request, and an SVG chart.
 
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -15,17 +26,29 @@ use crate::load::{self, Plan, Shape, Summary, Target};
 #[derive(Args)]
 pub struct BenchArgs {
     /// Measured time of each run.
-    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Warm-up before each run's measurement.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Concurrency levels (closed loop).
-    #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256])]
+    /// Concurrency levels (closed loop); 1 is one sequential client.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64, 256])]
     concurrency: Vec<usize>,
     /// Customers stored before the "cost as data grows" runs at concurrency 64 (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     preload: u64,
+    /// Creates left in the journal for the recovery measurement (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    recovery_creates: u64,
+    /// The PostgreSQL peer's binary (scripts/bench builds it); no peer line without it.
+    #[arg(long, env = "PEER_BIN")]
+    peer_bin: Option<PathBuf>,
+    /// Directory of PostgreSQL's server programs (initdb, postgres).
+    #[arg(long, env = "PG_BIN_DIR")]
+    pg_bin_dir: Option<PathBuf>,
+    /// Where that PostgreSQL comes from, for the report.
+    #[arg(long, env = "PG_SOURCE", default_value = "unknown")]
+    pg_source: String,
     /// Markdown report.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -34,12 +57,35 @@ pub struct BenchArgs {
     chart: PathBuf,
 }
 
-const CEILING: &str = "ceiling: HTTP → NATS → echo";
+const CEILING: &str = "ceiling: forwarder → NATS → echo";
+const INGRESS_ECHO: &str = "product ingress → NATS → echo";
+const DURABLE: &str = "durable bound: forwarder → NATS → append + fdatasync";
+const PEER: &str = "peer: axum + PostgreSQL";
 const HTTP: &str = "service over HTTP";
 const NATS: &str = "service over NATS direct";
 const HTTP_LOADED: &str = "service over HTTP, after preload";
 const NATS_LOADED: &str = "service over NATS direct, after preload";
 const GROWTH_CONCURRENCY: usize = 64;
+
+/// The processes whose CPU time the benchmark accounts for.
+const ROLES: [&str; 5] = [
+    "HTTP front",
+    "responder",
+    "nats-server",
+    "PostgreSQL",
+    "load generator",
+];
+
+/// The process ids playing each role in a line (a role may have none or several).
+type Pids = [Vec<u32>; ROLES.len()];
+
+struct Row {
+    line: &'static str,
+    concurrency: usize,
+    summary: Summary,
+    /// CPU time per request of each role, in microseconds.
+    cpu_us: [f64; ROLES.len()],
+}
 
 /// Size and memory of the worker at one point of the run.
 struct Footprint {
@@ -48,165 +94,118 @@ struct Footprint {
     rss_kib: u64,
 }
 
-fn footprint(stored: u64, data_dir: &std::path::Path, worker: &ServiceProcess) -> Footprint {
-    fn size(path: &std::path::Path) -> u64 {
-        std::fs::read_dir(path).map_or(0, |entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-    }
-    let rss_kib = worker
-        .pid()
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0);
-    Footprint {
-        stored,
-        disk_bytes: size(data_dir),
-        rss_kib,
-    }
-}
-
-struct Row {
-    line: &'static str,
-    concurrency: usize,
-    summary: Summary,
-    /// CPU time per request of each process of the run, in microseconds, in [`ROLES`] order.
-    cpu_us: [f64; ROLES.len()],
-}
-
-/// The processes whose CPU time the benchmark accounts for; the responder is the echo
-/// responder for the ceiling and the worker otherwise.
-const ROLES: [&str; 4] = ["ingress", "responder", "nats-server", "load generator"];
-
-/// CPU time (user + system, all threads) of each process in [`ROLES`] order, in seconds.
-/// On this machine the processes share two cores, so CPU per request, not wall time, is
-/// what bounds the throughput of each line (see docs/PROFILE.md).
-fn cpu_seconds(pids: &[Option<u32>; ROLES.len()]) -> [f64; ROLES.len()] {
-    // /proc reports utime and stime in USER_HZ ticks, which Linux fixes at 100 per second.
-    const TICKS_PER_SECOND: f64 = 100.0;
-    pids.map(|pid| {
-        pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            .and_then(|stat| {
-                // Fields after the parenthesised command name; utime and stime are the 14th and
-                // 15th fields of the whole line.
-                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-                let ticks =
-                    fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-                Some(ticks as f64 / TICKS_PER_SECOND)
-            })
-            .unwrap_or(0.0)
-    })
+/// What the recovery measurement found.
+struct Recovery {
+    replayed_creates: u64,
+    journal_bytes: u64,
+    creates: u64,
+    recovery_ms: u64,
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     let nats = NatsServer::start();
     let url = nats.url();
-    let data_dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let plan = |concurrency| Plan {
-        shape: Shape::Closed(concurrency),
-        warmup: args.warmup,
-        duration: args.duration,
-        duplicate_ratio: 0.0,
-        idempotency_keys: false,
-        progress: false,
-        requests: None,
-    };
     let cpu_times_before = machine_cpu_times();
-    let mut rows = Vec::new();
-    let measure = async |line: &'static str,
-                         target: Target,
-                         concurrency: usize,
-                         pids: [Option<u32>; ROLES.len()]| {
-        eprintln!("bench: {line}, concurrency {concurrency} ...");
-        let started = std::time::Instant::now();
-        let cpu_before = cpu_seconds(&pids);
-        let summary = load::run(target, plan(concurrency)).await;
-        let cpu_after = cpu_seconds(&pids);
-        // Warm-up and measurement run at the same steady load, so each process's CPU
-        // utilisation over the whole run divided by the measured rate is its cost per request.
-        let wall = started.elapsed().as_secs_f64();
-        let cpu_us = std::array::from_fn(|i| {
-            (cpu_after[i] - cpu_before[i]) / wall / summary.throughput.max(1.0) * 1e6
-        });
-        eprintln!(
-            "bench:   {:.0}/s, p99 {:.2} ms, errors {}, CPU {:.0} us per request",
-            summary.throughput,
-            summary.latency_ms[2],
-            summary.errors(),
-            cpu_us.iter().sum::<f64>()
-        );
-        Row {
-            line,
-            concurrency,
-            summary,
-            cpu_us,
-        }
+    let scratch = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let mut bench = Bench {
+        args: &args,
+        rows: Vec::new(),
+        own_pid: std::process::id(),
+        nats_pid: nats.pid(),
     };
 
+    let forwarder = start_forwarder(&url).await;
+    let forwarder_url = listen_url(&forwarder.ready_line, "listening on ");
     let ingress = ServiceProcess::start(
         "customers-ingress",
         &["--nats-url", &url, "--listen", "127.0.0.1:0"],
         "serving",
     )
     .await;
-    let base_url = format!(
-        "http://{}",
-        ingress
-            .ready_line
-            .rsplit("listen=")
-            .next()
-            .unwrap_or_default()
-            .trim()
-    );
+    let ingress_url = listen_url(&ingress.ready_line, "listen=");
+
     let echo = ServiceProcess::start(
         "customers-loadgen",
         &["echo", "--nats-url", &url],
         "echo responder serving",
     )
     .await;
-    let own_pid = Some(std::process::id());
-    let ceiling_pids = [ingress.pid(), echo.pid(), Some(nats.pid()), own_pid];
-    for &c in &args.concurrency {
-        rows.push(measure(CEILING, Target::http(&base_url).await?, c, ceiling_pids).await);
-    }
+    bench
+        .http_line(CEILING, &forwarder_url, &forwarder, &echo, None)
+        .await?;
+    bench
+        .http_line(INGRESS_ECHO, &ingress_url, &ingress, &echo, None)
+        .await?;
     echo.terminate().await;
 
-    let data = data_dir.path().to_str().unwrap_or_default().to_owned();
+    let durable_dir = scratch.path().join("durable-echo");
+    std::fs::create_dir_all(&durable_dir).map_err(|e| e.to_string())?;
+    let durable = ServiceProcess::start(
+        "customers-loadgen",
+        &[
+            "durable-echo",
+            "--nats-url",
+            &url,
+            "--dir",
+            durable_dir.to_str().unwrap_or_default(),
+        ],
+        "durable echo responder serving",
+    )
+    .await;
+    bench
+        .http_line(DURABLE, &forwarder_url, &forwarder, &durable, None)
+        .await?;
+    durable.terminate().await;
+    forwarder.terminate().await;
+
+    let peer_note = match (&args.peer_bin, &args.pg_bin_dir) {
+        (Some(peer_bin), Some(pg_bin_dir)) => {
+            let postgres = Postgres::start(pg_bin_dir, scratch.path()).await?;
+            let peer = ServiceProcess::start_program(
+                peer_bin,
+                &[],
+                &[
+                    ("DATABASE_URL", &postgres.url()),
+                    ("PEER_LISTEN", "127.0.0.1:0"),
+                ],
+                "peer listening on",
+            )
+            .await;
+            let peer_url = listen_url(&peer.ready_line, "listening on ");
+            let postgres_root = postgres.postmaster_pid();
+            bench
+                .http_line(PEER, &peer_url, &peer, &peer, Some(postgres_root))
+                .await?;
+            peer.terminate().await;
+            postgres.stop().await;
+            format!(
+                "PostgreSQL {} from {} (fsync on, synchronous_commit on, defaults otherwise), pool of 64 connections",
+                command_output(&pg_bin_dir.join("postgres"), &["--version"]),
+                args.pg_source
+            )
+        }
+        _ => "no PostgreSQL server was found (scripts/bench looks for one on the machine, then installs pgserver from PyPI): the peer line is missing".to_owned(),
+    };
+
+    let data_dir = scratch.path().join("worker");
+    let data = data_dir.to_str().unwrap_or_default().to_owned();
     let worker = ServiceProcess::start(
         "customers-worker",
         &["--nats-url", &url, "--data-dir", &data],
         "serving",
     )
     .await;
-    let pids = [ingress.pid(), worker.pid(), Some(nats.pid()), own_pid];
+    bench
+        .http_line(HTTP, &ingress_url, &ingress, &worker, None)
+        .await?;
     for &c in &args.concurrency {
-        rows.push(measure(HTTP, Target::http(&base_url).await?, c, pids).await);
+        let target = Target::nats(&url, "customers.v1.create", c.clamp(1, 4)).await?;
+        let pids = bench.pids(None, &worker, None);
+        bench.measure(NATS, target, c, pids).await;
     }
-    for &c in &args.concurrency {
-        let connections = c.clamp(1, 4);
-        let target = Target::nats(&url, "customers.v1.create", connections).await?;
-        rows.push(measure(NATS, target, c, pids).await);
-    }
-    rows.push(measure(HTTP, Target::http(&base_url).await?, 1, pids).await);
-    let created = |rows: &[Row]| -> u64 {
-        rows.iter()
-            .filter(|r| r.line != CEILING)
-            .map(|r| r.summary.statuses.get(&201).copied().unwrap_or(0))
-            .sum()
-    };
     let mut growth = None;
     if args.preload > 0 {
-        let before = footprint(created(&rows), data_dir.path(), &worker);
+        let before = footprint(bench.created(), &data_dir, &worker);
         eprintln!("bench: preloading {} customers over NATS ...", args.preload);
         let preload = load::run(
             Target::nats(&url, "customers.v1.create", 4).await?,
@@ -215,40 +214,50 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 warmup: Duration::ZERO,
                 requests: Some(args.preload),
                 progress: true,
-                ..plan(GROWTH_CONCURRENCY)
+                ..plan(&args, GROWTH_CONCURRENCY)
             },
         )
         .await;
         let preloaded = preload.statuses.get(&201).copied().unwrap_or(0);
         eprintln!("bench:   {preloaded} stored in {:.0} s", preload.seconds);
-        rows.push(
-            measure(
-                HTTP_LOADED,
-                Target::http(&base_url).await?,
-                GROWTH_CONCURRENCY,
-                pids,
-            )
-            .await,
-        );
-        rows.push(
-            measure(
-                NATS_LOADED,
-                Target::nats(&url, "customers.v1.create", 4).await?,
-                GROWTH_CONCURRENCY,
-                pids,
-            )
-            .await,
-        );
-        let after = footprint(created(&rows) + preloaded, data_dir.path(), &worker);
+        let pids = bench.pids(Some(&ingress), &worker, None);
+        let target = Target::http(&ingress_url).await?;
+        bench
+            .measure(HTTP_LOADED, target, GROWTH_CONCURRENCY, pids)
+            .await;
+        let pids = bench.pids(None, &worker, None);
+        let target = Target::nats(&url, "customers.v1.create", 4).await?;
+        bench
+            .measure(NATS_LOADED, target, GROWTH_CONCURRENCY, pids)
+            .await;
+        let after = footprint(bench.created() + preloaded, &data_dir, &worker);
         growth = Some((before, after));
     }
     worker.terminate().await;
     ingress.terminate().await;
+    let recovery = if args.recovery_creates > 0 {
+        Some(
+            measure_recovery(
+                &url,
+                &scratch.path().join("recovery"),
+                args.recovery_creates,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let stolen = stolen_share(&cpu_times_before, &machine_cpu_times());
-    let mut report = report(&rows, &args, &chart_relative(&args), stolen)?;
+    let rows = bench.rows;
+    let mut report = report(&rows, &args, &peer_note, stolen);
+    targets_section(&mut report, &rows, growth.as_ref(), recovery.as_ref());
+    cpu_section(&mut report, &rows);
     if let Some((before, after)) = &growth {
         growth_section(&mut report, &rows, before, after);
+    }
+    if let Some(recovery) = &recovery {
+        recovery_section(&mut report, recovery);
     }
     std::fs::write(&args.out, report)
         .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
@@ -266,58 +275,408 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn growth_section(out: &mut String, rows: &[Row], before: &Footprint, after: &Footprint) {
-    let c = GROWTH_CONCURRENCY;
-    let _ = writeln!(out, "\n## Cost as data grows\n");
-    let _ = writeln!(
-        out,
-        "Concurrency {c}. \"Fresh\" is the runs above, on a database that starts empty and holds {} customers after them; then the preload adds customers through the normal create path (NATS direct) before the same runs.\n",
-        before.stored
-    );
-    let _ = writeln!(out, "| | fresh | after preload | ratio |");
-    let _ = writeln!(out, "|---|---:|---:|---:|");
-    for (fresh, loaded) in [(HTTP, HTTP_LOADED), (NATS, NATS_LOADED)] {
-        if let (Some(a), Some(b)) = (find(rows, fresh, c), find(rows, loaded, c)) {
-            let _ = writeln!(
-                out,
-                "| {fresh}, creates/s | {:.0} | {:.0} | {:.2} |",
-                a.throughput,
-                b.throughput,
-                b.throughput / a.throughput
-            );
-            let _ = writeln!(
-                out,
-                "| {fresh}, p99 ms | {:.2} | {:.2} | |",
-                a.latency_ms[2], b.latency_ms[2]
-            );
-        }
+fn plan(args: &BenchArgs, concurrency: usize) -> Plan {
+    Plan {
+        shape: Shape::Closed(concurrency),
+        warmup: args.warmup,
+        duration: args.duration,
+        duplicate_ratio: 0.0,
+        idempotency_keys: false,
+        progress: false,
+        requests: None,
     }
-    let _ = writeln!(
-        out,
-        "| customers stored (at least) | {} | {} | |",
-        before.stored, after.stored
-    );
-    let _ = writeln!(
-        out,
-        "| database size on disk, MiB | {:.0} | {:.0} | |",
-        before.disk_bytes as f64 / 1048576.0,
-        after.disk_bytes as f64 / 1048576.0
-    );
-    let _ = writeln!(
-        out,
-        "| worker RSS, MiB | {:.0} | {:.0} | |",
-        before.rss_kib as f64 / 1024.0,
-        after.rss_kib as f64 / 1024.0
-    );
 }
 
-fn chart_relative(args: &BenchArgs) -> String {
-    let base = args.out.parent().unwrap_or(std::path::Path::new(""));
-    args.chart
-        .strip_prefix(base)
-        .unwrap_or(&args.chart)
-        .display()
-        .to_string()
+async fn start_forwarder(url: &str) -> ServiceProcess {
+    ServiceProcess::start(
+        "customers-loadgen",
+        &["forward", "--nats-url", url, "--listen", "127.0.0.1:0"],
+        "forwarder listening on",
+    )
+    .await
+}
+
+/// `http://` + the address that follows `marker` in a process's readiness line.
+fn listen_url(ready_line: &str, marker: &str) -> String {
+    let addr = ready_line.rsplit(marker).next().unwrap_or_default().trim();
+    format!("http://{addr}")
+}
+
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    rows: Vec<Row>,
+    own_pid: u32,
+    nats_pid: u32,
+}
+
+impl Bench<'_> {
+    fn pids(
+        &self,
+        front: Option<&ServiceProcess>,
+        responder: &ServiceProcess,
+        postgres_root: Option<u32>,
+    ) -> Pids {
+        let front = front.and_then(ServiceProcess::pid).into_iter().collect();
+        let responder = responder.pid().into_iter().collect();
+        let postgres = postgres_root.map(process_tree).unwrap_or_default();
+        [
+            front,
+            responder,
+            vec![self.nats_pid],
+            postgres,
+            vec![self.own_pid],
+        ]
+    }
+
+    /// One line over HTTP at every concurrency. The PostgreSQL peer is its own front and
+    /// responder: it is counted once, as the front.
+    async fn http_line(
+        &mut self,
+        line: &'static str,
+        base_url: &str,
+        front: &ServiceProcess,
+        responder: &ServiceProcess,
+        postgres_root: Option<u32>,
+    ) -> Result<(), String> {
+        for &c in &self.args.concurrency {
+            let mut pids = self.pids(Some(front), responder, postgres_root);
+            if std::ptr::eq(front, responder) {
+                pids[1].clear();
+            }
+            let target = Target::http(base_url).await?;
+            self.measure(line, target, c, pids).await;
+        }
+        Ok(())
+    }
+
+    async fn measure(
+        &mut self,
+        line: &'static str,
+        target: Target,
+        concurrency: usize,
+        pids: Pids,
+    ) {
+        eprintln!("bench: {line}, concurrency {concurrency} ...");
+        let started = std::time::Instant::now();
+        let cpu_before = cpu_seconds(&pids);
+        let summary = load::run(target, plan(self.args, concurrency)).await;
+        // PostgreSQL starts a backend per new connection: count those too.
+        let pids_after = [
+            pids[0].clone(),
+            pids[1].clone(),
+            pids[2].clone(),
+            pids[3]
+                .first()
+                .map(|&root| process_tree(root))
+                .unwrap_or_default(),
+            pids[4].clone(),
+        ];
+        let cpu_after = cpu_seconds(&pids_after);
+        // Warm-up and measurement run at the same steady load, so each process's CPU
+        // utilisation over the whole run divided by the measured rate is its cost per request.
+        let wall = started.elapsed().as_secs_f64();
+        let cpu_us = std::array::from_fn(|i| {
+            ((cpu_after[i] - cpu_before[i]) / wall / summary.throughput.max(1.0) * 1e6).max(0.0)
+        });
+        eprintln!(
+            "bench:   {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, CPU {:.0} us per request",
+            summary.throughput,
+            summary.latency_ms[0],
+            summary.latency_ms[2],
+            summary.errors(),
+            cpu_us.iter().sum::<f64>()
+        );
+        self.rows.push(Row {
+            line,
+            concurrency,
+            summary,
+            cpu_us,
+        });
+    }
+
+    /// Customers the service lines created so far.
+    fn created(&self) -> u64 {
+        self.rows
+            .iter()
+            .filter(|r| [HTTP, NATS, HTTP_LOADED, NATS_LOADED].contains(&r.line))
+            .map(|r| r.summary.statuses.get(&201).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// A throwaway PostgreSQL server on 127.0.0.1 and a free port, its data in `scratch`.
+struct Postgres {
+    server: ServiceProcess,
+    data: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    async fn start(bin_dir: &Path, scratch: &Path) -> Result<Self, String> {
+        let data = scratch.join("postgres");
+        std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        // PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
+        let as_user = is_root().then_some("postgres");
+        if let Some(user) = as_user {
+            let status = std::process::Command::new("chown")
+                .args(["-R", &format!("{user}:"), data.to_str().unwrap_or_default()])
+                .status()
+                .map_err(|e| format!("chown: {e}"))?;
+            if !status.success() {
+                return Err(format!("cannot hand {} to {user}", data.display()));
+            }
+        }
+        let command = |program: &str| -> (PathBuf, Vec<String>) {
+            let program = bin_dir.join(program);
+            match as_user {
+                Some(user) => (
+                    PathBuf::from("runuser"),
+                    vec![
+                        "-u".into(),
+                        user.into(),
+                        "--".into(),
+                        program.display().to_string(),
+                    ],
+                ),
+                None => (program, Vec::new()),
+            }
+        };
+        let (initdb, mut initdb_args) = command("initdb");
+        initdb_args.extend(
+            [
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+            .map(str::to_owned),
+        );
+        let output = std::process::Command::new(&initdb)
+            .args(&initdb_args)
+            .output()
+            .map_err(|e| format!("cannot run initdb: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let (postgres, mut args) = command("postgres");
+        args.extend(
+            [
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-p",
+                &port.to_string(),
+                "-k",
+                data.to_str().unwrap_or_default(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=100",
+            ]
+            .map(str::to_owned),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = ServiceProcess::start_program(
+            &postgres,
+            &args,
+            &[],
+            "database system is ready to accept connections",
+        )
+        .await;
+        Ok(Self { server, data, port })
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// The postmaster's process id (the first line of `postmaster.pid`).
+    fn postmaster_pid(&self) -> u32 {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stop(self) {
+        let pid = self.postmaster_pid();
+        // SIGINT: PostgreSQL's fast shutdown.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+        let _ = self.server.exited().await;
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `root` and every process descending from it (PostgreSQL's backends and helpers).
+fn process_tree(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                    let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                    let ppid = stat
+                        .rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()?;
+                    Some((pid, ppid))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// CPU time (user + system, all threads) of each role's processes, in seconds.
+fn cpu_seconds(pids: &Pids) -> [f64; ROLES.len()] {
+    // /proc reports utime and stime in USER_HZ ticks, which Linux fixes at 100 per second.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let one = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the parenthesised command name; utime and stime are the 14th
+                // and 15th fields of the whole line.
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let ticks =
+                    fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+                Some(ticks as f64 / TICKS_PER_SECOND)
+            })
+            .unwrap_or(0.0)
+    };
+    std::array::from_fn(|i| pids[i].iter().map(|&pid| one(pid)).sum())
+}
+
+fn footprint(stored: u64, data_dir: &Path, worker: &ServiceProcess) -> Footprint {
+    let rss_kib = worker
+        .pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0);
+    Footprint {
+        stored,
+        disk_bytes: dir_size(data_dir),
+        rss_kib,
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_size(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// Fills a journal with `creates` creates (checkpoints pushed out of reach), kills the
+/// worker with SIGKILL and measures how long the next start takes to open and replay it.
+async fn measure_recovery(url: &str, data_dir: &Path, creates: u64) -> Result<Recovery, String> {
+    let data = data_dir.to_str().unwrap_or_default().to_owned();
+    let args = [
+        "--nats-url",
+        url,
+        "--data-dir",
+        &data,
+        "--checkpoint-bytes",
+        "100000000000",
+    ];
+    let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
+    eprintln!("bench: {creates} creates into the journal, then kill -9 ...");
+    let summary = load::run(
+        Target::nats(url, "customers.v1.create", 4).await?,
+        Plan {
+            shape: Shape::Closed(GROWTH_CONCURRENCY),
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(3600),
+            duplicate_ratio: 0.0,
+            idempotency_keys: false,
+            progress: false,
+            requests: Some(creates),
+        },
+    )
+    .await;
+    let journal_bytes = dir_size(&data_dir.join("journal"));
+    worker.kill().await;
+    let worker = ServiceProcess::start(
+        "customers-worker",
+        &args,
+        "database opened and journal replayed",
+    )
+    .await;
+    let field = |name: &str| -> u64 {
+        worker
+            .ready_line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0)
+    };
+    let recovery = Recovery {
+        replayed_creates: field("replayed_puts") / 2,
+        journal_bytes,
+        creates: summary.statuses.get(&201).copied().unwrap_or(0),
+        recovery_ms: field("recovery_ms"),
+    };
+    eprintln!(
+        "bench:   replayed {} creates ({} MiB of journal) in {} ms",
+        recovery.replayed_creates,
+        recovery.journal_bytes >> 20,
+        recovery.recovery_ms
+    );
+    worker.kill().await;
+    Ok(recovery)
+}
+
+fn find<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a Summary> {
+    find_row(rows, line, concurrency).map(|r| &r.summary)
 }
 
 fn find_row<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a Row> {
@@ -325,11 +684,12 @@ fn find_row<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a R
         .find(|r| r.line == line && r.concurrency == concurrency)
 }
 
-fn find<'a>(rows: &'a [Row], line: &str, concurrency: usize) -> Option<&'a Summary> {
-    find_row(rows, line, concurrency).map(|r| &r.summary)
+/// `line`'s throughput over `other`'s at the same concurrency.
+fn ratio(rows: &[Row], line: &str, other: &str, concurrency: usize) -> Option<f64> {
+    Some(find(rows, line, concurrency)?.throughput / find(rows, other, concurrency)?.throughput)
 }
 
-fn command_output(program: &str, args: &[&str]) -> String {
+fn command_output(program: &Path, args: &[&str]) -> String {
     std::process::Command::new(program)
         .args(args)
         .output()
@@ -368,12 +728,11 @@ fn stolen_share(before: &[u64], after: &[u64]) -> Option<f64> {
     (total > 0).then(|| steal as f64 / total as f64)
 }
 
-fn report(
-    rows: &[Row],
-    args: &BenchArgs,
-    chart: &str,
-    stolen: Option<f64>,
-) -> Result<String, String> {
+fn fmt_ratio(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn report(rows: &[Row], args: &BenchArgs, peer_note: &str, stolen: Option<f64>) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -389,57 +748,147 @@ fn report(
     let _ = writeln!(w, "# Benchmarks\n");
     let _ = writeln!(
         w,
-        "Written by `scripts/bench` (`customers-loadgen bench`) on {}.\n",
+        "Written by `scripts/bench` (`customers-loadgen bench`) on {}. Every figure below comes from this one run; compare lines by their ratios, since this machine's absolute figures drift by 20–30 % between runs.\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
     );
     let _ = writeln!(
         w,
-        "* Machine: {cores} cores, {cpu}; load generator, nats-server, worker and ingress all on this machine; CPU time stolen by the hypervisor during the run: {}.",
+        "* Machine: {cores} cores, {cpu}; load generator, nats-server, PostgreSQL, the peer, worker and ingress all on this machine; CPU time stolen by the hypervisor during the run: {}.",
         stolen.map_or("unknown".to_owned(), |s| format!("{:.0} %", s * 100.0))
     );
     let _ = writeln!(
         w,
         "* Versions: customers {}, {}, {}.",
         env!("CARGO_PKG_VERSION"),
-        command_output(&nats_bin, &["--version"]),
-        command_output("rustc", &["--version"])
+        command_output(Path::new(&nats_bin), &["--version"]),
+        command_output(Path::new("rustc"), &["--version"])
     );
+    let _ = writeln!(w, "* Peer: {peer_note}.");
     let _ = writeln!(
         w,
-        "* Method: closed loop, unique ~300-byte customers (varied optional fields), {} s measured after {} s warm-up per run; creates are durable (fsync before the reply). The ceiling is the same ingress with an echo responder instead of the worker: no validation, no disk.\n",
+        "* Method: closed loop, unique ~300-byte customers (varied optional fields), {} s measured after {} s warm-up per run; every line that stores anything makes it durable (fsync) before it answers. The ceiling is a bare hyper forwarder (one async-nats request per HTTP request; no routing, metrics, tracing or limits) in front of a responder that answers a fixed customer. The durable bound is the same forwarder in front of a responder that parses the body, appends each group to a file and calls `fdatasync` once per group. The peer is `bench/peer-postgres`: axum, a pool, one `INSERT` per create, a unique index on `lower(email)`.\n",
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64()
     );
     let _ = writeln!(
         w,
-        "| line | concurrency | creates/s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling |"
+        "| line | concurrency | creates/s | p50 ms | p99 ms | p99.9 ms | errors | × ceiling | × durable bound | × peer |"
     );
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let s = &row.summary;
-        let ratio = find(rows, CEILING, row.concurrency).map_or("–".to_owned(), |ceiling| {
-            format!("{:.2}", s.throughput / ceiling.throughput)
-        });
+        let c = row.concurrency;
         let _ = writeln!(
             w,
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {ratio} |",
+            "| {} | {c} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
             row.line,
-            row.concurrency,
             s.throughput,
             s.latency_ms[0],
             s.latency_ms[2],
             s.latency_ms[3],
-            s.errors()
+            s.errors(),
+            fmt_ratio(ratio(rows, row.line, CEILING, c)),
+            fmt_ratio(ratio(rows, row.line, DURABLE, c)),
+            fmt_ratio(ratio(rows, row.line, PEER, c)),
         );
     }
+    let chart = args
+        .chart
+        .strip_prefix(args.out.parent().unwrap_or(Path::new("")))
+        .unwrap_or(&args.chart)
+        .display()
+        .to_string();
     let _ = writeln!(w, "\n![throughput and p99 against concurrency]({chart})");
-    cpu_section(w, rows);
-    Ok(out)
+    out
+}
+
+/// Issue 10's targets, each against this run's figures.
+fn targets_section(
+    w: &mut String,
+    rows: &[Row],
+    growth: Option<&(Footprint, Footprint)>,
+    recovery: Option<&Recovery>,
+) {
+    let _ = writeln!(w, "\n## Targets (issue 10), checked against this run\n");
+    let _ = writeln!(w, "| target | measured | met |");
+    let _ = writeln!(w, "|---|---:|---|");
+    let mut row = |target: String, measured: Option<f64>, unit: &str, met: &dyn Fn(f64) -> bool| {
+        let (shown, verdict) = match measured {
+            Some(v) => (
+                format!("{v:.2}{unit}"),
+                if met(v) { "yes" } else { "**no**" },
+            ),
+            None => ("–".to_owned(), "not measured"),
+        };
+        let _ = writeln!(w, "| {target} | {shown} | {verdict} |");
+    };
+    for (c, at_least) in [(16, 1.3), (64, 2.5), (256, 3.0)] {
+        row(
+            format!("service over HTTP ≥ {at_least}× the peer at c={c}"),
+            ratio(rows, HTTP, PEER, c),
+            "×",
+            &|v| v >= at_least,
+        );
+    }
+    for c in [64, 256] {
+        row(
+            format!("service over HTTP ≥ 0.5× the ceiling at c={c}"),
+            ratio(rows, HTTP, CEILING, c),
+            "×",
+            &|v| v >= 0.5,
+        );
+    }
+    for c in [16, 64, 256] {
+        row(
+            format!("service over HTTP ≥ 0.8× the durable bound at c={c}"),
+            ratio(rows, HTTP, DURABLE, c),
+            "×",
+            &|v| v >= 0.8,
+        );
+    }
+    row(
+        "p99 ≤ 5 ms at c=64 (HTTP)".to_owned(),
+        find(rows, HTTP, 64).map(|s| s.latency_ms[2]),
+        " ms",
+        &|v| v <= 5.0,
+    );
+    row(
+        "one sequential client: p50 ≤ 0.5 ms (HTTP)".to_owned(),
+        find(rows, HTTP, 1).map(|s| s.latency_ms[0]),
+        " ms",
+        &|v| v <= 0.5,
+    );
+    row(
+        "worker CPU per create ≤ 40 µs at c=64 (HTTP)".to_owned(),
+        find_row(rows, HTTP, 64).map(|r| r.cpu_us[1]),
+        " µs",
+        &|v| v <= 40.0,
+    );
+    row(
+        "after the preload ≥ 0.8× fresh throughput (HTTP, c=64)".to_owned(),
+        growth.and_then(|_| ratio(rows, HTTP_LOADED, HTTP, 64)),
+        "×",
+        &|v| v >= 0.8,
+    );
+    row(
+        "worker RSS after the preload ≤ 300 MB".to_owned(),
+        growth.map(|(_, after)| after.rss_kib as f64 * 1024.0 / 1e6),
+        " MB",
+        &|v| v <= 300.0,
+    );
+    row(
+        format!(
+            "replaying a journal of {} creates ≤ 2 s",
+            recovery.map_or(0, |r| r.replayed_creates)
+        ),
+        recovery.map(|r| r.recovery_ms as f64 / 1000.0),
+        " s",
+        &|v| v <= 2.0,
+    );
 }
 
 /// Where the CPU goes at concurrency 64: with every process on the same cores, a line's
-/// throughput is bounded by cores ÷ its total CPU time per request, so the ratio of two
-/// totals bounds the ratio of two throughputs whatever the scheduling.
+/// throughput is bounded by cores ÷ its total CPU time per request.
 fn cpu_section(w: &mut String, rows: &[Row]) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let _ = writeln!(
@@ -448,7 +897,7 @@ fn cpu_section(w: &mut String, rows: &[Row]) {
     );
     let _ = writeln!(
         w,
-        "CPU time (user + system, all threads) each process used during the run, divided by the requests it served. The bound is {cores} cores ÷ the total; the ratio bound is the ceiling's total ÷ this line's total. How to profile inside a process: docs/PROFILE.md.\n"
+        "CPU time (user + system, all threads) each process used during the run, divided by the requests it served. The HTTP front is the forwarder, the product ingress or the peer; the responder is the echo, the durable echo or the worker. The bound is {cores} cores ÷ the total; the ratio bound is the ceiling's total ÷ this line's total. How to profile inside a process: docs/PROFILE.md.\n"
     );
     let _ = writeln!(
         w,
@@ -464,16 +913,76 @@ fn cpu_section(w: &mut String, rows: &[Row]) {
         find_row(rows, CEILING, GROWTH_CONCURRENCY).map(|r| r.cpu_us.iter().sum::<f64>());
     for row in rows.iter().filter(|r| r.concurrency == GROWTH_CONCURRENCY) {
         let total: f64 = row.cpu_us.iter().sum();
-        let ratio = ceiling_total.map_or("–".to_owned(), |c| format!("{:.2}", c / total));
         let _ = writeln!(
             w,
-            "| {} | {} | {total:.0} | {:.0} | {ratio} | {:.0} |",
+            "| {} | {} | {total:.0} | {:.0} | {} | {:.0} |",
             row.line,
             row.cpu_us.map(|us| format!("{us:.0}")).join(" | "),
             cores * 1e6 / total,
+            fmt_ratio(ceiling_total.map(|c| c / total)),
             row.summary.throughput
         );
     }
+}
+
+fn growth_section(out: &mut String, rows: &[Row], before: &Footprint, after: &Footprint) {
+    let c = GROWTH_CONCURRENCY;
+    let _ = writeln!(out, "\n## Cost as data grows\n");
+    let _ = writeln!(
+        out,
+        "Concurrency {c}. \"Fresh\" is the runs above, on a database that starts empty and holds {} customers after them; then the preload adds customers through the normal create path (NATS direct) before the same runs.\n",
+        before.stored
+    );
+    let _ = writeln!(out, "| | fresh | after preload | ratio |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for (fresh, loaded) in [(HTTP, HTTP_LOADED), (NATS, NATS_LOADED)] {
+        if let (Some(a), Some(b)) = (find(rows, fresh, c), find(rows, loaded, c)) {
+            let _ = writeln!(
+                out,
+                "| {fresh}, creates/s | {:.0} | {:.0} | {:.2} |",
+                a.throughput,
+                b.throughput,
+                b.throughput / a.throughput
+            );
+            let _ = writeln!(
+                out,
+                "| {fresh}, p99 ms | {:.2} | {:.2} | |",
+                a.latency_ms[2], b.latency_ms[2]
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "| customers stored (at least) | {} | {} | |",
+        before.stored, after.stored
+    );
+    let _ = writeln!(
+        out,
+        "| data directory on disk, MiB | {:.0} | {:.0} | |",
+        before.disk_bytes as f64 / 1048576.0,
+        after.disk_bytes as f64 / 1048576.0
+    );
+    let _ = writeln!(
+        out,
+        "| worker RSS, MiB | {:.0} | {:.0} | |",
+        before.rss_kib as f64 / 1024.0,
+        after.rss_kib as f64 / 1024.0
+    );
+}
+
+fn recovery_section(out: &mut String, recovery: &Recovery) {
+    let _ = writeln!(out, "\n## Recovery after `kill -9`\n");
+    let _ = writeln!(
+        out,
+        "A fresh worker with checkpoints pushed out of reach took {} creates (NATS direct, concurrency {GROWTH_CONCURRENCY}), leaving {:.1} MiB of journal; it was killed with SIGKILL and started again. Opening sled, replaying the journal ({} creates) and the checkpoint after it took **{} ms** (the worker's `recovery_ms`). With the default `--checkpoint-bytes` (32 MiB) the journal holds about {} creates at most.",
+        recovery.creates,
+        recovery.journal_bytes as f64 / 1048576.0,
+        recovery.replayed_creates,
+        recovery.recovery_ms,
+        ((32u64 << 20) * recovery.replayed_creates)
+            .checked_div(recovery.journal_bytes)
+            .unwrap_or(0)
+    );
 }
 
 /// One figure of a run, as plotted.
@@ -481,10 +990,16 @@ type Metric = fn(&Summary) -> f64;
 
 /// Two panels (throughput, p99) with one line per series, concurrency on a log scale.
 fn chart(rows: &[Row], levels: &[usize]) -> String {
-    const SERIES: [(&str, &str); 3] = [(CEILING, "#888888"), (HTTP, "#1f77b4"), (NATS, "#d62728")];
-    let (width, height, margin) = (900.0, 380.0, 60.0);
+    const SERIES: [(&str, &str); 5] = [
+        (CEILING, "#888888"),
+        (DURABLE, "#2ca02c"),
+        (PEER, "#9467bd"),
+        (HTTP, "#1f77b4"),
+        (NATS, "#d62728"),
+    ];
+    let (width, height, margin) = (960.0, 420.0, 60.0);
     let panel_width = (width - 3.0 * margin) / 2.0;
-    let plot_height = height - 2.0 * margin - 40.0;
+    let plot_height = height - 2.0 * margin - 70.0;
     let x_of = |i: usize| {
         if levels.len() > 1 {
             i as f64 / (levels.len() - 1) as f64 * panel_width
@@ -505,6 +1020,7 @@ fn chart(rows: &[Row], levels: &[usize]) -> String {
         let top = margin;
         let max = rows
             .iter()
+            .filter(|r| SERIES.iter().any(|(line, _)| *line == r.line))
             .map(|r| value(&r.summary))
             .fold(0.0_f64, f64::max)
             .max(1e-9)
@@ -517,29 +1033,25 @@ fn chart(rows: &[Row], levels: &[usize]) -> String {
         );
         let _ = write!(
             svg,
-            r##"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
+            r##"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="#333"/>"##,
             top + plot_height,
             left + panel_width,
-            top + plot_height
-        );
-        let _ = write!(
-            svg,
-            r##"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="#333"/>"##,
+            top + plot_height,
             top + plot_height
         );
         for k in 0..=4 {
             let v = max * k as f64 / 4.0;
             let y = top + plot_height - v / max * plot_height;
+            let label = if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            };
             let _ = write!(
                 svg,
-                r##"<text x="{}" y="{}" text-anchor="end">{}</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##,
+                r##"<text x="{}" y="{}" text-anchor="end">{label}</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##,
                 left - 5.0,
                 y + 4.0,
-                if v >= 100.0 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.1}")
-                },
                 left + panel_width
             );
         }
@@ -583,8 +1095,8 @@ fn chart(rows: &[Row], levels: &[usize]) -> String {
         }
     }
     for (i, (line, color)) in SERIES.iter().enumerate() {
-        let x = margin + i as f64 * 260.0;
-        let y = height - 15.0;
+        let x = margin + (i % 3) as f64 * 290.0;
+        let y = height - 40.0 + (i / 3) as f64 * 20.0;
         let _ = write!(
             svg,
             r#"<rect x="{x}" y="{}" width="14" height="4" fill="{color}"/><text x="{}" y="{y}">{line}</text>"#,

@@ -1,12 +1,14 @@
 //! `customers-loadgen`: drives the real stack with unique, realistic customers and reports
-//! throughput and latency (HdrHistogram); also an echo responder to measure the
-//! architecture's ceiling, and `bench`, which starts a fresh stack and runs the standard
-//! benchmark into `BENCHMARKS.md` and an SVG chart.
+//! throughput and latency (HdrHistogram); also the pieces the service is compared with (a
+//! bare forwarder, an echo responder, a durable echo responder), and `bench`, which starts
+//! everything fresh and runs the standard benchmark into `BENCHMARKS.md` and an SVG chart.
 //!
 //! * `generator`: request bodies.
 //! * `load`: targets (HTTP, NATS), closed and open loops, statistics.
+//! * `baselines`: the forwarder and the responders.
 //! * `bench`: the standard benchmark and its report.
 
+mod baselines;
 mod bench;
 mod generator;
 mod load;
@@ -14,10 +16,8 @@ mod load;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use customers_shared::protocol::{self, headers};
-use futures_util::StreamExt;
+use customers_shared::protocol;
 
 use crate::load::{Plan, Shape, Target};
 
@@ -36,16 +36,36 @@ struct Cli {
 enum Command {
     /// Drive load against a running stack and print a summary.
     Run(RunArgs),
-    /// Answer every create request with a fixed customer (measures the architecture's ceiling).
-    Echo {
-        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
-        #[arg(long, default_value = protocol::DEFAULT_SUBJECT_PREFIX)]
-        subject_prefix: String,
+    /// Answer every create request with a fixed customer (the architecture's ceiling).
+    Echo(ResponderArgs),
+    /// Parse each create request, append each group to a file with one fdatasync, then
+    /// answer with a fixed customer (the durable bound).
+    DurableEcho {
+        #[command(flatten)]
+        responder: ResponderArgs,
+        /// Directory of the file the bodies are appended to.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// A bare HTTP server that forwards each request's body as one NATS request to the
+    /// create subject and answers 201 with the reply (no routing, metrics or limits).
+    Forward {
+        #[command(flatten)]
+        responder: ResponderArgs,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
     },
     /// Build-free standard benchmark: fresh stack, ceiling vs service over HTTP and NATS at
     /// 16/64/256 concurrency; writes a Markdown report and an SVG chart.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ResponderArgs {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[arg(long, default_value = protocol::DEFAULT_SUBJECT_PREFIX)]
+    subject_prefix: String,
 }
 
 #[derive(Args)]
@@ -89,21 +109,34 @@ struct RunArgs {
     json: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Run(args) => run(args).await,
-        Command::Echo {
-            nats_url,
-            subject_prefix,
-        } => match echo(&nats_url, &subject_prefix).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
-        Command::Bench(args) => match bench::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    // The baselines run on one thread, as the service's binaries do by default (see
+    // `--runtime-threads`): the comparison is between designs, not runtime settings.
+    let runtime = match command {
+        Command::Run(_) | Command::Bench(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("an async runtime");
+    let done = runtime.block_on(async {
+        match command {
+            Command::Run(args) => run(args).await,
+            Command::Echo(r) => baselines::echo(&r.nats_url, &r.subject_prefix).await,
+            Command::DurableEcho { responder: r, dir } => {
+                baselines::durable_echo(&r.nats_url, &r.subject_prefix, &dir).await
+            }
+            Command::Forward {
+                responder: r,
+                listen,
+            } => baselines::forward(&listen, &r.nats_url, &r.subject_prefix).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }
 
@@ -112,7 +145,7 @@ fn fail(reason: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(args: RunArgs) -> ExitCode {
+async fn run(args: RunArgs) -> Result<(), String> {
     let target = match (&args.url, &args.nats_url) {
         (Some(url), _) => Target::http(url).await,
         (None, Some(nats_url)) => {
@@ -125,10 +158,7 @@ async fn run(args: RunArgs) -> ExitCode {
         }
         (None, None) => Err("give --url or --nats-url".to_owned()),
     };
-    let target = match target {
-        Ok(target) => target,
-        Err(e) => return fail(e),
-    };
+    let target = target?;
     let plan = Plan {
         shape: args
             .rate
@@ -159,33 +189,6 @@ async fn run(args: RunArgs) -> ExitCode {
             .map(|(s, n)| format!("{s}: {n}"))
             .collect();
         println!("statuses:   {}", statuses.join(", "));
-    }
-    ExitCode::SUCCESS
-}
-
-/// The architecture's ceiling: a responder with no logic and no disk, answering like the
-/// worker does on success (customer JSON and `Customer-Id`).
-pub async fn echo(nats_url: &str, subject_prefix: &str) -> Result<(), String> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .map_err(|e| format!("cannot connect to {nats_url}: {e}"))?;
-    let mut requests = client
-        .queue_subscribe(protocol::create_subject(subject_prefix), "q".to_owned())
-        .await
-        .map_err(|e| format!("cannot subscribe: {e}"))?;
-    customers_shared::nats::round_trip(&client)
-        .await
-        .map_err(|e| format!("cannot reach the server: {e}"))?;
-    eprintln!("echo responder serving");
-    let body = Bytes::from_static(br#"{"id":"cus_01h3vjs3b16yc3f9q8q9pfrb80","name":"Echo","email":"echo@example.com","phone":null,"address":null,"payment_method":null,"created_at":"2024-09-01T15:00:00.000Z","updated_at":"2024-09-01T15:00:00.000Z","status":"active","custom_data":null}"#);
-    let mut reply_headers = async_nats::HeaderMap::new();
-    reply_headers.insert(headers::CUSTOMER_ID, "cus_01h3vjs3b16yc3f9q8q9pfrb80");
-    while let Some(request) = requests.next().await {
-        if let Some(reply) = request.reply {
-            let _ = client
-                .publish_with_headers(reply, reply_headers.clone(), body.clone())
-                .await;
-        }
     }
     Ok(())
 }
