@@ -558,6 +558,81 @@ mod tests {
         assert_eq!(store.verify().unwrap().records, 0, "nothing was applied");
     }
 
+    /// The largest create the field rules allow: four-byte characters wherever text may be
+    /// long, `custom_data` at its serialized limit with every byte an escaped quote.
+    fn largest_customer(n: usize) -> NewCustomer {
+        let four = "😀";
+        let local = format!("{n:0>64}");
+        let domain = format!(
+            "{}.{}.{}.example",
+            "d".repeat(60),
+            "e".repeat(60),
+            "f".repeat(40)
+        );
+        let keys: Vec<String> = (0..50).map(|k| format!("{k:0>64}")).collect();
+        let value_len = (customers_shared::fields::CustomData::MAX_BYTES - 50 * 70) / 50 / 2;
+        let custom_data: serde_json::Map<String, serde_json::Value> = keys
+            .into_iter()
+            .map(|k| (k, "\"".repeat(value_len).into()))
+            .collect();
+        let body = serde_json::json!({
+            "name": four.repeat(200),
+            "email": format!("{local}@{domain}"),
+            "phone": "+1 2 3 4 5 6 7 8 9 0 1 2 3 4 5",
+            "address": {"city": four.repeat(100), "country": "TZ"},
+            "payment_method": "é".repeat(255),
+            "custom_data": custom_data,
+        });
+        NewCustomer::parse(body.to_string().as_bytes()).expect("valid at every limit")
+    }
+
+    #[tokio::test]
+    async fn the_largest_values_never_make_sled_write_blob_files() {
+        let running = start();
+        let key = |n: usize| {
+            customers_shared::idempotency::IdempotencyKey::parse(format!("{n:0>255}").as_bytes())
+                .unwrap()
+        };
+        // The largest refusal: as many long unknown keys as the body limit allows.
+        let refused_body = format!(
+            "{{{}}}",
+            (0..2000)
+                .map(|k| format!(r#""{}{k}":0"#, "😀".repeat(60)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let refusal = NewCustomer::parse(refused_body.as_bytes()).expect_err("unknown keys");
+        let mut largest = 0;
+        for n in 0..400 {
+            let claim = IdempotencyClaim::new(key(n), b"body");
+            let write = if n % 2 == 0 {
+                Write::Create {
+                    customer: largest_customer(n),
+                    claim: Some(claim),
+                }
+            } else {
+                Write::Remember {
+                    claim,
+                    reply: Reply::error(&refusal),
+                }
+            };
+            let reply = running.handle.commit(write).await.unwrap();
+            largest = largest.max(reply.body.len());
+        }
+        assert!(
+            largest > 10_000,
+            "the test stores the largest values the rules allow: {largest} bytes"
+        );
+        let blobs = running._dir.path().join("blobs");
+        drop(running.handle);
+        running.thread.join().unwrap();
+        let blob_files = std::fs::read_dir(&blobs).map_or(0, |files| files.count());
+        assert_eq!(
+            blob_files, 0,
+            "sled wrote blob files, which it never fsyncs"
+        );
+    }
+
     #[tokio::test]
     async fn a_clean_stop_leaves_an_empty_journal() {
         let running = start();

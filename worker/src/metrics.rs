@@ -23,6 +23,16 @@ pub enum Operation {
     list,
 }
 
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::create => "create",
+            Self::get => "get",
+            Self::list => "list",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplyLabels {
     operation: Operation,
@@ -130,12 +140,9 @@ impl Metrics {
 
     /// Problem replies sent by the endpoint named `endpoint` (`create`, `get`, `list`).
     pub fn errors(&self, endpoint: &str) -> Option<u64> {
-        let operation = match endpoint {
-            "create" => Operation::create,
-            "get" => Operation::get,
-            "list" => Operation::list,
-            _ => return None,
-        };
+        let operation = [Operation::create, Operation::get, Operation::list]
+            .into_iter()
+            .find(|o| o.name() == endpoint)?;
         Some(self.errors[operation as usize].load(Ordering::Relaxed))
     }
 

@@ -152,7 +152,7 @@ async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
         .map(|v| String::from_utf8_lossy(v).into_owned());
     let span = tracing::info_span!(
         "request",
-        ?operation,
+        operation = operation.name(),
         request_id = request_id.as_deref().unwrap_or(""),
         traceparent = traceparent.as_deref().unwrap_or("")
     );

@@ -33,7 +33,8 @@ pub const IDEMPOTENCY_TREE: &str = "idempotency";
 pub const JOURNAL_DIR: &str = "journal";
 /// sled writes a log buffer larger than a quarter segment to a separate blob file. A leaf
 /// holds at most 17 entries of at most [`MAX_VALUE_BYTES`], far below a quarter of 2 MiB, so
-/// sled never makes blob files (`tests/tests/storage.rs` checks that none appear).
+/// sled never makes blob files (the committer test
+/// `the_largest_values_never_make_sled_write_blob_files` checks that none appear).
 const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
