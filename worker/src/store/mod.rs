@@ -89,7 +89,6 @@ impl Store {
             .cache_capacity(cache_capacity_bytes)
             .segment_size(SEGMENT_SIZE)
             .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|source| StoreError::Open {
                 dir: dir.to_owned(),

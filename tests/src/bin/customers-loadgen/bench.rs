@@ -198,6 +198,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     bench
         .http_line(HTTP, &ingress_url, &ingress, &worker, None)
         .await?;
+    settle().await;
     for &c in &args.concurrency {
         let target = Target::nats(&url, "customers.v1.create", c.clamp(1, 4)).await?;
         let pids = bench.pids(None, &worker, None);
@@ -220,6 +221,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         .await;
         let preloaded = preload.statuses.get(&201).copied().unwrap_or(0);
         eprintln!("bench:   {preloaded} stored in {:.0} s", preload.seconds);
+        settle().await;
         let pids = bench.pids(Some(&ingress), &worker, None);
         let target = Target::http(&ingress_url).await?;
         bench
@@ -273,6 +275,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         args.chart.display()
     );
     Ok(())
+}
+
+/// Lets the machine calm down before a line: `sync` writes back what earlier lines left dirty
+/// (PostgreSQL's shutdown checkpoint, sled's files), which would otherwise compete with the
+/// next line's fsyncs, then a moment for background threads to finish.
+async fn settle() {
+    let _ = tokio::process::Command::new("sync").status().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 fn plan(args: &BenchArgs, concurrency: usize) -> Plan {
@@ -338,6 +348,7 @@ impl Bench<'_> {
         responder: &ServiceProcess,
         postgres_root: Option<u32>,
     ) -> Result<(), String> {
+        settle().await;
         for &c in &self.args.concurrency {
             let mut pids = self.pids(Some(front), responder, postgres_root);
             if std::ptr::eq(front, responder) {
