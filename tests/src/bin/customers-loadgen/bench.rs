@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// Concurrency levels (closed loop); 1 is one sequential client.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64, 256])]
     concurrency: Vec<usize>,
-    /// Customers stored before the "cost as data grows" runs at concurrency 64 (0 skips them).
+    /// Customers in the database when the worker's memory is checked; the "cost as data
+    /// grows" runs at concurrency 64 then run at twice that (0 skips them).
     #[arg(long, default_value_t = 1_000_000)]
     preload: u64,
     /// Creates left in the journal for the recovery measurement (0 skips it).
@@ -206,21 +207,12 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     }
     let mut growth = None;
     if args.preload > 0 {
-        let before = footprint(bench.created(), &data_dir, &worker);
-        eprintln!("bench: preloading {} customers over NATS ...", args.preload);
-        let preload = load::run(
-            Target::nats(&url, "customers.v1.create", 4).await?,
-            Plan {
-                duration: Duration::from_secs(3600),
-                warmup: Duration::ZERO,
-                requests: Some(args.preload),
-                progress: true,
-                ..plan(&args, GROWTH_CONCURRENCY)
-            },
-        )
-        .await;
-        let preloaded = preload.statuses.get(&201).copied().unwrap_or(0);
-        eprintln!("bench:   {preloaded} stored in {:.0} s", preload.seconds);
+        let fresh = footprint(bench.created(), &data_dir, &worker);
+        // Memory is checked when the database holds `preload` customers, throughput when it
+        // holds twice that, well past what the fresh runs saw.
+        let at_target = preload_to(&url, fresh.stored, args.preload, &data_dir, &worker).await?;
+        let grown =
+            preload_to(&url, at_target.stored, 2 * args.preload, &data_dir, &worker).await?;
         settle().await;
         let pids = bench.pids(Some(&ingress), &worker, None);
         let target = Target::http(&ingress_url).await?;
@@ -232,8 +224,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         bench
             .measure(NATS_LOADED, target, GROWTH_CONCURRENCY, pids)
             .await;
-        let after = footprint(bench.created() + preloaded, &data_dir, &worker);
-        growth = Some((before, after));
+        growth = Some([fresh, at_target, grown]);
     }
     worker.terminate().await;
     ingress.terminate().await;
@@ -255,8 +246,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let mut report = report(&rows, &args, &peer_note, stolen);
     targets_section(&mut report, &rows, growth.as_ref(), recovery.as_ref());
     cpu_section(&mut report, &rows);
-    if let Some((before, after)) = &growth {
-        growth_section(&mut report, &rows, before, after);
+    if let Some(growth) = &growth {
+        growth_section(&mut report, &rows, growth);
     }
     if let Some(recovery) = &recovery {
         recovery_section(&mut report, recovery);
@@ -599,6 +590,35 @@ fn cpu_seconds(pids: &Pids) -> [f64; ROLES.len()] {
     std::array::from_fn(|i| pids[i].iter().map(|&pid| one(pid)).sum())
 }
 
+/// Creates customers over NATS (64 at a time) until the database holds `total`; returns its
+/// footprint then.
+async fn preload_to(
+    url: &str,
+    stored: u64,
+    total: u64,
+    data_dir: &Path,
+    worker: &ServiceProcess,
+) -> Result<Footprint, String> {
+    let missing = total.saturating_sub(stored);
+    eprintln!("bench: preloading {missing} customers over NATS, to {total} stored ...");
+    let preload = load::run(
+        Target::nats(url, "customers.v1.create", 4).await?,
+        Plan {
+            shape: Shape::Closed(GROWTH_CONCURRENCY),
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(3600),
+            duplicate_ratio: 0.0,
+            idempotency_keys: false,
+            progress: true,
+            requests: Some(missing),
+        },
+    )
+    .await;
+    let preloaded = preload.statuses.get(&201).copied().unwrap_or(0);
+    eprintln!("bench:   {preloaded} stored in {:.0} s", preload.seconds);
+    Ok(footprint(stored + preloaded, data_dir, worker))
+}
+
 fn footprint(stored: u64, data_dir: &Path, worker: &ServiceProcess) -> Footprint {
     let rss_kib = worker
         .pid()
@@ -817,7 +837,7 @@ fn report(rows: &[Row], args: &BenchArgs, peer_note: &str, stolen: Option<f64>) 
 fn targets_section(
     w: &mut String,
     rows: &[Row],
-    growth: Option<&(Footprint, Footprint)>,
+    growth: Option<&[Footprint; 3]>,
     recovery: Option<&Recovery>,
 ) {
     let _ = writeln!(w, "\n## Targets (issue 10), checked against this run\n");
@@ -876,14 +896,20 @@ fn targets_section(
         &|v| v <= 40.0,
     );
     row(
-        "after the preload ≥ 0.8× fresh throughput (HTTP, c=64)".to_owned(),
+        format!(
+            "at {} customers ≥ 0.8× fresh throughput (HTTP, c=64)",
+            growth.map_or(0, |[_, _, grown]| grown.stored)
+        ),
         growth.and_then(|_| ratio(rows, HTTP_LOADED, HTTP, 64)),
         "×",
         &|v| v >= 0.8,
     );
     row(
-        "worker RSS after the preload ≤ 300 MB".to_owned(),
-        growth.map(|(_, after)| after.rss_kib as f64 * 1024.0 / 1e6),
+        format!(
+            "worker RSS at {} customers ≤ 300 MB",
+            growth.map_or(0, |[_, at_target, _]| at_target.stored)
+        ),
+        growth.map(|[_, at_target, _]| at_target.rss_kib as f64 * 1024.0 / 1e6),
         " MB",
         &|v| v <= 300.0,
     );
@@ -936,48 +962,50 @@ fn cpu_section(w: &mut String, rows: &[Row]) {
     }
 }
 
-fn growth_section(out: &mut String, rows: &[Row], before: &Footprint, after: &Footprint) {
+fn growth_section(out: &mut String, rows: &[Row], [fresh, at_target, grown]: &[Footprint; 3]) {
     let c = GROWTH_CONCURRENCY;
     let _ = writeln!(out, "\n## Cost as data grows\n");
     let _ = writeln!(
         out,
-        "Concurrency {c}. \"Fresh\" is the runs above, on a database that starts empty and holds {} customers after them; then the preload adds customers through the normal create path (NATS direct) before the same runs.\n",
-        before.stored
+        "Concurrency {c}. \"Fresh\" is the runs above, on a database that starts empty and holds {} customers after them. Then customers are created through the normal create path (NATS direct) until the database holds {} (where size and memory are taken for the target) and on until it holds {}, where the same runs are repeated.\n",
+        fresh.stored, at_target.stored, grown.stored
     );
-    let _ = writeln!(out, "| | fresh | after preload | ratio |");
-    let _ = writeln!(out, "|---|---:|---:|---:|");
-    for (fresh, loaded) in [(HTTP, HTTP_LOADED), (NATS, NATS_LOADED)] {
-        if let (Some(a), Some(b)) = (find(rows, fresh, c), find(rows, loaded, c)) {
+    let _ = writeln!(
+        out,
+        "| | fresh | at {} | at {} | ratio to fresh |",
+        at_target.stored, grown.stored
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for (line, loaded) in [(HTTP, HTTP_LOADED), (NATS, NATS_LOADED)] {
+        if let (Some(a), Some(b)) = (find(rows, line, c), find(rows, loaded, c)) {
             let _ = writeln!(
                 out,
-                "| {fresh}, creates/s | {:.0} | {:.0} | {:.2} |",
+                "| {line}, creates/s | {:.0} | | {:.0} | {:.2} |",
                 a.throughput,
                 b.throughput,
                 b.throughput / a.throughput
             );
             let _ = writeln!(
                 out,
-                "| {fresh}, p99 ms | {:.2} | {:.2} | |",
+                "| {line}, p99 ms | {:.2} | | {:.2} | |",
                 a.latency_ms[2], b.latency_ms[2]
             );
         }
     }
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
     let _ = writeln!(
         out,
-        "| customers stored (at least) | {} | {} | |",
-        before.stored, after.stored
+        "| data directory on disk, MiB | {:.0} | {:.0} | {:.0} | |",
+        mib(fresh.disk_bytes),
+        mib(at_target.disk_bytes),
+        mib(grown.disk_bytes)
     );
     let _ = writeln!(
         out,
-        "| data directory on disk, MiB | {:.0} | {:.0} | |",
-        before.disk_bytes as f64 / 1048576.0,
-        after.disk_bytes as f64 / 1048576.0
-    );
-    let _ = writeln!(
-        out,
-        "| worker RSS, MiB | {:.0} | {:.0} | |",
-        before.rss_kib as f64 / 1024.0,
-        after.rss_kib as f64 / 1024.0
+        "| worker RSS, MiB | {:.0} | {:.0} | {:.0} | |",
+        fresh.rss_kib as f64 / 1024.0,
+        at_target.rss_kib as f64 / 1024.0,
+        grown.rss_kib as f64 / 1024.0
     );
 }
 
