@@ -146,9 +146,9 @@ impl Prepared {
         })
     }
 
-    /// Customers whose emails the committer knows.
-    pub fn known_emails(&self) -> usize {
-        self.known_emails.len()
+    /// The emails the committer knows.
+    pub fn known_emails(&self) -> &KnownEmails {
+        &self.known_emails
     }
 }
 
@@ -415,16 +415,25 @@ mod tests {
     }
 
     fn start() -> Running {
+        start_with(|_, journal| journal, 4096)
+    }
+
+    /// A committer on a fresh store, its journal given by `journal` (from the store's own).
+    fn start_with(
+        journal: impl FnOnce(&std::path::Path, Journal) -> Journal,
+        checkpoint_bytes: u64,
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let opened = Store::open(dir.path(), 1 << 20).unwrap();
+        let journal = journal(dir.path(), opened.journal);
         let store = Arc::new(opened.store);
         let health = Health::default();
         let limits = Limits {
             max_pending: 64,
             max_group: 64,
-            checkpoint_bytes: 4096,
+            checkpoint_bytes,
         };
-        let prepared = Prepared::new(&store, opened.journal).unwrap();
+        let prepared = Prepared::new(&store, journal).unwrap();
         let (handle, thread) = spawn(
             store.clone(),
             prepared,
@@ -520,24 +529,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_journal_write_fails_the_group_and_stops_the_committer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), 1 << 20).unwrap().store);
-        let journal = crate::journal::failing_journal(&dir.path().join("failing"));
-        let health = Health::default();
-        let limits = Limits {
-            max_pending: 16,
-            max_group: 16,
-            checkpoint_bytes: 1 << 20,
-        };
-        let prepared = Prepared::new(&store, journal).unwrap();
-        let (handle, thread) = spawn(
-            store.clone(),
-            prepared,
-            Arc::default(),
-            health.clone(),
-            limits,
-        )
-        .unwrap();
+        let Running {
+            _dir,
+            store,
+            handle,
+            thread,
+            health,
+        } = start_with(
+            |dir, _| crate::journal::failing_journal(&dir.join("failing")),
+            1 << 20,
+        );
         assert_eq!(
             handle.commit(create("a@x.com")).await,
             Err(CommitError::Failed),

@@ -119,7 +119,8 @@ impl Worker {
             replayed_bytes = replayed.bytes,
             torn_tail_bytes = replayed.torn_tail_bytes,
             recovery_ms = recovery.elapsed.as_millis() as u64,
-            known_emails = prepared.known_emails(),
+            known_emails = prepared.known_emails().len(),
+            email_filter_bytes = prepared.known_emails().bytes(),
             email_scan_ms = prepare_time.as_millis() as u64,
             size_on_disk = store.size_on_disk()?,
             "database opened and journal replayed"

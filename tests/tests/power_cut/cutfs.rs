@@ -256,10 +256,7 @@ impl Filesystem for CutFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self.disk().add(parent.0, name, empty_file()) {
-            Ok(attr) => reply.entry(&NO_CACHE, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, self.disk().add(parent.0, name, empty_file()));
     }
 
     fn mkdir(
@@ -275,10 +272,7 @@ impl Filesystem for CutFs {
             entries: BTreeMap::new(),
             durable: BTreeMap::new(),
         };
-        match self.disk().add(parent.0, name, dir) {
-            Ok(attr) => reply.entry(&NO_CACHE, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, self.disk().add(parent.0, name, dir));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -459,6 +453,13 @@ impl Filesystem for CutFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         reply.statfs(1 << 24, 1 << 23, 1 << 23, 1 << 20, 1 << 19, 4096, 255, 4096);
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, added: Result<FileAttr, Errno>) {
+    match added {
+        Ok(attr) => reply.entry(&NO_CACHE, &attr, Generation(0)),
+        Err(e) => reply.error(e),
     }
 }
 

@@ -601,7 +601,15 @@ async fn preload_to(
 ) -> Result<Footprint, String> {
     let missing = total.saturating_sub(stored);
     eprintln!("bench: preloading {missing} customers over NATS, to {total} stored ...");
-    let preload = load::run(
+    let preload = create_over_nats(url, missing, true).await?;
+    let preloaded = preload.statuses.get(&201).copied().unwrap_or(0);
+    eprintln!("bench:   {preloaded} stored in {:.0} s", preload.seconds);
+    Ok(footprint(stored + preloaded, data_dir, worker))
+}
+
+/// `count` creates over NATS straight to the worker, 64 at a time, as fast as they go.
+async fn create_over_nats(url: &str, count: u64, progress: bool) -> Result<Summary, String> {
+    Ok(load::run(
         Target::nats(url, "customers.v1.create", 4).await?,
         Plan {
             shape: Shape::Closed(GROWTH_CONCURRENCY),
@@ -609,14 +617,11 @@ async fn preload_to(
             duration: Duration::from_secs(3600),
             duplicate_ratio: 0.0,
             idempotency_keys: false,
-            progress: true,
-            requests: Some(missing),
+            progress,
+            requests: Some(count),
         },
     )
-    .await;
-    let preloaded = preload.statuses.get(&201).copied().unwrap_or(0);
-    eprintln!("bench:   {preloaded} stored in {:.0} s", preload.seconds);
-    Ok(footprint(stored + preloaded, data_dir, worker))
+    .await)
 }
 
 fn footprint(stored: u64, data_dir: &Path, worker: &ServiceProcess) -> Footprint {
@@ -662,19 +667,7 @@ async fn measure_recovery(url: &str, data_dir: &Path, creates: u64) -> Result<Re
     ];
     let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
     eprintln!("bench: {creates} creates into the journal, then kill -9 ...");
-    let summary = load::run(
-        Target::nats(url, "customers.v1.create", 4).await?,
-        Plan {
-            shape: Shape::Closed(GROWTH_CONCURRENCY),
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(3600),
-            duplicate_ratio: 0.0,
-            idempotency_keys: false,
-            progress: false,
-            requests: Some(creates),
-        },
-    )
-    .await;
+    let summary = create_over_nats(url, creates, false).await?;
     let journal_bytes = dir_size(&data_dir.join("journal"));
     worker.kill().await;
     let worker = ServiceProcess::start(
