@@ -2,6 +2,7 @@
 //!
 //! * [`fields`] and [`country`]: one type per customer field; each parses (trims, checks,
 //!   normalises) on construction, so a value of that type is always valid.
+//! * [`json`]: reads a request body as one JSON object, refusing duplicate keys anywhere.
 //! * [`new_customer`]: turns a request body into a [`NewCustomer`], collecting every field
 //!   error of the request at once.
 //! * [`customer`]: the stored record ([`Customer`]), its TypeID ([`CustomerId`]) and
@@ -23,6 +24,7 @@ pub mod customer;
 pub mod error;
 pub mod fields;
 pub mod idempotency;
+pub mod json;
 pub mod list;
 pub mod metrics;
 pub mod nats;

@@ -10,7 +10,6 @@ use serde_json::{Map, Value};
 use crate::customer::CustomerId;
 use crate::error::ApiError;
 use crate::fields::CustomerEmail;
-use crate::new_customer::parse_object;
 use crate::problem::{FieldError, FieldErrorCode, Violation};
 
 /// Customers per page unless `limit` says otherwise.
@@ -55,7 +54,7 @@ impl ListQuery {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        Self::from_object(parse_object(payload)?)
+        Self::from_object(crate::json::object(payload)?)
     }
 
     fn from_object(object: Map<String, Value>) -> Result<Self, ApiError> {

@@ -24,20 +24,10 @@ pub struct NewCustomer {
     pub custom_data: Option<CustomData>,
 }
 
-/// A request body that must be a JSON object: `malformed_json` (serde_json's message says the
-/// line and column) or `invalid_body` otherwise.
-pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::InvalidBody),
-        Err(e) => Err(ApiError::MalformedJson(e.to_string())),
-    }
-}
-
 impl NewCustomer {
     /// Parses and validates a JSON request body.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        Self::from_object(parse_object(body)?)
+        Self::from_object(crate::json::object(body)?)
     }
 
     fn from_object(object: Map<String, Value>) -> Result<Self, ApiError> {

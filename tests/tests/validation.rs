@@ -622,3 +622,67 @@ async fn body_level_errors() {
         "malformed_json says where: {detail}"
     );
 }
+
+/// I-JSON: a key twice in any object is refused, naming its path, by HTTP and NATS alike, for
+/// creates and list queries; nothing is created.
+#[tokio::test]
+async fn duplicate_keys_are_refused_at_every_level_through_both_doors() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "top-level name (a gateway reading the first would see A, the store B)",
+            r#"{"name":"A","name":"B","email":"dup1@example.com"}"#,
+            "'name'",
+        ),
+        (
+            "email, differing only in case",
+            r#"{"name":"A","email":"dup2@example.com","email":"DUP2@example.com"}"#,
+            "'email'",
+        ),
+        (
+            "inside address",
+            r#"{"name":"A","email":"dup3@example.com","address":{"city":"X","country":"TZ","city":"Y"}}"#,
+            "'address.city'",
+        ),
+        (
+            "nested inside custom_data",
+            r#"{"name":"A","email":"dup4@example.com","custom_data":{"a":{"b":1,"b":2}}}"#,
+            "'custom_data.a.b'",
+        ),
+        (
+            "in an array inside custom_data",
+            r#"{"name":"A","email":"dup5@example.com","custom_data":{"l":[{"k":1,"k":1}]}}"#,
+            "'custom_data.l[0].k'",
+        ),
+    ];
+    for (description, body, path) in cases {
+        let http = app.http.create(body).await;
+        let nats = app.nats_create(body.to_owned()).await;
+        assert_eq!(http.status, 400, "{description}: {:?}", http.body);
+        assert_eq!(http.json()["code"], "malformed_json", "{description}");
+        let detail = http.json()["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.contains(&format!("duplicate key {path}")),
+            "{description}: {detail}"
+        );
+        assert_eq!(
+            nats.payload, http.body,
+            "{description}: the same answer over NATS"
+        );
+    }
+    let list = app
+        .nats_client
+        .request("customers.v1.list", r#"{"limit":1,"limit":100}"#.into())
+        .await
+        .unwrap();
+    let problem: Value = serde_json::from_slice(&list.payload).unwrap();
+    assert_eq!(problem["code"], "malformed_json");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key 'limit'")
+    );
+    let page = app.http.get("/api/v1/customers?limit=100").await.json();
+    assert_eq!(page["data"], json!([]), "nothing was created");
+}
