@@ -47,12 +47,16 @@ pub struct Ingress {
 
 impl Ingress {
     pub async fn connect(config: &Config) -> Result<Self, IngressError> {
-        let connection = customers_shared::nats::connect("customers-ingress", &config.nats)
-            .await
-            .map_err(|source| IngressError::Connect {
-                url: config.nats.url.clone(),
-                source,
-            })?;
+        let connection = customers_shared::nats::connect(
+            "customers-ingress",
+            &config.nats,
+            customers_shared::nats::DEFAULT_SUBSCRIPTION_CAPACITY,
+        )
+        .await
+        .map_err(|source| IngressError::Connect {
+            url: config.nats.url.clone(),
+            source,
+        })?;
         let worker =
             WorkerClient::start(connection, &config.subject_prefix, config.request_timeout)
                 .await

@@ -125,12 +125,13 @@ impl WorkerClient {
     }
 
     /// Sends `body` with `request_headers` to the endpoint of `operation` and waits for the
-    /// worker's reply.
+    /// worker's reply, telling the worker when this wait ends (`Request-Deadline`), so that a
+    /// worker that picks the request up later does not work for nobody.
     pub async fn request(
         &self,
         operation: Operation,
         body: Bytes,
-        request_headers: HeaderMap,
+        mut request_headers: HeaderMap,
     ) -> Result<WorkerReply, ApiError> {
         // A disconnected client would buffer the request and wait out the timeout;
         // the caller deserves a fast answer instead.
@@ -138,6 +139,15 @@ impl WorkerClient {
         if !*connected.borrow_and_update() {
             return Err(BROKER_UNREACHABLE);
         }
+        let timeout = match operation {
+            Operation::Ping => self.timeout.min(PING_TIMEOUT),
+            Operation::Create | Operation::Get | Operation::List => self.timeout,
+        };
+        let deadline = std::time::SystemTime::now() + timeout;
+        let deadline_ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        request_headers.insert(headers::DEADLINE, deadline_ms.to_string().as_str());
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (sender, reply) = oneshot::channel();
         self.pending
@@ -160,10 +170,6 @@ impl WorkerClient {
                 tracing::warn!(error = %e, "could not publish the request");
                 BROKER_UNREACHABLE
             })?;
-        let timeout = match operation {
-            Operation::Ping => self.timeout.min(PING_TIMEOUT),
-            Operation::Create | Operation::Get | Operation::List => self.timeout,
-        };
         tokio::select! {
             reply = reply => match reply {
                 Ok(message) if message.status == Some(NatsStatus::NO_RESPONDERS) => {

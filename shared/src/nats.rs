@@ -120,33 +120,58 @@ pub struct NatsConnection {
     pub connected: tokio::sync::watch::Receiver<bool>,
 }
 
+/// async-nats's own bound on messages queued per subscription.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
+
 /// Connects to NATS as `client_name`, logging connection events at info. Fails when no
 /// server answers within the connect timeout or the server refuses the credentials; once
 /// connected, the client reconnects forever, trying at least every [`MAX_RECONNECT_DELAY`].
+/// At most `subscription_capacity` messages wait per subscription; past that async-nats
+/// drops them (a slow consumer), which bounds the memory they hold.
 pub async fn connect(
     client_name: &str,
     options: &NatsOptions,
+    subscription_capacity: usize,
 ) -> Result<NatsConnection, NatsConnectError> {
     let (state, connected) = tokio::sync::watch::channel(false);
     let state = std::sync::Arc::new(state);
     let events = state.clone();
+    let drops = std::sync::atomic::AtomicU64::new(0);
     let connect_options = authenticated(async_nats::ConnectOptions::new(), options)
         .await?
         .name(client_name)
+        .subscription_capacity(subscription_capacity)
         .connection_timeout(options.connect_timeout)
         .reconnect_delay_callback(|attempts| {
             (Duration::from_millis(50) * attempts as u32).min(MAX_RECONNECT_DELAY)
         })
         .event_callback(move |event| {
-            match event {
-                async_nats::Event::Connected => events.send_replace(true),
-                async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                    events.send_replace(false)
+            // One event per dropped message (as far as async-nats's own bounded event queue
+            // keeps them): a flood would otherwise log a line per message. The 1st, 2nd, 4th,
+            // 8th... are logged, with the count so far.
+            let dropped_so_far = match event {
+                async_nats::Event::Connected => {
+                    events.send_replace(true);
+                    None
                 }
-                _ => false,
+                async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                    events.send_replace(false);
+                    None
+                }
+                async_nats::Event::SlowConsumer(_) => {
+                    Some(drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+                }
+                _ => None,
             };
             async move {
-                tracing::info!(%event, "NATS connection event");
+                match dropped_so_far {
+                    None => tracing::info!(%event, "NATS connection event"),
+                    Some(n) if n.is_power_of_two() => tracing::warn!(
+                        dropped = n,
+                        "a subscription's queue was full: messages dropped unread"
+                    ),
+                    Some(_) => {}
+                }
             }
         });
     let client = connect_options.connect(options.url.as_str()).await?;

@@ -46,6 +46,10 @@ pub mod headers {
     pub const CUSTOMER_ID: &str = "Customer-Id";
     /// On a 503 reply: seconds to wait before retrying.
     pub const RETRY_AFTER: &str = "Retry-After";
+    /// When the requester stops waiting, in milliseconds since the Unix epoch: a worker that
+    /// picks the request up later drops it unread. The ingress sets it from its timeout;
+    /// other NATS clients may. Assumes the hosts' clocks agree to well within the timeout.
+    pub const DEADLINE: &str = "Request-Deadline";
     /// NATS micro error headers: the problem's `code` and its HTTP status.
     pub const SERVICE_ERROR: &str = "Nats-Service-Error";
     pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";

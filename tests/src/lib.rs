@@ -466,7 +466,9 @@ pub struct ServiceProcess {
     /// The log line that announced readiness.
     pub ready_line: String,
     child: tokio::process::Child,
-    log: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    /// Log lines not read yet. A task reads the process's stderr as it comes, so the process
+    /// never blocks on a full pipe, however much it logs and whether or not the test reads.
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl ServiceProcess {
@@ -502,11 +504,18 @@ impl ServiceProcess {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let stderr = child.stderr.take().expect("piped stderr");
+        let mut stderr =
+            tokio::io::BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let (lines, log) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let _ = lines.send(line);
+            }
+        });
         let mut process = Self {
             ready_line: String::new(),
             child,
-            log: tokio::io::BufReader::new(stderr).lines(),
+            log,
         };
         process.ready_line = process.wait_for_log(ready).await;
         process
@@ -516,7 +525,7 @@ impl ServiceProcess {
     pub async fn wait_for_log(&mut self, text: &str) -> String {
         tokio::time::timeout(PATIENCE, async {
             loop {
-                match self.log.next_line().await.expect("read the log") {
+                match self.log.recv().await {
                     Some(line) if line.contains(text) => return line,
                     Some(_) => {}
                     None => panic!("the process exited before logging {text:?}"),
@@ -532,7 +541,8 @@ impl ServiceProcess {
     pub async fn exited(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let mut lines = Vec::new();
         let status = tokio::time::timeout(PATIENCE, async {
-            while let Ok(Some(line)) = self.log.next_line().await {
+            // The log ends when the process (and whatever inherited its stderr) is gone.
+            while let Some(line) = self.log.recv().await {
                 lines.push(line);
             }
             self.child.wait().await.expect("wait for the process")
@@ -562,15 +572,10 @@ impl ServiceProcess {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM {pid}");
-        // Drain the log so the process never blocks on a full pipe while shutting down.
-        let log =
-            tokio::spawn(async move { while let Ok(Some(_)) = self.log.next_line().await {} });
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+        tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .expect("the process exits within the grace period")
-            .expect("wait for the process");
-        let _ = log.await;
-        status
+            .expect("wait for the process")
     }
 }
 

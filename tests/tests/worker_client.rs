@@ -10,9 +10,13 @@ use customers_tests::{NatsServer, StandInWorker};
 use futures_util::future::join_all;
 
 async fn worker_client(nats: &NatsServer, timeout: Duration) -> WorkerClient {
-    let connection = nats::connect("test", &NatsOptions::new(nats.url()))
-        .await
-        .unwrap();
+    let connection = nats::connect(
+        "test",
+        &NatsOptions::new(nats.url()),
+        nats::DEFAULT_SUBSCRIPTION_CAPACITY,
+    )
+    .await
+    .unwrap();
     WorkerClient::start(connection, "customers", timeout)
         .await
         .unwrap()

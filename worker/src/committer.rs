@@ -42,7 +42,7 @@ pub enum Write {
         claim: Option<IdempotencyClaim>,
     },
     /// The final reply of an idempotent create refused before it reached the committer
-    /// (invalid body, too large), stored so that a retry is answered the same.
+    /// (not JSON, invalid fields), stored so that a retry is answered the same.
     Remember {
         claim: IdempotencyClaim,
         reply: Reply,

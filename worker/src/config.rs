@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::protocol::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Requests handled at once (creates, gets and lists); past this the worker answers 503
+    /// at once, whoever sends them.
+    #[arg(long, env = "CUSTOMERS_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+
     /// Creates that may wait for the committer; past this the worker answers 503 at once.
     #[arg(long, env = "CUSTOMERS_MAX_PENDING", default_value_t = 4096)]
     pub max_pending: usize,

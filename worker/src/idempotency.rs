@@ -213,9 +213,9 @@ pub fn purge_expired(
 }
 
 /// Purges expired records every `retention / 4` (at most every 10 minutes) until the task is
-/// aborted. Each batch is a few hundred small sled operations (about a millisecond) and the
-/// task yields between batches. Aborting the task drops its handle on the store at once, so
-/// a stopped worker releases the database.
+/// aborted. Each batch is a few hundred small sled operations (about a millisecond) on the
+/// blocking pool, never on the runtime's thread. Aborting the task drops its handle on the
+/// store once the running batch ends, so a stopped worker releases the database.
 pub async fn purge_expired_forever(store: Arc<Store>, retention: Duration) {
     const BATCH: usize = 256;
     let period = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(600));
@@ -226,16 +226,21 @@ pub async fn purge_expired_forever(store: Arc<Store>, retention: Duration) {
         let cutoff = oldest_kept_ms(retention);
         let mut purged = 0;
         loop {
-            match purge_expired(&store, cutoff, BATCH) {
-                Ok(n) => {
+            let store = store.clone();
+            let batch = tokio::task::spawn_blocking(move || purge_expired(&store, cutoff, BATCH));
+            match batch.await {
+                Ok(Ok(n)) => {
                     purged += n;
                     if n < BATCH {
                         break;
                     }
-                    tokio::task::yield_now().await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "idempotency purge failed");
+                    break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "idempotency purge failed");
+                    tracing::warn!(error = %e, "idempotency purge task failed");
                     break;
                 }
             }

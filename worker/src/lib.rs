@@ -170,7 +170,9 @@ impl Worker {
             store,
             committer: handle,
             claims: Arc::new(Claims::default()),
+            client: client.clone(),
             max_body_bytes: config.max_body_bytes,
+            max_in_flight: config.max_in_flight.max(1),
             idempotency_retention: config.idempotency_retention,
             metrics,
         };
@@ -261,7 +263,11 @@ impl Worker {
 }
 
 async fn connect(config: &Config) -> Result<async_nats::Client, WorkerError> {
-    customers_shared::nats::connect("customers-worker", &config.nats)
+    // Requests waiting to be read are bounded too (async-nats drops what does not fit and
+    // reports a slow consumer): past the in-flight limit they would only be answered 503,
+    // and unbounded they would hold up to 64k messages of up to max_payload each.
+    let capacity = config.max_in_flight.saturating_mul(2).max(1024);
+    customers_shared::nats::connect("customers-worker", &config.nats, capacity)
         .await
         .map(|connection| connection.client)
         .map_err(|source| WorkerError::Connect {

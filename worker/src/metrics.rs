@@ -34,6 +34,11 @@ impl Operation {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: Operation,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplyLabels {
     operation: Operation,
     status: u16,
@@ -45,6 +50,7 @@ pub struct Metrics {
     errors: [AtomicU64; 3],
     replies: Family<ReplyLabels, Counter>,
     replays: Counter,
+    expired: Family<OperationLabel, Counter>,
     group_size: Histogram,
     group_bytes: Histogram,
     group_seconds: Histogram,
@@ -62,6 +68,7 @@ impl Default for Metrics {
             errors: Default::default(),
             replies: Family::default(),
             replays: Counter::default(),
+            expired: Family::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             group_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 10)),
             group_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
@@ -80,6 +87,11 @@ impl Default for Metrics {
             "idempotent_replays",
             "Stored replies sent again for a repeated Idempotency-Key",
             metrics.replays.clone(),
+        );
+        metrics.registry.register(
+            "expired_requests",
+            "Requests dropped unread because their requester had stopped waiting (Request-Deadline)",
+            metrics.expired.clone(),
         );
         metrics.registry.register(
             "group_commit_size",
@@ -136,6 +148,13 @@ impl Metrics {
         if status >= 400 {
             self.errors[operation as usize].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A request dropped unread because its deadline had passed.
+    pub fn expired(&self, operation: Operation) {
+        self.expired
+            .get_or_create(&OperationLabel { operation })
+            .inc();
     }
 
     /// Problem replies sent by the endpoint named `endpoint` (`create`, `get`, `list`).

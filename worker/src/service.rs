@@ -1,8 +1,15 @@
 //! The NATS micro service `customers`: endpoints `create`, `get` and `list`. Each request is
-//! handled in its own task (so decoding runs concurrently). Creates go through idempotency
-//! (see `idempotency`) and the committer; reads go straight to the store, never behind the
-//! commit queue. Every answer is a [`Reply`]: the stored customer, a page, or a problem body
-//! with the NATS micro error headers.
+//! handled in its own task. Creates go through idempotency (see `idempotency`) and the
+//! committer; reads go straight to the store, never behind the commit queue. Every answer is
+//! a [`Reply`]: the stored customer, a page, or a problem body with the NATS micro error
+//! headers.
+//!
+//! The worker protects itself whoever calls it, not only behind the ingress: a request whose
+//! requester has stopped waiting (its `Request-Deadline` has passed) is dropped unread; past
+//! `max_in_flight` requests a new one is answered 503 at once; a payload over the body limit
+//! is refused before anything reads it; sled reads run on the blocking pool, never on the
+//! runtime's thread; and a page of customers stops before its reply would pass the
+//! connection's `max_payload`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,10 +37,15 @@ pub struct Context {
     pub store: Arc<Store>,
     pub committer: CommitHandle,
     pub claims: Arc<Claims>,
+    pub client: async_nats::Client,
     pub max_body_bytes: usize,
+    pub max_in_flight: usize,
     pub idempotency_retention: Duration,
     pub metrics: Arc<Metrics>,
 }
+
+/// Room left in a reply for its headers and NATS's own framing, below `max_payload`.
+const REPLY_HEADROOM: usize = 4 * 1024;
 
 /// The running micro service with its endpoints.
 pub struct CustomersService {
@@ -92,7 +104,7 @@ impl CustomersService {
                 tokio::select! {
                     request = requests.next() => match request {
                         Some((operation, request)) => {
-                            tasks.spawn(handle(operation, request, self.context.clone()));
+                            accept(&self.context, &mut tasks, operation, request).await;
                         }
                         None => break,
                     },
@@ -115,7 +127,7 @@ impl CustomersService {
             // Requests already delivered to this worker are still answered.
             let mut requests = requests(&mut self.create, &mut self.get, &mut self.list);
             while let Some((operation, request)) = requests.next().await {
-                tasks.spawn(handle(operation, request, context.clone()));
+                accept(&context, &mut tasks, operation, request).await;
             }
             while tasks.join_next().await.is_some() {}
         })
@@ -145,6 +157,38 @@ fn requests<'a>(
     )
 }
 
+/// Takes a request on: dropped if its requester has stopped waiting, answered 503 at once if
+/// too many are in flight, handled in a task of its own otherwise.
+async fn accept(
+    context: &Arc<Context>,
+    tasks: &mut JoinSet<()>,
+    operation: Operation,
+    request: Request,
+) {
+    let deadline = header(&request.message, headers::DEADLINE)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+    if deadline.is_some_and(|deadline| idempotency::now_ms() > deadline) {
+        context.metrics.expired(operation);
+        return;
+    }
+    if tasks.len() >= context.max_in_flight {
+        let overloaded = ApiError::ServiceUnavailable {
+            reason: "the worker is overloaded",
+            retry_after_secs: 1,
+        };
+        respond(
+            context,
+            operation,
+            &request,
+            Reply::error(&overloaded),
+            false,
+        )
+        .await;
+        return;
+    }
+    tasks.spawn(handle(operation, request, context.clone()));
+}
+
 async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
     let request_id = header(&request.message, headers::REQUEST_ID)
         .map(|v| String::from_utf8_lossy(v).into_owned());
@@ -158,31 +202,43 @@ async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
     );
     async move {
         let payload = &request.message.payload;
-        let (reply, replayed) = match operation {
-            Operation::create => create(&request.message, &context).await,
-            Operation::get => (
-                get(payload, &context).unwrap_or_else(|e| Reply::error(&e)),
-                false,
-            ),
-            Operation::list => (
-                list(payload, &context)
-                    .await
-                    .unwrap_or_else(|e| Reply::error(&e)),
-                false,
-            ),
+        let (reply, replayed) = if payload.len() > context.max_body_bytes {
+            // Refused unread: not parsed, not fingerprinted, not stored under a key.
+            let too_large = ApiError::PayloadTooLarge {
+                limit_bytes: context.max_body_bytes,
+            };
+            (Reply::error(&too_large), false)
+        } else {
+            match operation {
+                Operation::create => create(&request.message, &context).await,
+                Operation::get => (get(payload, &context).await, false),
+                Operation::list => (list(payload, &context).await, false),
+            }
         };
         tracing::debug!(status = reply.status, replayed, "answered");
-        context.metrics.reply(operation, reply.status, replayed);
-        let reply_headers = reply.headers(request_id.as_deref(), replayed);
-        if let Err(e) = request
-            .respond_with_headers(Ok(reply.body), reply_headers)
-            .await
-        {
-            tracing::warn!(error = %e, "could not send the reply");
-        }
+        respond(&context, operation, &request, reply, replayed).await;
     }
     .instrument(span)
     .await
+}
+
+/// Sends `reply` (counted in the metrics) with its headers.
+async fn respond(
+    context: &Context,
+    operation: Operation,
+    request: &Request,
+    reply: Reply,
+    replayed: bool,
+) {
+    context.metrics.reply(operation, reply.status, replayed);
+    let request_id = header(&request.message, headers::REQUEST_ID).map(String::from_utf8_lossy);
+    let reply_headers = reply.headers(request_id.as_deref(), replayed);
+    if let Err(e) = request
+        .respond_with_headers(Ok(reply.body), reply_headers)
+        .await
+    {
+        tracing::warn!(error = %e, "could not send the reply");
+    }
 }
 
 /// A create, idempotent when the request carries a key. Returns the reply and whether it is
@@ -200,25 +256,44 @@ async fn create(message: &Message, context: &Context) -> (Reply, bool) {
         return (create_customer(payload, None, context).await, false);
     };
     let claim = IdempotencyClaim::new(key, payload);
-    if let Some(stored) = stored_reply(&claim, context) {
-        return stored;
-    }
-    let Some(_claimed) = context.claims.claim(&claim.key) else {
-        let in_use = ApiError::IdempotencyKeyInUse {
-            retry_after_secs: 1,
+    let (store, claims, retention) = (
+        context.store.clone(),
+        context.claims.clone(),
+        context.idempotency_retention,
+    );
+    let looked_up = blocking(move || {
+        if let Some(stored) = stored_reply(&store, &claim, retention) {
+            return Ok(Err(stored));
+        }
+        let Some(guard) = claims.claim(&claim.key) else {
+            let in_use = ApiError::IdempotencyKeyInUse {
+                retry_after_secs: 1,
+            };
+            return Ok(Err((Reply::error(&in_use), false)));
         };
-        return (Reply::error(&in_use), false);
-    };
-    // The previous holder may have committed between the lookup and the claim.
-    if let Some(stored) = stored_reply(&claim, context) {
-        return stored;
+        // The previous holder may have committed between the lookup and the claim.
+        match stored_reply(&store, &claim, retention) {
+            Some(stored) => Ok(Err(stored)),
+            None => Ok(Ok((claim, guard))),
+        }
+    })
+    .await;
+    match looked_up {
+        Ok(Ok((claim, _held_until_committed))) => {
+            (create_customer(payload, Some(claim), context).await, false)
+        }
+        Ok(Err(stored)) => stored,
+        Err(e) => (Reply::error(&e), false),
     }
-    (create_customer(payload, Some(claim), context).await, false)
 }
 
 /// The stored reply for `claim`'s key: a replay when the body is the same, 422 otherwise.
-fn stored_reply(claim: &IdempotencyClaim, context: &Context) -> Option<(Reply, bool)> {
-    match idempotency::lookup(&context.store, &claim.key, context.idempotency_retention) {
+fn stored_reply(
+    store: &Store,
+    claim: &IdempotencyClaim,
+    retention: Duration,
+) -> Option<(Reply, bool)> {
+    match idempotency::lookup(store, &claim.key, retention) {
         Ok(None) => None,
         Ok(Some(record)) if record.fingerprint == claim.fingerprint => Some((record.reply, true)),
         Ok(Some(_)) => Some((Reply::error(&ApiError::IdempotencyKeyReused), false)),
@@ -230,13 +305,13 @@ fn stored_reply(claim: &IdempotencyClaim, context: &Context) -> Option<(Reply, b
 }
 
 /// Validates and commits one create. With a claim, the final reply is stored under its key
-/// in the same group commit, refusals (invalid body, too large) included.
+/// in the same group commit, refusals (not JSON, invalid fields) included.
 async fn create_customer(
     payload: &[u8],
     claim: Option<IdempotencyClaim>,
     context: &Context,
 ) -> Reply {
-    let write = match parse(payload, context.max_body_bytes) {
+    let write = match NewCustomer::parse(payload) {
         Ok(customer) => Write::Create { customer, claim },
         Err(refusal) => {
             let reply = Reply::error(&refusal);
@@ -251,16 +326,6 @@ async fn create_customer(
         .commit(write)
         .await
         .unwrap_or_else(|e| Reply::error(&commit_error(e)))
-}
-
-/// The validated customer, or why the body is refused.
-fn parse(payload: &[u8], max_body_bytes: usize) -> Result<NewCustomer, ApiError> {
-    if payload.len() > max_body_bytes {
-        return Err(ApiError::PayloadTooLarge {
-            limit_bytes: max_body_bytes,
-        });
-    }
-    NewCustomer::parse(payload)
 }
 
 fn commit_error(error: CommitError) -> ApiError {
@@ -282,38 +347,52 @@ fn commit_error(error: CommitError) -> ApiError {
 
 /// `customers.v1.get`: the payload is the id. A malformed id is a 404 like an unknown one:
 /// no customer has it.
-fn get(payload: &[u8], context: &Context) -> Result<Reply, ApiError> {
-    let id = std::str::from_utf8(payload)
+async fn get(payload: &[u8], context: &Context) -> Reply {
+    let Some(id) = std::str::from_utf8(payload)
         .ok()
         .and_then(|id| id.trim().parse::<CustomerId>().ok())
-        .ok_or(ApiError::CustomerNotFound)?;
-    match context.store.get(id) {
-        Ok(Some(json)) => Ok(Reply::ok(Bytes::copy_from_slice(&json))),
-        Ok(None) => Err(ApiError::CustomerNotFound),
-        Err(e) => {
-            tracing::error!(error = %e, "read failed");
-            Err(ApiError::Internal)
-        }
+    else {
+        return Reply::error(&ApiError::CustomerNotFound);
+    };
+    let store = context.store.clone();
+    match blocking(move || store.get(id)).await {
+        Ok(Some(json)) => Reply::ok(Bytes::copy_from_slice(&json)),
+        Ok(None) => Reply::error(&ApiError::CustomerNotFound),
+        Err(e) => Reply::error(&e),
     }
 }
 
-/// `customers.v1.list`: a page scan of up to 101 records runs on the blocking pool, so a
-/// cold cache cannot stall the request tasks.
-async fn list(payload: &[u8], context: &Context) -> Result<Reply, ApiError> {
-    let query = ListQuery::parse(payload)?;
+/// `customers.v1.list`: a page of up to `limit` customers that, with its headers, fits in one
+/// NATS message on this connection (`has_more` says when it stopped short).
+async fn list(payload: &[u8], context: &Context) -> Reply {
+    let query = match ListQuery::parse(payload) {
+        Ok(query) => query,
+        Err(e) => return Reply::error(&e),
+    };
+    let max_bytes = context.client.max_payload().saturating_sub(REPLY_HEADROOM);
     let store = context.store.clone();
-    let page = tokio::task::spawn_blocking(move || store.list(&query)).await;
-    match page {
-        Ok(Ok((customers, has_more))) => Ok(Reply::ok(Bytes::from(list_body(
+    match blocking(move || store.list(&query, max_bytes)).await {
+        Ok((customers, has_more)) => Reply::ok(Bytes::from(list_body(
             customers.iter().map(|c| &c[..]),
             has_more,
-        )))),
+        ))),
+        Err(e) => Reply::error(&e),
+    }
+}
+
+/// Runs sled work on the blocking pool: a read that misses sled's cache waits for the disk,
+/// and the runtime's thread must not. A storage error or a panic there is a 500.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "list failed");
+            tracing::error!(error = %e, "read failed");
             Err(ApiError::Internal)
         }
         Err(e) => {
-            tracing::error!(error = %e, "list task failed");
+            tracing::error!(error = %e, "read task failed");
             Err(ApiError::Internal)
         }
     }

@@ -49,8 +49,14 @@ impl Store {
         Ok(self.records.last()?.map(|(key, _)| id_from_bytes(&key)))
     }
 
-    /// A page of customers, newest first, and whether more lie beyond it.
-    pub fn list(&self, query: &ListQuery) -> Result<(Vec<IVec>, bool), StoreError> {
+    /// A page of customers, newest first, and whether more lie beyond it. The page stops early
+    /// (with `has_more`) before its customers would pass `max_bytes` together, but always
+    /// holds at least one.
+    pub fn list(
+        &self,
+        query: &ListQuery,
+        max_bytes: usize,
+    ) -> Result<(Vec<IVec>, bool), StoreError> {
         if let Some(email_key) = &query.email_key {
             let Some(id) = self.email_owner(email_key)? else {
                 return Ok((Vec::new(), false));
@@ -64,21 +70,23 @@ impl Store {
             return Ok((json.into_iter().collect(), false));
         }
         let take = query.limit + 1;
-        let mut page = match query.cursor {
-            None => values(self.records.iter().rev(), take)?,
-            Some(Cursor::StartingAfter(after)) => {
-                values(self.records.range(..after.to_bytes()).rev(), take)?
-            }
+        let (mut page, cut_short) = match query.cursor {
+            None => values(self.records.iter().rev(), take, max_bytes)?,
+            Some(Cursor::StartingAfter(after)) => values(
+                self.records.range(..after.to_bytes()).rev(),
+                take,
+                max_bytes,
+            )?,
             Some(Cursor::EndingBefore(before)) => {
                 let bounds = (Bound::Excluded(before.to_bytes()), Bound::Unbounded);
-                let mut newer = values(self.records.range(bounds), take)?;
-                let has_more = newer.len() > query.limit;
+                let (mut newer, cut_short) = values(self.records.range(bounds), take, max_bytes)?;
+                let has_more = newer.len() > query.limit || cut_short;
                 newer.truncate(query.limit);
                 newer.reverse();
                 return Ok((newer, has_more));
             }
         };
-        let has_more = page.len() > query.limit;
+        let has_more = page.len() > query.limit || cut_short;
         page.truncate(query.limit);
         Ok((page, has_more))
     }
@@ -118,12 +126,24 @@ impl Store {
     }
 }
 
-/// Up to `take` values from `entries`, in their order.
+/// Up to `take` values from `entries`, in their order, as many as fit in `max_bytes` (with a
+/// separator each, and at least one); and whether the bytes, not `take`, cut them short.
 fn values(
     entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
     take: usize,
-) -> Result<Vec<IVec>, StoreError> {
-    entries.take(take).map(|entry| Ok(entry?.1)).collect()
+    max_bytes: usize,
+) -> Result<(Vec<IVec>, bool), StoreError> {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for entry in entries.take(take) {
+        let (_, json) = entry?;
+        bytes += json.len() + 1;
+        if bytes > max_bytes && !page.is_empty() {
+            return Ok((page, true));
+        }
+        page.push(json);
+    }
+    Ok((page, false))
 }
 
 pub(crate) fn id_from_bytes(bytes: &[u8]) -> CustomerId {
@@ -165,41 +185,64 @@ mod tests {
             cursor,
             email_key: email.map(str::to_owned),
         };
+        let list = |query: &ListQuery| store.list(query, usize::MAX);
 
-        let (first, more) = store.list(&query(10, None, None)).unwrap();
+        let (first, more) = list(&query(10, None, None)).unwrap();
         assert!(more);
         assert_eq!(emails(&first)[..2], ["c24@x.com", "c23@x.com"]);
         let after = |i: usize| Some(Cursor::StartingAfter(ids[i]));
-        let (second, more) = store.list(&query(10, after(15), None)).unwrap();
+        let (second, more) = list(&query(10, after(15), None)).unwrap();
         assert!(more);
         assert_eq!(emails(&second)[0], "c14@x.com");
-        let (last, more) = store.list(&query(10, after(5), None)).unwrap();
+        let (last, more) = list(&query(10, after(5), None)).unwrap();
         assert!(!more);
         assert_eq!(
             emails(&last),
             ["c4@x.com", "c3@x.com", "c2@x.com", "c1@x.com", "c0@x.com"]
         );
         let before = Some(Cursor::EndingBefore(ids[10]));
-        let (previous, more) = store.list(&query(3, before, None)).unwrap();
+        let (previous, more) = list(&query(3, before, None)).unwrap();
         assert!(more, "c14 and newer lie beyond");
         assert_eq!(emails(&previous), ["c13@x.com", "c12@x.com", "c11@x.com"]);
 
-        let (found, more) = store.list(&query(10, None, Some("c7@x.com"))).unwrap();
+        let (found, more) = list(&query(10, None, Some("c7@x.com"))).unwrap();
         assert_eq!((emails(&found), more), (vec!["c7@x.com".to_owned()], false));
         assert!(
-            store
-                .list(&query(10, after(7), Some("c7@x.com")))
+            list(&query(10, after(7), Some("c7@x.com")))
                 .unwrap()
                 .0
                 .is_empty()
         );
         assert!(
-            store
-                .list(&query(10, None, Some("nobody@x.com")))
+            list(&query(10, None, Some("nobody@x.com")))
                 .unwrap()
                 .0
                 .is_empty()
         );
+
+        // A byte budget of about three customers: the page stops there, with has_more, in
+        // either direction, and never comes back empty.
+        let three = 3 * (first[0].len() + 1);
+        let (short, more) = store.list(&query(10, None, None), three).unwrap();
+        assert_eq!(
+            (emails(&short), more),
+            (
+                vec!["c24@x.com".into(), "c23@x.com".into(), "c22@x.com".into()],
+                true
+            )
+        );
+        let (newer, more) = store
+            .list(&query(10, Some(Cursor::EndingBefore(ids[10])), None), three)
+            .unwrap();
+        assert_eq!(
+            (emails(&newer), more),
+            (
+                vec!["c13@x.com".into(), "c12@x.com".into(), "c11@x.com".into()],
+                true
+            )
+        );
+        let (one, _) = store.list(&query(10, None, None), 1).unwrap();
+        assert_eq!(one.len(), 1, "at least one customer, whatever the budget");
         assert_eq!(store.newest_id().unwrap(), Some(ids[24]));
         assert_eq!(store.email_owner("c3@x.com").unwrap(), Some(ids[3]));
     }
