@@ -135,18 +135,27 @@ async fn endless_chunked_body_is_413() {
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
 }
 
+/// With no worker the ingress answers 503 from NATS's no-responders status at once. The
+/// request timeout is far longer than the test's patience, so a 503 (not a 504) within it
+/// shows the fast path without betting on a loaded machine's wall clock.
 #[tokio::test]
 async fn no_worker_is_a_fast_503() {
     let nats = NatsServer::start();
-    let ingress = TestIngress::start(&nats.url()).await;
+    let mut config = customers_ingress::Config::new(nats.url());
+    config.request_timeout = Duration::from_secs(600);
+    let ingress = TestIngress::start_with(config).await;
     let http = HttpClient::new(ingress.addr);
     let started = Instant::now();
-    let response = http.create(&customer_with_email("alone@example.com")).await;
-    let elapsed = started.elapsed();
+    let response = tokio::time::timeout(
+        PATIENCE,
+        http.create(&customer_with_email("alone@example.com")),
+    )
+    .await
+    .expect("answered without waiting for the request timeout");
+    customers_tests::report(&format!("no worker: 503 in {:?}", started.elapsed()));
     assert_eq!(response.status, 503);
     assert_eq!(response.json()["code"], "service_unavailable");
     assert_eq!(response.header("retry-after"), Some("1"));
-    assert!(elapsed < Duration::from_secs(1), "answered in {elapsed:?}");
 }
 
 #[tokio::test]
@@ -169,10 +178,10 @@ async fn broker_down_is_a_fast_503() {
             .http
             .create(&customer_with_email("during@example.com"))
             .await;
-        let elapsed = attempt.elapsed();
         assert!(
-            elapsed < Duration::from_secs(1),
-            "no request hangs: {elapsed:?}"
+            attempt.elapsed() < PATIENCE,
+            "no request hangs: {:?}",
+            attempt.elapsed()
         );
         if response.status == 503 {
             last = Some(response);

@@ -48,13 +48,11 @@ async fn drives_http_and_nats_in_closed_and_open_loops() {
         "{direct}"
     );
 
+    // An open loop sends at its intended times whatever the machine does (a late send is
+    // late, not skipped), so 1 s at 200/s is exactly 200 requests.
     let open = loadgen(&["--url", &url, "--rate", "200"]).await;
-    let requests = open["requests"].as_u64().unwrap();
-    assert!(
-        (150..=250).contains(&requests),
-        "about 200 requests in 1 s at 200/s: {open}"
-    );
-    assert_eq!(count(&open, "201"), requests, "{open}");
+    assert_eq!(open["requests"].as_u64(), Some(200), "{open}");
+    assert_eq!(count(&open, "201"), 200, "{open}");
 
     let duplicates = loadgen(&[
         "--url",

@@ -1,6 +1,8 @@
 //! Broker outage: nats-server is restarted on the same port while clients create customers.
-//! During the outage every request is a 503 within a second; after the broker is back, the
-//! worker re-subscribes and creates succeed again within two seconds, with no manual action.
+//! During the outage every request is a 503 (never the 504 of a request left waiting for the
+//! ingress's timeout); after the broker is back, the worker re-subscribes and creates succeed
+//! again, with no manual action. How fast both happen is measured and reported (typically a
+//! few ms and ~50 ms here); the assertions bound only what a loaded machine cannot break.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,8 +82,12 @@ async fn creates_recover_after_a_broker_restart() {
     let down = Instant::now();
     app.nats.stop();
     wait_for(503, down).await;
-    // The outage lasts a second: long enough for every client to hit it several times.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The outage lasts until the clients have met it several times each.
+    while count(503, down) < 5 * 8 {
+        tokio::time::timeout(customers_tests::PATIENCE, answered.notified())
+            .await
+            .expect("clients keep getting answers during the outage");
+    }
     app.nats.restart();
     let up = Instant::now();
     let recovery = wait_for(201, up).await;
@@ -108,15 +114,11 @@ async fn creates_recover_after_a_broker_restart() {
     ));
     assert!(
         during.iter().all(|s| s.status == 503 || s.status == 201),
-        "only 503s (or creates that beat the outage)"
+        "only 503s (or creates that beat the outage), no 504: none waited for the timeout"
     );
     assert!(
-        slowest < Duration::from_secs(1),
-        "every request answered within a second: {slowest:?}"
-    );
-    assert!(
-        recovery < Duration::from_secs(2),
-        "creates succeed within 2 s of the broker's return: {recovery:?}"
+        slowest < customers_tests::PATIENCE && recovery < customers_tests::PATIENCE,
+        "no request hangs ({slowest:?}) and creates come back ({recovery:?})"
     );
 
     // The worker is discoverable again.

@@ -86,7 +86,13 @@ async fn oversized_headers_are_431() {
 
 #[tokio::test]
 async fn connections_past_the_limit_are_closed_at_once() {
-    let (_nats, ingress) = ingress(|c| c.max_connections = 2).await;
+    // With a header timeout far beyond the test's patience, a connection that is closed
+    // within it was closed at once, not left to time out.
+    let (_nats, ingress) = ingress(|c| {
+        c.max_connections = 2;
+        c.header_read_timeout = Duration::from_secs(600);
+    })
+    .await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(ingress.addr).await.unwrap();
@@ -104,13 +110,9 @@ async fn connections_past_the_limit_are_closed_at_once() {
     let _ = third
         .write_all(b"GET /a HTTP/1.1\r\nhost: third\r\n\r\n")
         .await;
-    let (received, closed_after) = read_to_close(&mut third).await;
+    let (received, _) = read_to_close(&mut third).await;
     assert!(
         received.is_empty(),
         "the third connection is not served: {received}"
-    );
-    assert!(
-        closed_after < Duration::from_secs(1),
-        "and is closed at once: {closed_after:?}"
     );
 }
