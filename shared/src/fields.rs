@@ -1,5 +1,5 @@
 //! One type per customer field. Each `parse` trims the raw string and checks the field's rule
-//! from API.md §2, so holding a value of one of these types proves it is valid. They serialise
+//! from docs/API.md §2, so holding a value of one of these types proves it is valid. They serialise
 //! as plain JSON strings (or objects) in the stored record.
 
 use schemars::JsonSchema;

@@ -1,4 +1,4 @@
-//! The `Idempotency-Key` header (API.md §5): 1–255 printable ASCII characters (space
+//! The `Idempotency-Key` header (docs/API.md §5): 1–255 printable ASCII characters (space
 //! included), checked the same way for HTTP and NATS; anything else is a `validation_failed`
 //! naming the header.
 

@@ -37,7 +37,7 @@ pub mod headers {
     pub const REQUEST_ID: &str = "X-Request-Id";
     /// W3C trace context, forwarded unchanged.
     pub const TRACEPARENT: &str = "traceparent";
-    /// Makes a create safe to retry (API.md §5).
+    /// Makes a create safe to retry (docs/API.md §5).
     pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
     /// `true` on a reply that is the stored reply of an earlier request with the same key.
     pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";

@@ -1,4 +1,4 @@
-//! Idempotent creates (API.md §5) over HTTP and NATS: replays are the stored bytes with
+//! Idempotent creates (docs/API.md §5) over HTTP and NATS: replays are the stored bytes with
 //! `Idempotent-Replayed: true` and create nothing; another body under a key is 422; a key in
 //! flight is 409; stored replies survive a worker restart and expire after the retention.
 

@@ -1,4 +1,4 @@
-//! Reads (API.md §4) over HTTP and NATS: get by id, the newest-first list with cursors, the
+//! Reads (docs/API.md §4) over HTTP and NATS: get by id, the newest-first list with cursors, the
 //! case-insensitive email filter, bad parameters and 404s.
 
 use std::collections::HashSet;

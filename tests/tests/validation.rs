@@ -1,4 +1,4 @@
-//! Table-driven checks of every field rule in API.md §2, through the real stack: each case
+//! Table-driven checks of every field rule in docs/API.md §2, through the real stack: each case
 //! is one HTTP request with a description, and either the 201 body's normalised fields or
 //! the exact list of `(field, code)` errors is asserted.
 

@@ -1,4 +1,4 @@
-//! Idempotent creates (API.md §5) and the `idempotency` tree's layout. A create with an
+//! Idempotent creates (docs/API.md §5) and the `idempotency` tree's layout. A create with an
 //! `Idempotency-Key` first looks for a stored record; without one it claims the key in this
 //! process ([`Claims`]: a second request with the key gets 409 `idempotency_key_in_use` while
 //! the claim is held), looks again (the previous holder may have just committed), and is
