@@ -12,21 +12,21 @@ use clap::Parser;
 #[command(name = "customers-ingress", version)]
 pub struct Config {
     #[command(flatten)]
-    pub nats: customers_shared::nats::NatsOptions,
+    pub nats: customers_shared::runtime::nats::NatsOptions,
 
     #[command(flatten)]
-    pub process: customers_shared::cli::ProcessOptions,
+    pub process: customers_shared::runtime::cli::ProcessOptions,
 
     /// Address the HTTP server listens on.
     #[arg(long, env = "CUSTOMERS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Subject prefix: requests are sent to `{prefix}.v1.create`, `.get` and `.list`.
-    #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::protocol::DEFAULT_SUBJECT_PREFIX)]
+    #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::wire::protocol::DEFAULT_SUBJECT_PREFIX)]
     pub subject_prefix: String,
 
     /// Largest request body accepted, in bytes; larger is 413.
-    #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::protocol::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::wire::protocol::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Requests to the worker handled at once; past this the ingress answers 503 at once.
@@ -64,8 +64,8 @@ impl Config {
     }
 }
 
-impl customers_shared::cli::Process for Config {
-    fn process(&self) -> &customers_shared::cli::ProcessOptions {
+impl customers_shared::runtime::cli::Process for Config {
+    fn process(&self) -> &customers_shared::runtime::cli::ProcessOptions {
         &self.process
     }
 }

@@ -28,7 +28,7 @@ pub enum IngressError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         url: String,
-        source: customers_shared::nats::NatsConnectError,
+        source: customers_shared::runtime::nats::NatsConnectError,
     },
     #[error("cannot subscribe to the reply inbox: {0}")]
     Subscribe(async_nats::SubscribeError),
@@ -47,10 +47,10 @@ pub struct Ingress {
 
 impl Ingress {
     pub async fn connect(config: &Config) -> Result<Self, IngressError> {
-        let connection = customers_shared::nats::connect(
+        let connection = customers_shared::runtime::nats::connect(
             "customers-ingress",
             &config.nats,
-            customers_shared::nats::DEFAULT_SUBSCRIPTION_CAPACITY,
+            customers_shared::runtime::nats::DEFAULT_SUBSCRIPTION_CAPACITY,
         )
         .await
         .map_err(|source| IngressError::Connect {

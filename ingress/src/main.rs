@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use customers_ingress::{Config, Ingress};
-use customers_shared::cli;
+use customers_shared::runtime::cli;
 
 const BINARY: &str = "customers-ingress";
 
@@ -13,16 +13,7 @@ const BINARY: &str = "customers-ingress";
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config: Config = match cli::start(BINARY) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match cli::runtime(&config.process) {
-        Ok(runtime) => runtime,
-        Err(e) => return cli::fail(BINARY, format!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async {
-        let shutdown = cli::shutdown_signal();
+    cli::main(BINARY, |config: Config, shutdown| async move {
         let listener = match Ingress::bind(&config).await {
             Ok(listener) => listener,
             Err(e) => return cli::fail(BINARY, e),

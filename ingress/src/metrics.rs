@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
+use customers_shared::runtime::metrics;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// What a request asked for, as a label value.
@@ -50,14 +51,10 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        fn histogram() -> Histogram {
-            // 0.1 ms to ~3.3 s
-            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
-        }
         let mut metrics = Self {
             registry: Registry::with_prefix("customers_ingress"),
             requests: Family::default(),
-            duration: DurationFamily::new_with_constructor(histogram),
+            duration: DurationFamily::new_with_constructor(metrics::latency_histogram),
             in_flight: Gauge::default(),
             nats_connected: Gauge::default(),
         };
@@ -104,7 +101,7 @@ impl Metrics {
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self, nats_connected: bool) -> String {
         self.nats_connected.set(i64::from(nats_connected));
-        customers_shared::metrics::encode(&self.registry)
+        metrics::encode(&self.registry)
     }
 }
 

@@ -3,10 +3,14 @@
 
 use bytes::Bytes;
 use customers_shared::ApiError;
-use customers_shared::problem::PROBLEM_CONTENT_TYPE;
+use customers_shared::wire::problem::PROBLEM_CONTENT_TYPE;
+use customers_shared::wire::protocol::headers;
 use http::header::{ALLOW, CONTENT_TYPE, LOCATION, RETRY_AFTER};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+
+use crate::routes::CUSTOMERS_PATH;
+use crate::worker_client::{Operation, WorkerReply};
 
 pub type Body = Full<Bytes>;
 
@@ -45,12 +49,55 @@ pub fn ok(json: Bytes) -> Response<Body> {
     response
 }
 
-/// `201 Created` with the stored customer and its `Location`.
-pub fn created(location: Option<HeaderValue>, customer_json: Bytes) -> Response<Body> {
-    let mut response = ok(customer_json);
-    *response.status_mut() = StatusCode::CREATED;
-    if let Some(location) = location {
-        response.headers_mut().insert(LOCATION, location);
+/// The HTTP answer to a worker's reply to `operation`: `201 Created` with its `Location` for
+/// a create, `200` for reads, the problem with its status (and `Retry-After`) for an error,
+/// and `Idempotent-Replayed: true` on a stored reply sent again.
+pub fn from_worker(operation: Operation, reply: WorkerReply) -> Result<Response<Body>, ApiError> {
+    let (mut response, replayed) = match reply {
+        WorkerReply::Success {
+            customer_id,
+            replayed,
+            body,
+        } => {
+            let mut response = ok(body);
+            if operation == Operation::Create {
+                let Some(customer_id) = customer_id else {
+                    tracing::error!("create reply without a customer id");
+                    return Err(ApiError::Internal);
+                };
+                *response.status_mut() = StatusCode::CREATED;
+                if let Ok(location) =
+                    HeaderValue::try_from(format!("{CUSTOMERS_PATH}/{customer_id}"))
+                {
+                    response.headers_mut().insert(LOCATION, location);
+                }
+            }
+            (response, replayed)
+        }
+        WorkerReply::Problem {
+            status,
+            retry_after,
+            replayed,
+            body,
+        } => {
+            let mut response = problem_body(status, body);
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::try_from(v).ok()) {
+                response.headers_mut().insert(RETRY_AFTER, value);
+            }
+            (response, replayed)
+        }
+    };
+    if replayed {
+        response.headers_mut().insert(
+            header_name(headers::IDEMPOTENT_REPLAYED),
+            HeaderValue::from_static("true"),
+        );
     }
-    response
+    Ok(response)
+}
+
+/// One of the protocol's header names (`customers_shared::wire::protocol::headers`) as http
+/// writes header names.
+pub fn header_name(name: &'static str) -> HeaderName {
+    HeaderName::from_bytes(name.as_bytes()).expect("the protocol's header names are valid")
 }

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use customers_shared::ApiError;
-use customers_shared::problem::Violation;
-use customers_shared::protocol::headers;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use customers_shared::domain::violation::Violation;
+use customers_shared::wire::idempotency::IdempotencyKey;
+use customers_shared::wire::protocol::headers;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -19,12 +20,15 @@ use tracing::Instrument;
 
 use crate::metrics::{self, Metrics};
 use crate::response::{self, Body};
-use crate::worker_client::{Operation, WorkerClient, WorkerReply};
+use crate::worker_client::{Operation, WorkerClient};
 
-const CUSTOMERS_PATH: &str = "/api/v1/customers";
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The customers collection; a customer is `{CUSTOMERS_PATH}/{id}`.
+pub const CUSTOMERS_PATH: &str = "/api/v1/customers";
 const MAX_REQUEST_ID_LEN: usize = 200;
+
+/// `X-Request-Id`, as http spells header names (lower case).
+static X_REQUEST_ID: std::sync::LazyLock<HeaderName> =
+    std::sync::LazyLock::new(|| response::header_name(headers::REQUEST_ID));
 
 /// Headers copied from the HTTP request onto the NATS request when present.
 const FORWARDED: [&str; 2] = [headers::TRACEPARENT, headers::IDEMPOTENCY_KEY];
@@ -46,7 +50,7 @@ impl App {
         Self {
             worker,
             metrics: Arc::default(),
-            openapi: Bytes::from(customers_shared::openapi::document().to_string()),
+            openapi: Bytes::from(customers_shared::wire::openapi::document().to_string()),
             max_body_bytes,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
@@ -68,40 +72,44 @@ impl App {
         );
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
-        let operation = operation(request.method(), Route::of(request.uri().path()));
-        let mut response = self.route(request, &request_id).instrument(span).await;
+        let endpoint = Endpoint::of(request.method(), request.uri().path());
+        let operation = endpoint.operation();
+        let mut response = self
+            .route(endpoint, request, &request_id)
+            .instrument(span)
+            .await;
         self.metrics
             .observe(operation, response.status().as_u16(), started.elapsed());
-        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id);
         response
     }
 
-    async fn route(&self, request: Request<Incoming>, request_id: &HeaderValue) -> Response<Body> {
-        let method = request.method().clone();
-        let result = match (Route::of(request.uri().path()), &method) {
-            (None, _) => Err(ApiError::NotFound),
-            (Some(Route::Health), &Method::GET) => {
-                Ok(response::ok(Bytes::from_static(br#"{"status":"ok"}"#)))
-            }
-            (Some(Route::Ready), &Method::GET) => self.readiness().await,
-            (Some(Route::Metrics), &Method::GET) => {
+    async fn route(
+        &self,
+        endpoint: Endpoint,
+        request: Request<Incoming>,
+        request_id: &HeaderValue,
+    ) -> Response<Body> {
+        let result = match endpoint {
+            Endpoint::NotFound => Err(ApiError::NotFound),
+            Endpoint::NotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
+            Endpoint::Health => Ok(response::ok(Bytes::from_static(br#"{"status":"ok"}"#))),
+            Endpoint::Ready => self.readiness().await,
+            Endpoint::Metrics => {
                 let text = self.metrics.render(self.worker.is_connected());
                 let mut response = response::ok(Bytes::from(text));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
-                    HeaderValue::from_static(customers_shared::metrics::CONTENT_TYPE),
+                    HeaderValue::from_static(customers_shared::runtime::metrics::CONTENT_TYPE),
                 );
                 Ok(response)
             }
-            (Some(Route::OpenApi), &Method::GET) => Ok(response::ok(self.openapi.clone())),
-            (Some(Route::Health | Route::Ready | Route::Metrics | Route::OpenApi), _) => {
-                Err(ApiError::MethodNotAllowed { allow: "GET" })
-            }
-            (Some(Route::Collection), &Method::POST) => self.create(request, request_id).await,
-            (Some(Route::Collection), &Method::GET) => self.list(&request, request_id).await,
-            (Some(Route::Collection), _) => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
-            (Some(Route::Customer(id)), &Method::GET) => self.get(&request, id, request_id).await,
-            (Some(Route::Customer(_)), _) => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+            Endpoint::OpenApi => Ok(response::ok(self.openapi.clone())),
+            Endpoint::Create => self.create(request, request_id).await,
+            Endpoint::List => self.list(&request, request_id).await,
+            Endpoint::Get(id) => self.get(&request, id, request_id).await,
         };
         let response = result.unwrap_or_else(|e| response::problem(&e));
         if response.status().is_server_error() {
@@ -119,6 +127,11 @@ impl App {
     ) -> Result<Response<Body>, ApiError> {
         if !is_json(request.headers().get(CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
+        }
+        // Checked here as well as by the worker: a key that is not ASCII cannot be forwarded
+        // as a NATS header, and dropping it would turn a retry-safe create into a plain one.
+        if let Some(key) = request.headers().get(headers::IDEMPOTENCY_KEY) {
+            IdempotencyKey::parse(key.as_bytes())?;
         }
         let too_large = ApiError::PayloadTooLarge {
             limit_bytes: self.max_body_bytes,
@@ -144,12 +157,11 @@ impl App {
     async fn get(
         &self,
         request: &Request<Incoming>,
-        id: &str,
+        id: Bytes,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, ApiError> {
-        let payload = Bytes::copy_from_slice(id.as_bytes());
         let _permit = self.permit()?;
-        self.forward(Operation::Get, payload, nats_headers(request, request_id))
+        self.forward(Operation::Get, id, nats_headers(request, request_id))
             .await
     }
 
@@ -218,89 +230,72 @@ impl App {
             .worker
             .request(operation, payload, nats_headers)
             .await?;
-        let (mut response, replayed) = match reply {
-            WorkerReply::Success {
-                customer_id,
-                replayed,
-                body,
-            } => match operation {
-                Operation::Create => {
-                    let Some(customer_id) = customer_id else {
-                        tracing::error!("create reply without a customer id");
-                        return Err(ApiError::Internal);
-                    };
-                    let location =
-                        HeaderValue::try_from(format!("{CUSTOMERS_PATH}/{customer_id}")).ok();
-                    (response::created(location, body), replayed)
-                }
-                Operation::Get | Operation::List | Operation::Ping => {
-                    (response::ok(body), replayed)
-                }
-            },
-            WorkerReply::Problem {
-                status,
-                retry_after,
-                replayed,
-                body,
-            } => {
-                let mut response = response::problem_body(status, body);
-                if let Some(value) = retry_after.and_then(|v| HeaderValue::try_from(v).ok()) {
-                    response.headers_mut().insert(RETRY_AFTER, value);
-                }
-                (response, replayed)
-            }
-        };
-        if replayed {
-            response
-                .headers_mut()
-                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-        }
-        Ok(response)
+        response::from_worker(operation, reply)
     }
 }
 
-/// The paths the ingress serves.
-enum Route<'a> {
-    /// `/healthz`: the process is up.
+/// What a request asks for: the ingress's one route table, from path and method.
+enum Endpoint {
+    /// `POST /api/v1/customers`
+    Create,
+    /// `GET /api/v1/customers`
+    List,
+    /// `GET /api/v1/customers/{id}`, with the id.
+    Get(Bytes),
+    /// `GET /healthz`: the process is up.
     Health,
-    /// `/readyz`: connected to NATS and a worker answers.
+    /// `GET /readyz`: connected to NATS and a worker answers.
     Ready,
-    /// `/metrics`: Prometheus metrics.
+    /// `GET /metrics`: Prometheus metrics.
     Metrics,
-    /// `/api/v1/openapi.json`: the OpenAPI document.
+    /// `GET /api/v1/openapi.json`: the OpenAPI document.
     OpenApi,
-    /// `/api/v1/customers`
-    Collection,
-    /// `/api/v1/customers/{id}`
-    Customer(&'a str),
+    /// A known path with another method.
+    NotAllowed {
+        allow: &'static str,
+    },
+    NotFound,
 }
 
-impl<'a> Route<'a> {
-    fn of(path: &'a str) -> Option<Self> {
+impl Endpoint {
+    fn of(method: &Method, path: &str) -> Self {
+        let get_only = |endpoint| match *method {
+            Method::GET => endpoint,
+            _ => Self::NotAllowed { allow: "GET" },
+        };
         match path {
-            CUSTOMERS_PATH => return Some(Self::Collection),
-            "/healthz" => return Some(Self::Health),
-            "/readyz" => return Some(Self::Ready),
-            "/metrics" => return Some(Self::Metrics),
-            "/api/v1/openapi.json" => return Some(Self::OpenApi),
-            _ => {}
+            CUSTOMERS_PATH => match *method {
+                Method::POST => Self::Create,
+                Method::GET => Self::List,
+                _ => Self::NotAllowed { allow: "GET, POST" },
+            },
+            "/healthz" => get_only(Self::Health),
+            "/readyz" => get_only(Self::Ready),
+            "/metrics" => get_only(Self::Metrics),
+            "/api/v1/openapi.json" => get_only(Self::OpenApi),
+            _ => match path
+                .strip_prefix(CUSTOMERS_PATH)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            {
+                Some(id) => get_only(Self::Get(Bytes::copy_from_slice(id.as_bytes()))),
+                None => Self::NotFound,
+            },
         }
-        let id = path.strip_prefix(CUSTOMERS_PATH)?.strip_prefix('/')?;
-        (!id.is_empty() && !id.contains('/')).then_some(Self::Customer(id))
     }
-}
 
-/// The metrics label of a request.
-fn operation(method: &Method, route: Option<Route<'_>>) -> metrics::Operation {
-    match (route, method) {
-        (Some(Route::Collection), &Method::POST) => metrics::Operation::create,
-        (Some(Route::Collection), &Method::GET) => metrics::Operation::list,
-        (Some(Route::Customer(_)), &Method::GET) => metrics::Operation::get,
-        (Some(Route::Health), &Method::GET) => metrics::Operation::healthz,
-        (Some(Route::Ready), &Method::GET) => metrics::Operation::readyz,
-        (Some(Route::Metrics), &Method::GET) => metrics::Operation::metrics,
-        (Some(Route::OpenApi), &Method::GET) => metrics::Operation::openapi,
-        _ => metrics::Operation::other,
+    /// The metrics label of a request to this endpoint.
+    fn operation(&self) -> metrics::Operation {
+        match self {
+            Self::Create => metrics::Operation::create,
+            Self::List => metrics::Operation::list,
+            Self::Get(_) => metrics::Operation::get,
+            Self::Health => metrics::Operation::healthz,
+            Self::Ready => metrics::Operation::readyz,
+            Self::Metrics => metrics::Operation::metrics,
+            Self::OpenApi => metrics::Operation::openapi,
+            Self::NotAllowed { .. } | Self::NotFound => metrics::Operation::other,
+        }
     }
 }
 
@@ -345,7 +340,7 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
 fn request_id<B>(request: &Request<B>) -> HeaderValue {
     request
         .headers()
-        .get(X_REQUEST_ID)
+        .get(&*X_REQUEST_ID)
         .filter(|v| {
             let bytes = v.as_bytes();
             (1..=MAX_REQUEST_ID_LEN).contains(&bytes.len())

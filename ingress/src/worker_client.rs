@@ -15,14 +15,14 @@ use std::time::Duration;
 use async_nats::{HeaderMap, Message, StatusCode as NatsStatus};
 use bytes::Bytes;
 use customers_shared::ApiError;
-use customers_shared::nats::NatsConnection;
-use customers_shared::protocol::{self, headers};
+use customers_shared::runtime::nats::NatsConnection;
+use customers_shared::wire::protocol::{self, headers};
 use futures_util::StreamExt;
 use http::StatusCode;
 use tokio::sync::{oneshot, watch};
 
 /// The worker's endpoints.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Create,
     Get,
@@ -205,13 +205,7 @@ impl Drop for PendingEntry<'_> {
 }
 
 fn classify(message: Message) -> Result<WorkerReply, ApiError> {
-    let header = |name: &str| {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
+    let header = |name: &str| headers::value(&message, name).map(str::to_owned);
     let replayed = header(headers::IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true");
     if let Some(code) = header(headers::SERVICE_ERROR_CODE) {
         let status = code

@@ -1,40 +1,21 @@
-//! Everything the ingress and the worker must agree on, in one crate.
+//! Everything the ingress and the worker must agree on, in one crate, in three parts:
 //!
-//! * [`fields`] and [`country`]: one type per customer field; each parses (trims, checks,
-//!   normalises) on construction, so a value of that type is always valid.
-//! * [`json`]: reads a request body as one JSON object, refusing duplicate keys anywhere.
-//! * [`new_customer`]: turns a request body into a [`NewCustomer`], collecting every field
-//!   error of the request at once.
-//! * [`customer`]: the stored record ([`Customer`]), its TypeID ([`CustomerId`]) and
-//!   timestamps, serialised with keys in the documented order.
-//! * [`error`] and [`problem`]: the single mapping from an [`ApiError`] to a status code and
-//!   an RFC 9457 problem body, used by HTTP and NATS alike.
-//! * [`list`]: the list query (cursor, limit, email filter) and the list body.
-//! * [`idempotency`]: the `Idempotency-Key` header's rules.
-//! * [`protocol`]: NATS subjects and header names.
-//! * [`metrics`]: the Prometheus text format both binaries serve.
-//! * [`nats`]: connection settings (authentication, TLS), connecting and readiness.
-//! * [`openapi`]: the OpenAPI 3.1 document of the HTTP API, built from the same types.
-//! * [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
-//! * [`cli`]: configuration parsing, logging and signal handling common to both binaries.
+//! * [`domain`]: what a customer is and how a request body becomes one (fields, validation,
+//!   the TypeID, the stored record); depends on nothing else here.
+//! * [`wire`]: the contract on HTTP and NATS (errors and their single mapping to statuses and
+//!   problem bodies, subjects and headers, the list query, the idempotency key, JSON Schemas,
+//!   OpenAPI); builds on `domain`.
+//! * [`runtime`]: running a binary (configuration, logging, runtime, signals, the NATS
+//!   connection, metrics encoding); independent of both.
 
-pub mod cli;
-pub mod country;
-pub mod customer;
-pub mod error;
-pub mod fields;
-pub mod idempotency;
-pub mod json;
-pub mod list;
-pub mod metrics;
-pub mod nats;
-pub mod new_customer;
-pub mod openapi;
-pub mod problem;
-pub mod protocol;
-pub mod schema;
+pub mod domain;
+pub mod runtime;
+pub mod wire;
 
-pub use customer::{Customer, CustomerId, Timestamp};
-pub use error::ApiError;
-pub use new_customer::NewCustomer;
-pub use problem::{FieldError, FieldErrorCode, Problem};
+pub use domain::customer::Customer;
+pub use domain::id::CustomerId;
+pub use domain::new_customer::NewCustomer;
+pub use domain::timestamp::Timestamp;
+pub use domain::violation::{BodyError, FieldError, FieldErrorCode};
+pub use wire::error::ApiError;
+pub use wire::problem::Problem;

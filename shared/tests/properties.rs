@@ -9,8 +9,8 @@
 //!   (normalisation is a fixed point);
 //! * list queries, likewise, are parsed or refused with a 4xx.
 
-use customers_shared::list::ListQuery;
-use customers_shared::problem::MAX_PROBLEM_BYTES;
+use customers_shared::wire::list::ListQuery;
+use customers_shared::wire::problem::MAX_PROBLEM_BYTES;
 use customers_shared::{ApiError, Customer, CustomerId, NewCustomer};
 use proptest::collection::{btree_map, vec};
 use proptest::option::weighted;
@@ -40,7 +40,7 @@ fn check_refusal(error: &ApiError) -> Result<(), TestCaseError> {
 /// Parses `body`; an accepted one must round-trip through the stored customer.
 fn check_body(body: &[u8]) -> Result<(), TestCaseError> {
     match NewCustomer::parse(body) {
-        Err(error) => check_refusal(&error),
+        Err(error) => check_refusal(&error.into()),
         Ok(new) => check_round_trip(body, new),
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;

@@ -380,13 +380,7 @@ pub fn customer_with_email(email: &str) -> String {
 }
 
 /// Header value of a NATS message.
-pub fn nats_header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
-    message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(name))
-        .map(|v| v.as_str())
-}
+pub use customers_shared::wire::protocol::headers::value as nats_header;
 
 /// A binary of this workspace: next to the running executable (a binary in
 /// `target/<profile>/`) or one level up (a test in `target/<profile>/deps/`), as built by
@@ -428,7 +422,7 @@ impl StandInWorker {
             .subscribe("customers.v1.create")
             .await
             .expect("subscribe to the create subject");
-        customers_shared::nats::round_trip(&client)
+        customers_shared::runtime::nats::round_trip(&client)
             .await
             .expect("round trip");
         Self { client, requests }
@@ -447,7 +441,7 @@ impl StandInWorker {
     pub async fn reply_created(&self, request: &async_nats::Message, body: &'static str) {
         let mut reply_headers = async_nats::HeaderMap::new();
         reply_headers.insert(
-            customers_shared::protocol::headers::CUSTOMER_ID,
+            customers_shared::wire::protocol::headers::CUSTOMER_ID,
             STAND_IN_CUSTOMER_ID,
         );
         self.client

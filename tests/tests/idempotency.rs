@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_tests::{PATIENCE, TestApp, TestWorker, customer_with_email, nats_header, spawn_app};
 use futures_util::future::join_all;
 
@@ -175,7 +175,12 @@ async fn idempotency_over_nats() {
 async fn invalid_keys_are_400_naming_the_header() {
     let app = spawn_app().await;
     let too_long = "k".repeat(256);
-    for (description, key) in [("empty", ""), ("256 characters", too_long.as_str())] {
+    for (description, key) in [
+        ("empty", ""),
+        ("256 characters", too_long.as_str()),
+        ("not ASCII", "clé-42"),
+        ("a tab", "key\t42"),
+    ] {
         let response = app
             .http
             .create_idempotent(&customer_with_email("badkey@example.com"), key)

@@ -1,7 +1,7 @@
 //! The NATS interface for other services: direct creates, the micro error headers, hostile
 //! payloads, and discovery through `$SRV.PING/INFO/STATS`.
 
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_tests::{SEED_REQUEST, customer_with_email, nats_header, spawn_app};
 use serde_json::Value;
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use customers_shared::nats::NatsOptions;
+use customers_shared::runtime::nats::NatsOptions;
 use customers_tests::{HttpClient, NatsServer, TestIngress, TestWorker, customer_with_email};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 

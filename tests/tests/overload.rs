@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_tests::{
     HttpClient, NatsServer, PATIENCE, StandInWorker, TestIngress, TestWorker, customer_with_email,
     nats_header,

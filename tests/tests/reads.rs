@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_tests::{TestApp, customer_with_email, nats_header, spawn_app};
 use futures_util::future::join_all;
 use serde_json::Value;

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_tests::{
     HttpClient, NatsServer, ServiceProcess, TestIngress, TestWorker, customer_with_email,
     nats_header, report,

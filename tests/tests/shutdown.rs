@@ -1,7 +1,7 @@
 //! Graceful shutdown: SIGTERM makes both binaries exit 0 without losing anything they
 //! acknowledged, and the ingress answers the requests it is already handling.
 
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_tests::{
     HttpClient, NatsServer, ServiceProcess, StandInWorker, TestIngress, TestWorker,
     customer_with_email, nats_header, start_worker_process,

@@ -1,7 +1,7 @@
 //! Email uniqueness: the first create of an email wins, compared case-insensitively, under
 //! concurrency over HTTP and NATS at once, and across worker restarts.
 
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_tests::{customer_with_email, nats_header, spawn_app};
 use futures_util::future::join_all;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use customers_ingress::worker_client::{Operation, WorkerClient};
 use customers_shared::ApiError;
-use customers_shared::nats::{self, NatsOptions};
+use customers_shared::runtime::nats::{self, NatsOptions};
 use customers_tests::{NatsServer, StandInWorker};
 use futures_util::future::join_all;
 

@@ -79,7 +79,7 @@ impl Admin {
                 )));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
-                    HeaderValue::from_static(customers_shared::metrics::CONTENT_TYPE),
+                    HeaderValue::from_static(customers_shared::runtime::metrics::CONTENT_TYPE),
                 );
                 response
             }

@@ -505,7 +505,7 @@ mod tests {
     async fn a_value_over_the_bound_is_refused_and_the_rest_of_the_group_committed() {
         let running = start();
         let claim = IdempotencyClaim::new(
-            customers_shared::idempotency::IdempotencyKey::parse(b"k").unwrap(),
+            customers_shared::wire::idempotency::IdempotencyKey::parse(b"k").unwrap(),
             b"body",
         );
         let oversized = Reply {
@@ -571,7 +571,8 @@ mod tests {
             "f".repeat(40)
         );
         let keys: Vec<String> = (0..50).map(|k| format!("{k:0>64}")).collect();
-        let value_len = (customers_shared::fields::CustomData::MAX_BYTES - 50 * 70) / 50 / 2;
+        let value_len =
+            (customers_shared::domain::fields::CustomData::MAX_BYTES - 50 * 70) / 50 / 2;
         let custom_data: serde_json::Map<String, serde_json::Value> = keys
             .into_iter()
             .map(|k| (k, "\"".repeat(value_len).into()))
@@ -591,8 +592,10 @@ mod tests {
     async fn the_largest_values_never_make_sled_write_blob_files() {
         let running = start();
         let key = |n: usize| {
-            customers_shared::idempotency::IdempotencyKey::parse(format!("{n:0>255}").as_bytes())
-                .unwrap()
+            customers_shared::wire::idempotency::IdempotencyKey::parse(
+                format!("{n:0>255}").as_bytes(),
+            )
+            .unwrap()
         };
         // The largest refusal: as many long unknown keys as the body limit allows.
         let refused_body = format!(
@@ -602,7 +605,9 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let refusal = NewCustomer::parse(refused_body.as_bytes()).expect_err("unknown keys");
+        let refusal: ApiError = NewCustomer::parse(refused_body.as_bytes())
+            .expect_err("unknown keys")
+            .into();
         let mut largest = 0;
         for n in 0..400 {
             let claim = IdempotencyClaim::new(key(n), b"body");

@@ -13,17 +13,17 @@ use clap::Parser;
 #[command(name = "customers-worker", version)]
 pub struct Config {
     #[command(flatten)]
-    pub nats: customers_shared::nats::NatsOptions,
+    pub nats: customers_shared::runtime::nats::NatsOptions,
 
     #[command(flatten)]
-    pub process: customers_shared::cli::ProcessOptions,
+    pub process: customers_shared::runtime::cli::ProcessOptions,
 
     /// Directory of the sled database (created if missing; one worker process per directory).
     #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
     /// Subject prefix: the endpoints listen on `{prefix}.v1.create`, `.get` and `.list`.
-    #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::protocol::DEFAULT_SUBJECT_PREFIX)]
+    #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::wire::protocol::DEFAULT_SUBJECT_PREFIX)]
     pub subject_prefix: String,
 
     /// sled page cache size in bytes. sled's resident memory is several times this figure
@@ -33,7 +33,7 @@ pub struct Config {
     pub cache_capacity_bytes: u64,
 
     /// Largest request payload accepted over NATS, in bytes (same default as the ingress).
-    #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::protocol::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "CUSTOMERS_MAX_BODY_BYTES", default_value_t = customers_shared::wire::protocol::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Requests handled at once (creates, gets and lists); past this the worker answers 503
@@ -90,8 +90,8 @@ impl Config {
     }
 }
 
-impl customers_shared::cli::Process for Config {
-    fn process(&self) -> &customers_shared::cli::ProcessOptions {
+impl customers_shared::runtime::cli::Process for Config {
+    fn process(&self) -> &customers_shared::runtime::cli::ProcessOptions {
         &self.process
     }
 }

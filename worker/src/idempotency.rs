@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use customers_shared::idempotency::IdempotencyKey;
+use customers_shared::wire::idempotency::IdempotencyKey;
 use sha2::{Digest, Sha256};
 
 use crate::journal::{Batch, TreeId};

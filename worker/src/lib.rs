@@ -60,7 +60,7 @@ pub enum WorkerError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         url: String,
-        source: customers_shared::nats::NatsConnectError,
+        source: customers_shared::runtime::nats::NatsConnectError,
     },
     #[error("cannot start the NATS micro service: {0}")]
     Service(async_nats::Error),
@@ -180,11 +180,11 @@ impl Worker {
             .await
             .map_err(WorkerError::Service)?;
         // Ready only once the server routes requests from other connections to us.
-        customers_shared::nats::round_trip(&client)
+        customers_shared::runtime::nats::round_trip(&client)
             .await
             .map_err(WorkerError::Service)?;
         tracing::info!(
-            subject = %customers_shared::protocol::create_subject(&config.subject_prefix),
+            subject = %customers_shared::wire::protocol::create_subject(&config.subject_prefix),
             "serving"
         );
         Ok(Self {
@@ -267,7 +267,7 @@ async fn connect(config: &Config) -> Result<async_nats::Client, WorkerError> {
     // reports a slow consumer): past the in-flight limit they would only be answered 503,
     // and unbounded they would hold up to 64k messages of up to max_payload each.
     let capacity = config.max_in_flight.saturating_mul(2).max(1024);
-    customers_shared::nats::connect("customers-worker", &config.nats, capacity)
+    customers_shared::runtime::nats::connect("customers-worker", &config.nats, capacity)
         .await
         .map(|connection| connection.client)
         .map_err(|source| WorkerError::Connect {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use customers_shared::cli;
+use customers_shared::runtime::cli;
 use customers_worker::{Config, Worker};
 
 const BINARY: &str = "customers-worker";
@@ -16,16 +16,7 @@ fn main() -> ExitCode {
     // Failpoints are configured by the FAILPOINTS environment variable in test builds.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let config: Config = match cli::start(BINARY) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match cli::runtime(&config.process) {
-        Ok(runtime) => runtime,
-        Err(e) => return cli::fail(BINARY, format!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async {
-        let shutdown = cli::shutdown_signal();
+    cli::main(BINARY, |config: Config, shutdown| async move {
         match Worker::start(config).await {
             Ok(worker) => match worker.run(shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use customers_shared::runtime::metrics;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -71,7 +72,7 @@ impl Default for Metrics {
             expired: Family::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             group_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 10)),
-            group_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            group_seconds: metrics::latency_histogram(),
             fsync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             recovery_seconds: Gauge::default(),
@@ -198,6 +199,6 @@ impl Metrics {
             self.database_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
-        customers_shared::metrics::encode(&self.registry)
+        metrics::encode(&self.registry)
     }
 }

@@ -6,7 +6,7 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use customers_shared::{ApiError, CustomerId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

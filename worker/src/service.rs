@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_nats::Message;
 use async_nats::service::{Request, Service, ServiceExt, endpoint::Endpoint};
 use bytes::Bytes;
-use customers_shared::idempotency::IdempotencyKey;
-use customers_shared::list::{ListQuery, list_body};
-use customers_shared::protocol::{self, headers};
+use customers_shared::wire::idempotency::IdempotencyKey;
+use customers_shared::wire::list::{ListQuery, list_body};
+use customers_shared::wire::protocol::{self, headers};
 use customers_shared::{ApiError, CustomerId, NewCustomer};
 use futures_util::{Stream, StreamExt};
 use tokio::task::JoinSet;
@@ -165,8 +165,8 @@ async fn accept(
     operation: Operation,
     request: Request,
 ) {
-    let deadline = header(&request.message, headers::DEADLINE)
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+    let deadline =
+        headers::value(&request.message, headers::DEADLINE).and_then(|v| v.parse::<u64>().ok());
     if deadline.is_some_and(|deadline| idempotency::now_ms() > deadline) {
         context.metrics.expired(operation);
         return;
@@ -190,10 +190,8 @@ async fn accept(
 }
 
 async fn handle(operation: Operation, request: Request, context: Arc<Context>) {
-    let request_id = header(&request.message, headers::REQUEST_ID)
-        .map(|v| String::from_utf8_lossy(v).into_owned());
-    let traceparent = header(&request.message, headers::TRACEPARENT)
-        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let request_id = headers::value(&request.message, headers::REQUEST_ID).map(str::to_owned);
+    let traceparent = headers::value(&request.message, headers::TRACEPARENT).map(str::to_owned);
     let span = tracing::info_span!(
         "request",
         operation = operation.name(),
@@ -231,8 +229,8 @@ async fn respond(
     replayed: bool,
 ) {
     context.metrics.reply(operation, reply.status, replayed);
-    let request_id = header(&request.message, headers::REQUEST_ID).map(String::from_utf8_lossy);
-    let reply_headers = reply.headers(request_id.as_deref(), replayed);
+    let request_id = headers::value(&request.message, headers::REQUEST_ID);
+    let reply_headers = reply.headers(request_id, replayed);
     if let Err(e) = request
         .respond_with_headers(Ok(reply.body), reply_headers)
         .await
@@ -245,8 +243,8 @@ async fn respond(
 /// a replay of a stored one.
 async fn create(message: &Message, context: &Context) -> (Reply, bool) {
     let payload = &message.payload;
-    let key = match header(message, headers::IDEMPOTENCY_KEY)
-        .map(IdempotencyKey::parse)
+    let key = match headers::value(message, headers::IDEMPOTENCY_KEY)
+        .map(|key| IdempotencyKey::parse(key.as_bytes()))
         .transpose()
     {
         Ok(key) => key,
@@ -314,7 +312,7 @@ async fn create_customer(
     let write = match NewCustomer::parse(payload) {
         Ok(customer) => Write::Create { customer, claim },
         Err(refusal) => {
-            let reply = Reply::error(&refusal);
+            let reply = Reply::error(&refusal.into());
             let Some(claim) = claim else {
                 return reply;
             };
@@ -396,12 +394,4 @@ async fn blocking<T: Send + 'static>(
             Err(ApiError::Internal)
         }
     }
-}
-
-fn header<'a>(message: &'a Message, name: &str) -> Option<&'a [u8]> {
-    message
-        .headers
-        .as_ref()?
-        .get(name)
-        .map(|v| v.as_str().as_bytes())
 }

@@ -6,7 +6,7 @@
 use std::ops::Bound;
 
 use customers_shared::CustomerId;
-use customers_shared::list::{Cursor, ListQuery};
+use customers_shared::wire::list::{Cursor, ListQuery};
 use serde::Deserialize;
 use sled::IVec;
 

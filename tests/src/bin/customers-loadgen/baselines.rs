@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 
 use bytes::Bytes;
-use customers_shared::protocol::{self, headers};
+use customers_shared::wire::protocol::{self, headers};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -36,7 +36,7 @@ async fn subscribe(
         .queue_subscribe(protocol::create_subject(subject_prefix), "q".to_owned())
         .await
         .map_err(|e| format!("cannot subscribe: {e}"))?;
-    customers_shared::nats::round_trip(&client)
+    customers_shared::runtime::nats::round_trip(&client)
         .await
         .map_err(|e| format!("cannot reach the server: {e}"))?;
     Ok((client, requests))

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use customers_shared::protocol::headers;
+use customers_shared::wire::protocol::headers;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use customers_shared::protocol;
+use customers_shared::wire::protocol;
 
 use crate::load::{Plan, Shape, Target};
 

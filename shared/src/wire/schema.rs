@@ -6,9 +6,9 @@
 use schemars::{JsonSchema, Schema, schema_for};
 use serde_json::{Map, Value};
 
-use crate::customer::Customer;
-use crate::fields::Status;
-use crate::problem::Problem;
+use crate::domain::customer::Customer;
+use crate::domain::fields::Status;
+use crate::wire::problem::Problem;
 
 /// The body of `POST /api/v1/customers` and of a `customers.v1.create` request. Strings are
 /// trimmed before the rules apply; this type documents the wire shape, while

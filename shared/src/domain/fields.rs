@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::problem::{FieldErrorCode, Violation};
+use crate::domain::violation::{FieldErrorCode, Violation};
 
 /// U+0000–U+001F and U+007F–U+009F, rejected in every string field.
 fn has_control_chars(s: &str) -> bool {
@@ -185,7 +185,7 @@ impl City {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Address {
     pub city: City,
-    pub country: crate::country::CountryCode,
+    pub country: crate::domain::country::CountryCode,
 }
 
 /// An opaque payment method reference: 1–255 characters, no white space, kept as given.

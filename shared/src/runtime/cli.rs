@@ -36,7 +36,7 @@ pub trait Process {
 }
 
 /// The async runtime [`ProcessOptions::runtime_threads`] asks for.
-pub fn runtime(options: &ProcessOptions) -> std::io::Result<tokio::runtime::Runtime> {
+fn runtime(options: &ProcessOptions) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match options.runtime_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         threads => {
@@ -48,10 +48,33 @@ pub fn runtime(options: &ProcessOptions) -> std::io::Result<tokio::runtime::Runt
     builder.enable_all().build()
 }
 
+/// The body of a binary's `main`: parses `T`, sets up logging, builds the runtime, installs
+/// the signal handlers and runs `serve(config, shutdown)` on it; `shutdown` resolves on the
+/// first SIGINT or SIGTERM. A failure to start is one line on stderr.
+pub fn main<T, F, Fut>(binary: &str, serve: F) -> ExitCode
+where
+    T: clap::Parser + Process,
+    F: FnOnce(T, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let config: T = match start(binary) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime(config.process()) {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(binary, format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let shutdown = Box::pin(shutdown_signal());
+        serve(config, shutdown).await
+    })
+}
+
 /// Parses `T` from the command line and environment, then sets up logging. `--help` and
 /// `--version` print and exit 0; an invalid configuration prints one line and gives the
 /// exit code for `main` to return.
-pub fn start<T: clap::Parser + Process>(binary: &str) -> Result<T, ExitCode> {
+fn start<T: clap::Parser + Process>(binary: &str) -> Result<T, ExitCode> {
     match T::try_parse() {
         Ok(config) => {
             init_logging(config.process().log_format);
@@ -96,7 +119,7 @@ fn init_logging(format: LogFormat) {
 /// Resolves on the first SIGINT or SIGTERM. The handlers are installed when this is called,
 /// not when the future is first polled, so call it before announcing readiness: a signal
 /// that arrives during startup is then a graceful shutdown, not the default abrupt exit.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("install the SIGINT handler");

@@ -7,10 +7,10 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use crate::customer::CustomerId;
-use crate::error::ApiError;
-use crate::fields::CustomerEmail;
-use crate::problem::{FieldError, FieldErrorCode, Violation};
+use crate::domain::fields::CustomerEmail;
+use crate::domain::id::CustomerId;
+use crate::domain::violation::{FieldError, FieldErrorCode, Violation};
+use crate::wire::error::ApiError;
 
 /// Customers per page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 10;
@@ -54,7 +54,7 @@ impl ListQuery {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        Self::from_object(crate::json::object(payload)?)
+        Self::from_object(crate::domain::json::object(payload)?)
     }
 
     fn from_object(object: Map<String, Value>) -> Result<Self, ApiError> {

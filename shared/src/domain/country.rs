@@ -8,7 +8,7 @@ use celes::Country;
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 
-use crate::problem::{Violation, echoed};
+use crate::domain::violation::{Violation, echoed};
 
 /// An assigned ISO 3166-1 alpha-2 code, upper case.
 #[derive(Clone, Copy, PartialEq, Eq, JsonSchema)]

@@ -2,9 +2,9 @@
 //! included), checked the same way for HTTP and NATS; anything else is a `validation_failed`
 //! naming the header.
 
-use crate::error::ApiError;
-use crate::problem::{FieldErrorCode, Violation};
-use crate::protocol::headers::IDEMPOTENCY_KEY;
+use crate::domain::violation::{FieldErrorCode, Violation};
+use crate::wire::error::ApiError;
+use crate::wire::protocol::headers::IDEMPOTENCY_KEY;
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;

@@ -13,12 +13,11 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::error::ApiError;
-use crate::problem::echoed;
+use crate::domain::violation::{BodyError, echoed};
 
 /// The body's top-level object.
-pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let malformed = |e: serde_json::Error| ApiError::MalformedJson(e.to_string());
+pub fn object(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    let malformed = |e: serde_json::Error| BodyError::Malformed(e.to_string());
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = Strict(Path::Root)
         .deserialize(&mut deserializer)
@@ -26,7 +25,7 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     deserializer.end().map_err(malformed)?;
     match value {
         Value::Object(object) => Ok(object),
-        _ => Err(ApiError::InvalidBody),
+        _ => Err(BodyError::NotAnObject),
     }
 }
 
@@ -159,7 +158,7 @@ mod tests {
         ];
         for (description, body, path) in cases {
             match object(body.as_bytes()) {
-                Err(ApiError::MalformedJson(message)) => {
+                Err(BodyError::Malformed(message)) => {
                     assert!(
                         message.contains(&format!("duplicate key {path}")),
                         "{description}: {message}"
@@ -192,15 +191,12 @@ mod tests {
 
     #[test]
     fn not_an_object_and_not_json_are_told_apart() {
-        assert_eq!(object(b"[1]"), Err(ApiError::InvalidBody));
-        assert!(matches!(object(b"{} x"), Err(ApiError::MalformedJson(_))));
-        assert!(matches!(
-            object(b"{\"a\":"),
-            Err(ApiError::MalformedJson(_))
-        ));
+        assert_eq!(object(b"[1]"), Err(BodyError::NotAnObject));
+        assert!(matches!(object(b"{} x"), Err(BodyError::Malformed(_))));
+        assert!(matches!(object(b"{\"a\":"), Err(BodyError::Malformed(_))));
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert!(
-            matches!(object(format!(r#"{{"a":{deep}}}"#).as_bytes()), Err(ApiError::MalformedJson(m)) if m.contains("recursion")),
+            matches!(object(format!(r#"{{"a":{deep}}}"#).as_bytes()), Err(BodyError::Malformed(m)) if m.contains("recursion")),
             "serde_json's depth limit still applies"
         );
     }

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const CREATE_ENDPOINT: &str = "create";
 /// Name of the get-by-id endpoint (payload: the id).
 pub const GET_ENDPOINT: &str = "get";
-/// Name of the list endpoint (payload: the query as JSON, see [`crate::list::ListQuery`]).
+/// Name of the list endpoint (payload: the query as JSON, see [`crate::wire::list::ListQuery`]).
 pub const LIST_ENDPOINT: &str = "list";
 
 /// The subject of `endpoint`, e.g. `customers.v1.get`.
@@ -53,6 +53,11 @@ pub mod headers {
     /// NATS micro error headers: the problem's `code` and its HTTP status.
     pub const SERVICE_ERROR: &str = "Nats-Service-Error";
     pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+
+    /// The value of header `name` on a NATS message, if present.
+    pub fn value<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+        message.headers.as_ref()?.get(name).map(|v| v.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use crate::customer::Customer;
-use crate::problem::{PROBLEM_CONTENT_TYPE, Problem};
-use crate::schema::{CreateCustomerRequest, CustomerList};
+use crate::domain::customer::Customer;
+use crate::wire::problem::{PROBLEM_CONTENT_TYPE, Problem};
+use crate::wire::schema::{CreateCustomerRequest, CustomerList};
 
 /// The OpenAPI document.
 pub fn document() -> Value {
@@ -154,7 +154,7 @@ mod tests {
     fn openapi_matches_committed_file() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
         let generated = serde_json::to_string_pretty(&super::document()).unwrap() + "\n";
-        crate::schema::assert_committed(&path, &generated);
+        crate::wire::schema::assert_committed(&path, &generated);
     }
 
     #[test]

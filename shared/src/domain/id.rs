@@ -1,6 +1,6 @@
-//! The stored customer record and its identity. A [`Customer`] serialises with the keys in the
-//! documented order, every key present (null when unset); its id is a TypeID (`cus_` + a
-//! UUIDv7) whose embedded millisecond timestamp is also the record's `created_at`.
+//! A customer's identity: a TypeID, `cus_` + a UUIDv7 in lower-case Crockford base32. Ids
+//! sort by creation time (the worker's committer makes them in commit order) and carry their
+//! creation millisecond, which is also the customer's `created_at`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,10 +11,7 @@ use time::OffsetDateTime;
 use type_safe_id::{StaticType, TypeSafeId};
 use uuid::Uuid;
 
-use crate::fields::{
-    Address, CustomData, CustomerEmail, CustomerName, PaymentMethod, Phone, Status,
-};
-use crate::new_customer::NewCustomer;
+use crate::domain::timestamp::Timestamp;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct CustomerTag;
@@ -56,7 +53,7 @@ impl CustomerId {
             .map(|ts| ts.to_unix())
             .unwrap_or_default();
         let millis = i128::from(secs) * 1000 + i128::from(nanos / 1_000_000);
-        Timestamp(
+        Timestamp::from(
             OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         )
@@ -86,80 +83,6 @@ impl FromStr for CustomerId {
 impl Serialize for CustomerId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
-    }
-}
-
-/// A UTC instant rendered as RFC 3339 with exactly three fractional digits and `Z`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
-#[schemars(
-    transparent,
-    description = "RFC 3339 UTC timestamp with millisecond precision",
-    extend("format" = "date-time")
-)]
-pub struct Timestamp(#[schemars(with = "String")] OffsetDateTime);
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
-        let text = self.0.format(FORMAT).map_err(|_| fmt::Error)?;
-        f.write_str(&text)
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-/// A stored customer, exactly as every success reply shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-#[schemars(transform = every_key_required)]
-pub struct Customer {
-    pub id: CustomerId,
-    pub name: CustomerName,
-    pub email: CustomerEmail,
-    pub phone: Option<Phone>,
-    pub address: Option<Address>,
-    pub payment_method: Option<PaymentMethod>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub status: Status,
-    pub custom_data: Option<CustomData>,
-}
-
-/// Every key of a customer is always present (null when unset), so all are `required`.
-fn every_key_required(schema: &mut schemars::Schema) {
-    let keys: Vec<serde_json::Value> = schema
-        .get("properties")
-        .and_then(serde_json::Value::as_object)
-        .map(|properties| properties.keys().cloned().map(Into::into).collect())
-        .unwrap_or_default();
-    schema.insert("required".to_owned(), keys.into());
-}
-
-impl Customer {
-    /// The record for `new`, created at the instant embedded in `id`.
-    pub fn create(id: CustomerId, new: NewCustomer) -> Self {
-        let created_at = id.timestamp();
-        Self {
-            id,
-            name: new.name,
-            email: new.email,
-            phone: new.phone,
-            address: new.address,
-            payment_method: new.payment_method,
-            created_at,
-            updated_at: created_at,
-            status: new.status,
-            custom_data: new.custom_data,
-        }
-    }
-
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a customer always serialises")
     }
 }
 
@@ -198,17 +121,5 @@ mod tests {
             CustomerId::from_uuid(uuid).to_string(),
             "cus_01h2xcejqtf2nbrexx3vqjhp41"
         );
-    }
-
-    #[test]
-    fn timestamps_have_millisecond_precision() {
-        let ts = Timestamp(
-            OffsetDateTime::from_unix_timestamp_nanos(1_725_202_800_000_000_000).unwrap(),
-        );
-        assert_eq!(ts.to_string(), "2024-09-01T15:00:00.000Z");
-        let id = new_id();
-        let text = id.timestamp().to_string();
-        assert_eq!(text.len(), 24, "{text}");
-        assert!(text.ends_with('Z'));
     }
 }

@@ -1,27 +1,30 @@
-//! The RFC 9457 problem body every error reply carries, over HTTP and NATS alike, and the
-//! per-field errors of a `validation_failed` problem. Built only by [`crate::ApiError`].
-//!
-//! A problem body is bounded whatever the request: at most [`MAX_LISTED_FIELD_ERRORS`] field
-//! errors are listed (the `detail` gives the true count) and text echoed from the request is
-//! cut by [`echoed`], so a refusal never amplifies its request and always fits in a NATS
-//! message and in one stored idempotency record.
+//! What is wrong with a field of a request: a [`Violation`] of one rule, attached to its path
+//! as a [`FieldError`] with a stable [`FieldErrorCode`]. Text a violation quotes from the
+//! request goes through [`echoed`], so an error never grows with its input: a message cannot
+//! multiply a request's size, whatever the request.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Media type of every error body.
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+/// Why a request body is refused, before any HTTP or NATS status is attached to it
+/// (`crate::ApiError` maps each to its status and code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Not JSON, or a key twice in an object: what and where (line and column).
+    #[error("{0}")]
+    Malformed(String),
+    /// JSON, but not an object.
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    /// An object whose fields break the rules: every broken rule.
+    #[error("{} fields are invalid", .0.len())]
+    InvalidFields(Vec<FieldError>),
+}
 
-/// Field errors listed in one `validation_failed` body at most.
-pub const MAX_LISTED_FIELD_ERRORS: usize = 20;
-
-/// Characters of a request's own text (a key, a value) echoed in a problem at most.
+/// Characters of a request's own text (a key, a value) echoed in an error at most.
 pub const MAX_ECHOED_CHARS: usize = 64;
 
-/// Upper bound of any problem body's size in bytes, whatever the request.
-pub const MAX_PROBLEM_BYTES: usize = 16 * 1024;
-
-/// `text` as a problem may quote it: at most [`MAX_ECHOED_CHARS`] characters (then `…`), with
+/// `text` as an error may quote it: at most [`MAX_ECHOED_CHARS`] characters (then `…`), with
 /// control characters replaced by U+FFFD so that JSON escaping cannot multiply its size.
 pub fn echoed(text: &str) -> String {
     let mut shown: String = text
@@ -33,28 +36,6 @@ pub fn echoed(text: &str) -> String {
         shown.push('…');
     }
     shown
-}
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Problem {
-    /// `/problems/{code}`.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// Short, human-readable summary of the problem type.
-    pub title: String,
-    /// The HTTP status code (also sent as `Nats-Service-Error-Code` over NATS).
-    pub status: u16,
-    /// Stable machine-readable key, e.g. `email_already_exists`.
-    pub code: String,
-    /// Human-readable explanation of this occurrence.
-    pub detail: String,
-    /// The invalid fields; present on `validation_failed` only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<FieldError>>,
-    /// The customer that already holds the email; present on `email_already_exists` only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<String>,
 }
 
 /// One invalid field of a request.

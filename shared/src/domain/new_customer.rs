@@ -5,12 +5,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::country::CountryCode;
-use crate::error::ApiError;
-use crate::fields::{
+use crate::domain::country::CountryCode;
+use crate::domain::fields::{
     Address, City, CustomData, CustomerEmail, CustomerName, PaymentMethod, Phone, Status,
 };
-use crate::problem::{FieldError, FieldErrorCode, Violation, echoed};
+use crate::domain::violation::{BodyError, FieldError, FieldErrorCode, Violation, echoed};
 
 /// A validated request to create a customer. It cannot be built from invalid input.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,11 +25,11 @@ pub struct NewCustomer {
 
 impl NewCustomer {
     /// Parses and validates a JSON request body.
-    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        Self::from_object(crate::json::object(body)?)
+    pub fn parse(body: &[u8]) -> Result<Self, BodyError> {
+        Self::from_object(crate::domain::json::object(body)?)
     }
 
-    fn from_object(object: Map<String, Value>) -> Result<Self, ApiError> {
+    fn from_object(object: Map<String, Value>) -> Result<Self, BodyError> {
         let mut slots = Slots::default();
         let mut errors = Errors::default();
         for (key, value) in object {
@@ -46,13 +45,17 @@ impl NewCustomer {
             }
         }
 
-        let name = errors.required_string("name", slots.name, CustomerName::parse);
-        let email = errors.required_string("email", slots.email, CustomerEmail::parse);
-        let phone = errors.optional_string("phone", slots.phone, Phone::parse);
+        let name = errors.string_field("name", slots.name, true, CustomerName::parse);
+        let email = errors.string_field("email", slots.email, true, CustomerEmail::parse);
+        let phone = errors.string_field("phone", slots.phone, false, Phone::parse);
         let address = errors.address(slots.address);
-        let payment_method =
-            errors.optional_string("payment_method", slots.payment_method, PaymentMethod::parse);
-        let status = errors.optional_string("status", slots.status, Status::parse);
+        let payment_method = errors.string_field(
+            "payment_method",
+            slots.payment_method,
+            false,
+            PaymentMethod::parse,
+        );
+        let status = errors.string_field("status", slots.status, false, Status::parse);
         let custom_data = errors.custom_data(slots.custom_data);
         for key in slots.unknown {
             errors.unknown_field(key);
@@ -68,7 +71,7 @@ impl NewCustomer {
                 status: status.unwrap_or_default(),
                 custom_data,
             }),
-            _ => Err(ApiError::ValidationFailed(errors.0)),
+            _ => Err(BodyError::InvalidFields(errors.0)),
         }
     }
 }
@@ -96,31 +99,23 @@ impl Errors {
         self.0.push(violation.at(path));
     }
 
-    fn required_string<T>(
+    /// A string field: `parse`d when present, an error when absent (or `null`) and
+    /// `required`.
+    fn string_field<T>(
         &mut self,
         path: &str,
         value: Option<Value>,
+        required: bool,
         parse: impl FnOnce(&str) -> Result<T, Violation>,
     ) -> Option<T> {
         match value {
-            None | Some(Value::Null) => {
+            None | Some(Value::Null) if required => {
                 self.push(
                     path,
                     Violation::new(FieldErrorCode::Required, format!("{path} is required")),
                 );
                 None
             }
-            Some(value) => self.string(path, &value, parse),
-        }
-    }
-
-    fn optional_string<T>(
-        &mut self,
-        path: &str,
-        value: Option<Value>,
-        parse: impl FnOnce(&str) -> Result<T, Violation>,
-    ) -> Option<T> {
-        match value {
             None | Some(Value::Null) => None,
             Some(value) => self.string(path, &value, parse),
         }
@@ -157,8 +152,8 @@ impl Errors {
                 _ => unknown.push(key),
             }
         }
-        let city = self.required_string("address.city", city, City::parse);
-        let country = self.required_string("address.country", country, CountryCode::parse);
+        let city = self.string_field("address.city", city, true, City::parse);
+        let country = self.string_field("address.country", country, true, CountryCode::parse);
         for key in unknown {
             self.unknown_field(format!("address.{key}"));
         }
@@ -208,72 +203,4 @@ fn wrong_type(path: &str, expected: &str, got: &Value) -> Violation {
         FieldErrorCode::InvalidType,
         format!("{path} must be {expected}, not {got}"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::problem::{MAX_LISTED_FIELD_ERRORS, MAX_PROBLEM_BYTES};
-    use crate::protocol::DEFAULT_MAX_BODY_BYTES;
-
-    /// A JSON object of as many `"{key}{n}":0` members as fit in the default body limit.
-    fn body_of_unknown_keys(key: &str, inside_address: bool) -> String {
-        let mut members = Vec::new();
-        let mut len = 64;
-        for n in 0.. {
-            let member = serde_json::to_string(&format!("{key}{n}")).unwrap() + ":0";
-            len += member.len() + 1;
-            if len > DEFAULT_MAX_BODY_BYTES {
-                break;
-            }
-            members.push(member);
-        }
-        let members = members.join(",");
-        if inside_address {
-            format!(r#"{{"address":{{{members}}}}}"#)
-        } else {
-            format!("{{{members}}}")
-        }
-    }
-
-    #[test]
-    fn no_body_up_to_the_limit_makes_a_problem_over_the_bound() {
-        let cases = [
-            (
-                "thousands of short unknown keys",
-                body_of_unknown_keys("k", false),
-            ),
-            (
-                "long keys of four-byte characters",
-                body_of_unknown_keys(&"😀".repeat(500), false),
-            ),
-            (
-                "keys of control characters, which JSON escapes six-fold",
-                body_of_unknown_keys(&"\u{1}".repeat(500), false),
-            ),
-            (
-                "unknown keys inside address",
-                body_of_unknown_keys("zip", true),
-            ),
-        ];
-        for (description, body) in cases {
-            assert!(body.len() <= DEFAULT_MAX_BODY_BYTES, "{description}");
-            let error = NewCustomer::parse(body.as_bytes()).expect_err(description);
-            let ApiError::ValidationFailed(errors) = &error else {
-                panic!("{description}: {error:?}");
-            };
-            let problem = error.problem();
-            let listed = problem.errors.as_ref().map_or(0, Vec::len);
-            assert_eq!(listed, MAX_LISTED_FIELD_ERRORS, "{description}");
-            assert!(
-                problem
-                    .detail
-                    .starts_with(&format!("{} fields are invalid", errors.len())),
-                "{description}: the detail gives the true count: {}",
-                problem.detail
-            );
-            let size = error.problem_json().len();
-            assert!(size <= MAX_PROBLEM_BYTES, "{description}: {size} bytes");
-        }
-    }
 }

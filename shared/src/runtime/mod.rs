@@ -1,0 +1,7 @@
+//! What both binaries need to run, apart from the contract: configuration parsing, logging,
+//! the async runtime and signals ([`cli`]), the NATS connection with its authentication and
+//! TLS ([`nats`]), and the Prometheus text encoding ([`metrics`]).
+
+pub mod cli;
+pub mod metrics;
+pub mod nats;

@@ -1,0 +1,13 @@
+//! The contract between the service's processes and its clients, on HTTP and NATS alike:
+//! every error with its status, code and RFC 9457 body ([`error`], [`problem`]), the NATS
+//! subjects and headers ([`protocol`]), the list query and page ([`list`]), the
+//! `Idempotency-Key` rules ([`idempotency`]), and the generated JSON Schemas and OpenAPI
+//! document ([`schema`], [`openapi`]).
+
+pub mod error;
+pub mod idempotency;
+pub mod list;
+pub mod openapi;
+pub mod problem;
+pub mod protocol;
+pub mod schema;
