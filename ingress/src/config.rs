@@ -2,15 +2,68 @@
 //! variable and a default, so `customers-ingress --help` documents them all.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::keys_command::KeysCommand;
+use crate::rate_limit::Policy;
 
 /// Thin HTTP front door of the customers service: forwards `POST /api/v1/customers` and the
 /// reads (`GET /api/v1/customers[/{id}]`) to the worker over NATS and maps its reply to HTTP.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "customers-ingress", version)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// How callers are authenticated: `keys` (API keys in --keys-file, and client
+    /// certificates it grants) or `none` (anyone who reaches the port may read and create
+    /// every customer; for local development only, and logged as such at every start).
+    #[arg(long, env = "CUSTOMERS_AUTH", value_enum, default_value_t = AuthMode::Keys)]
+    pub auth: AuthMode,
+
+    /// The keys file (JSON; `customers-ingress keys --help` edits it). Required with
+    /// `--auth keys`; reloaded on change and on SIGHUP.
+    #[arg(long, env = "CUSTOMERS_KEYS_FILE", global = true)]
+    pub keys_file: Option<PathBuf>,
+
+    /// Sustained requests per second allowed per credential, unless the keys file sets the
+    /// credential's own; with `--auth none`, per client address.
+    #[arg(long, env = "CUSTOMERS_RATE_LIMIT_PER_SECOND", default_value_t = 100.0)]
+    pub rate_limit_per_second: f64,
+
+    /// Requests a credential may make at once after a pause (the bucket's size).
+    #[arg(long, env = "CUSTOMERS_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+
+    /// PEM certificate chain: serve HTTPS instead of HTTP (with --tls-key). Reloaded on
+    /// change and on SIGHUP.
+    #[arg(
+        long = "tls-cert",
+        env = "CUSTOMERS_TLS_CERT",
+        requires = "tls_private_key"
+    )]
+    pub tls_certificate: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long = "tls-key",
+        env = "CUSTOMERS_TLS_KEY",
+        requires = "tls_certificate"
+    )]
+    pub tls_private_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): clients may authenticate with a certificate it signed (mTLS)
+    /// whose subject the keys file grants; clients without one still use API keys.
+    #[arg(long, env = "CUSTOMERS_TLS_CLIENT_CA", requires = "tls_certificate")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the keys file and TLS files are checked for changes.
+    #[arg(long, env = "CUSTOMERS_RELOAD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+
     #[command(flatten)]
     pub nats: customers_shared::runtime::nats::NatsOptions,
 
@@ -55,12 +108,36 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+/// `customers-ingress` subcommands; without one, it serves.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Edit the keys file: mint, revoke and list API keys, grant client certificates.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// API keys and granted client certificates.
+    Keys,
+    /// No authentication.
+    None,
+}
+
 impl Config {
     /// The defaults, for tests and embedders: NATS at `nats_url`.
     pub fn new(nats_url: impl Into<String>) -> Self {
         let mut config = Self::parse_from(["customers-ingress"]);
         config.nats.url = nats_url.into();
         config
+    }
+
+    /// The rate limit of credentials without their own.
+    pub fn default_rate_limit(&self) -> Policy {
+        Policy {
+            per_second: self.rate_limit_per_second,
+            burst: self.rate_limit_burst,
+        }
     }
 }
 

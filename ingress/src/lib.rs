@@ -1,26 +1,39 @@
 //! The customers ingress: a thin hyper 1.x server in front of the worker. Layout:
 //!
-//! * [`config`]: flags and environment variables.
-//! * [`server`]: accept loop, connection settings and graceful shutdown.
-//! * [`routes`]: routing, method, content type, body limit and request id.
+//! * [`config`]: flags and environment variables; [`keys_command`]: the `keys` subcommand.
+//! * [`server`]: accept loop, TLS handshake ([`tls`]), connection settings and graceful
+//!   shutdown.
+//! * [`routes`]: routing, authentication and scopes ([`auth`]), rate limits
+//!   ([`rate_limit`]), method, content type, body limit and request id.
+//! * [`reload`]: the keys file and TLS files read again on change or SIGHUP.
 //! * [`worker_client`]: the NATS request to the worker and the classification of its reply.
 //! * [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! * [`response`]: the one place that turns errors and worker replies into HTTP responses.
 
+pub mod auth;
 pub mod config;
+pub mod keys_command;
 pub mod metrics;
+pub mod rate_limit;
+pub mod reload;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod worker_client;
 
 use std::future::Future;
+use std::sync::Arc;
 
 pub use config::Config;
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
+use crate::auth::keys_file::KeysFileError;
+use crate::config::AuthMode;
 use crate::routes::App;
 use crate::server::ServerSettings;
+use crate::tls::{Tls, TlsError, TlsFiles};
 use crate::worker_client::WorkerClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +45,18 @@ pub enum IngressError {
     },
     #[error("cannot subscribe to the reply inbox: {0}")]
     Subscribe(async_nats::SubscribeError),
+    #[error(
+        "no keys file: pass --keys-file (mint one with `customers-ingress keys mint`), or --auth none to serve without authentication"
+    )]
+    NoKeysFile,
+    #[error(transparent)]
+    Keys(#[from] KeysFileError),
+    #[error("invalid default rate limit: {0}")]
+    RateLimit(&'static str),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot watch for SIGHUP: {0}")]
+    Signal(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -42,11 +67,39 @@ pub enum IngressError {
 /// An ingress connected to NATS, ready to serve a listener.
 pub struct Ingress {
     app: App,
+    tls: Option<Arc<Tls>>,
+    reloader: Option<reload::Reloader>,
     settings: ServerSettings,
 }
 
 impl Ingress {
+    /// Loads the keys file and TLS files (refusing to start without valid ones), then
+    /// connects to NATS.
     pub async fn connect(config: &Config) -> Result<Self, IngressError> {
+        let default_rate_limit = config.default_rate_limit();
+        default_rate_limit
+            .check()
+            .map_err(IngressError::RateLimit)?;
+        let authenticator = Arc::new(match config.auth {
+            AuthMode::Keys => {
+                let path = config.keys_file.as_ref().ok_or(IngressError::NoKeysFile)?;
+                Authenticator::with_keys_file(path, default_rate_limit)?
+            }
+            AuthMode::None => {
+                tracing::warn!(
+                    "authentication is off (--auth none): anyone who reaches this port may read and create every customer"
+                );
+                Authenticator::open(default_rate_limit)
+            }
+        });
+        let tls = match (&config.tls_certificate, &config.tls_private_key) {
+            (Some(certificate), Some(key)) => Some(Arc::new(Tls::load(TlsFiles {
+                certificate: certificate.clone(),
+                key: key.clone(),
+                client_ca: config.tls_client_ca.clone(),
+            })?)),
+            _ => None,
+        };
         let connection = customers_shared::runtime::nats::connect(
             "customers-ingress",
             &config.nats,
@@ -61,8 +114,25 @@ impl Ingress {
             WorkerClient::start(connection, &config.subject_prefix, config.request_timeout)
                 .await
                 .map_err(IngressError::Subscribe)?;
+        let app = App::new(
+            worker,
+            authenticator.clone(),
+            config.max_body_bytes,
+            config.max_in_flight,
+        );
+        app.metrics()
+            .set_active_credentials(authenticator.key_set().active());
+        let reloader = reload::Reloader::new(
+            authenticator,
+            tls.clone(),
+            app.metrics().clone(),
+            config.reload_interval,
+        )
+        .map_err(IngressError::Signal)?;
         Ok(Self {
-            app: App::new(worker, config.max_body_bytes, config.max_in_flight),
+            app,
+            tls,
+            reloader,
             settings: ServerSettings {
                 header_read_timeout: config.header_read_timeout,
                 max_header_bytes: config.max_header_bytes as usize,
@@ -82,9 +152,14 @@ impl Ingress {
             })
     }
 
-    /// Serves `listener` until `shutdown` resolves, then drains in-flight requests.
+    /// Serves `listener` until `shutdown` resolves, then drains in-flight requests. The keys
+    /// file and TLS files are reloaded on change and on SIGHUP meanwhile.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        server::run(listener, self.app, self.settings, shutdown).await;
+        let reloader = self.reloader.map(reload::Reloader::spawn);
+        server::run(listener, self.app, self.tls, self.settings, shutdown).await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         tracing::info!("stopped");
     }
 }

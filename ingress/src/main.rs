@@ -1,9 +1,11 @@
-//! `customers-ingress`: parses the configuration, sets up logging, binds the listen address,
-//! connects to NATS and serves until SIGINT or SIGTERM.
+//! `customers-ingress`: parses the configuration, sets up logging, loads the keys file and
+//! TLS files, binds the listen address, connects to NATS and serves until SIGINT or SIGTERM.
+//! `customers-ingress keys …` edits the keys file instead.
 
 use std::process::ExitCode;
 
-use customers_ingress::{Config, Ingress};
+use customers_ingress::config::Command;
+use customers_ingress::{Config, Ingress, keys_command};
 use customers_shared::runtime::cli;
 
 const BINARY: &str = "customers-ingress";
@@ -14,6 +16,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     cli::main(BINARY, |config: Config, shutdown| async move {
+        if let Some(Command::Keys(command)) = config.command {
+            return keys_command::run(command, config.keys_file.as_deref());
+        }
         let listener = match Ingress::bind(&config).await {
             Ok(listener) => listener,
             Err(e) => return cli::fail(BINARY, e),

@@ -1,6 +1,7 @@
 //! The ingress's Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format:
 //! requests by operation and status, a latency histogram per operation, requests in flight,
-//! and whether the NATS connection is up. Operations, not raw paths, label the series, so
+//! whether the NATS connection is up, authentication failures, rate-limit refusals, reloads
+//! and active credentials. Operations, not raw paths, label the series, so
 //! customer ids never become label values.
 
 use std::time::Duration;
@@ -28,6 +29,30 @@ pub enum Operation {
     other,
 }
 
+/// What a reload read again.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values are written as the variants' names
+pub enum ReloadSource {
+    keys,
+    tls,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    source: ReloadSource,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     operation: Operation,
@@ -47,6 +72,10 @@ pub struct Metrics {
     duration: DurationFamily,
     in_flight: Gauge,
     nats_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    rate_limited: Family<CredentialLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    active_credentials: Gauge,
 }
 
 impl Default for Metrics {
@@ -57,6 +86,10 @@ impl Default for Metrics {
             duration: DurationFamily::new_with_constructor(metrics::latency_histogram),
             in_flight: Gauge::default(),
             nats_connected: Gauge::default(),
+            auth_failures: Family::default(),
+            rate_limited: Family::default(),
+            reloads: Family::default(),
+            active_credentials: Gauge::default(),
         };
         metrics.registry.register(
             "http_requests",
@@ -78,6 +111,26 @@ impl Default for Metrics {
             "1 while the NATS connection is up",
             metrics.nats_connected.clone(),
         );
+        metrics.registry.register(
+            "auth_failures",
+            "Requests refused 401, by reason (missing, not_bearer, malformed, invalid, revoked, expired, certificate_not_granted)",
+            metrics.auth_failures.clone(),
+        );
+        metrics.registry.register(
+            "rate_limited",
+            "Requests refused 429, by credential id (key id, client certificate id or anonymous)",
+            metrics.rate_limited.clone(),
+        );
+        metrics.registry.register(
+            "reloads",
+            "Reloads of the keys file or TLS files, by source and result (ok, error)",
+            metrics.reloads.clone(),
+        );
+        metrics.registry.register(
+            "active_credentials",
+            "API keys neither revoked nor expired plus granted client certificates, as of the last load",
+            metrics.active_credentials.clone(),
+        );
         metrics
     }
 }
@@ -96,6 +149,31 @@ impl Metrics {
         self.duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, credential: &str) {
+        self.rate_limited
+            .get_or_create(&CredentialLabels {
+                credential: credential.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reloaded(&self, source: ReloadSource, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&ReloadLabels { source, result })
+            .inc();
+    }
+
+    pub fn set_active_credentials(&self, active: usize) {
+        self.active_credentials.set(active as i64);
     }
 
     /// The metrics in the OpenMetrics text format.

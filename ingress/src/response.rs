@@ -5,30 +5,74 @@ use bytes::Bytes;
 use customers_shared::ApiError;
 use customers_shared::wire::problem::PROBLEM_CONTENT_TYPE;
 use customers_shared::wire::protocol::headers;
-use http::header::{ALLOW, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::rate_limit::{Decision, Policy};
 use crate::routes::CUSTOMERS_PATH;
 use crate::worker_client::{Operation, WorkerReply};
 
 pub type Body = Full<Bytes>;
 
-/// An error answered as `application/problem+json`, with `Allow` or `Retry-After` where the
-/// error calls for them.
+/// An error answered as `application/problem+json`, with `Allow`, `WWW-Authenticate` or
+/// `Retry-After` where the error calls for them.
 pub fn problem(error: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = problem_body(status, Bytes::from(error.problem_json()));
-    if let ApiError::MethodNotAllowed { allow } = error {
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allow));
+    let headers = response.headers_mut();
+    match error {
+        ApiError::MethodNotAllowed { allow } => {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        // RFC 6750 §3: no error code when no credential was sent.
+        ApiError::Unauthorized {
+            credential_presented: false,
+            ..
+        } => {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+        }
+        ApiError::Unauthorized { .. } => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="customers", error="invalid_token""#),
+            );
+        }
+        ApiError::Forbidden { scope } => {
+            let challenge = format!(r#"{CHALLENGE}, error="insufficient_scope", scope="{scope}""#);
+            if let Ok(value) = HeaderValue::try_from(challenge) {
+                headers.insert(WWW_AUTHENTICATE, value);
+            }
+        }
+        _ => {}
     }
     if let Some(secs) = error.retry_after_secs() {
         response.headers_mut().insert(RETRY_AFTER, secs.into());
     }
     response
 }
+
+/// The `WWW-Authenticate` challenge of the customer endpoints.
+const CHALLENGE: &str = r#"Bearer realm="customers""#;
+
+/// The IETF `RateLimit-Policy` and `RateLimit` fields: the credential's policy and what
+/// `decision` left of it.
+pub fn add_rate_limit(response: &mut Response<Body>, policy: &Policy, decision: &Decision) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (&*RATE_LIMIT_POLICY, policy.header_value()),
+        (&*RATE_LIMIT, decision.header_value()),
+    ] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+static RATE_LIMIT_POLICY: std::sync::LazyLock<HeaderName> =
+    std::sync::LazyLock::new(|| HeaderName::from_static("ratelimit-policy"));
+static RATE_LIMIT: std::sync::LazyLock<HeaderName> =
+    std::sync::LazyLock::new(|| HeaderName::from_static("ratelimit"));
 
 /// A problem body the worker already rendered, with its status.
 pub fn problem_body(status: StatusCode, body: Bytes) -> Response<Body> {

@@ -1,7 +1,10 @@
-//! HTTP concerns of the ingress: routing, method, content type, body limit, query string and
-//! request id. `POST /api/v1/customers` forwards the body unparsed, `GET /api/v1/customers`
-//! the query parameters as a JSON object of strings, `GET /api/v1/customers/{id}` the id;
-//! the worker decides whether any of it is valid.
+//! HTTP concerns of the ingress: routing, authentication, scopes and rate limits, method,
+//! content type, body limit, query string and request id. A request to a customer endpoint
+//! is authenticated (401), checked for its scope (403) and its credential's rate limit (429)
+//! before anything else about it; health, readiness, metrics and the OpenAPI document need
+//! no credential. `POST /api/v1/customers` forwards the body unparsed, `GET
+//! /api/v1/customers` the query parameters as a JSON object of strings, `GET
+//! /api/v1/customers/{id}` the id; the worker decides whether any of it is valid.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,15 +14,19 @@ use customers_shared::ApiError;
 use customers_shared::domain::violation::Violation;
 use customers_shared::wire::idempotency::IdempotencyKey;
 use customers_shared::wire::protocol::headers;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::auth::keys_file::Scope;
+use crate::auth::{Authenticator, Caller, Credential};
 use crate::metrics::{self, Metrics};
+use crate::rate_limit::{Decision, ceil_secs};
 use crate::response::{self, Body};
+use crate::server::ConnectionInfo;
 use crate::worker_client::{Operation, WorkerClient};
 
 /// The customers collection; a customer is `{CUSTOMERS_PATH}/{id}`.
@@ -37,6 +44,7 @@ const FORWARDED: [&str; 2] = [headers::TRACEPARENT, headers::IDEMPOTENCY_KEY];
 #[derive(Clone)]
 pub struct App {
     worker: WorkerClient,
+    authenticator: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     /// The OpenAPI document, rendered once.
     openapi: Bytes,
@@ -46,9 +54,15 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(worker: WorkerClient, max_body_bytes: usize, max_in_flight: usize) -> Self {
+    pub fn new(
+        worker: WorkerClient,
+        authenticator: Arc<Authenticator>,
+        max_body_bytes: usize,
+        max_in_flight: usize,
+    ) -> Self {
         Self {
             worker,
+            authenticator,
             metrics: Arc::default(),
             openapi: Bytes::from(customers_shared::wire::openapi::document().to_string()),
             max_body_bytes,
@@ -56,8 +70,16 @@ impl App {
         }
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Answers one request; every response carries the request id.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        connection: &ConnectionInfo,
+    ) -> Response<Body> {
         let request_id = request_id(&request);
         let span = tracing::info_span!(
             "http",
@@ -69,13 +91,14 @@ impl App {
                 .unwrap_or(""),
             method = %request.method(),
             path = request.uri().path(),
+            credential = tracing::field::Empty,
         );
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let endpoint = Endpoint::of(request.method(), request.uri().path());
         let operation = endpoint.operation();
         let mut response = self
-            .route(endpoint, request, &request_id)
+            .route(endpoint, request, &request_id, connection)
             .instrument(span)
             .await;
         self.metrics
@@ -91,13 +114,32 @@ impl App {
         endpoint: Endpoint,
         request: Request<Incoming>,
         request_id: &HeaderValue,
+        connection: &ConnectionInfo,
     ) -> Response<Body> {
-        let result = match endpoint {
-            Endpoint::NotFound => Err(ApiError::NotFound),
-            Endpoint::NotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
-            Endpoint::Health => Ok(response::ok(Bytes::from_static(br#"{"status":"ok"}"#))),
-            Endpoint::Ready => self.readiness().await,
-            Endpoint::Metrics => {
+        let response = match endpoint {
+            Endpoint::Customers(endpoint) => {
+                self.customers(endpoint, request, request_id, connection)
+                    .await
+            }
+            Endpoint::Public(endpoint) => self
+                .public(endpoint)
+                .await
+                .unwrap_or_else(|e| response::problem(&e)),
+        };
+        if response.status().is_server_error() {
+            tracing::warn!(status = response.status().as_u16(), "request failed");
+        } else {
+            tracing::debug!(status = response.status().as_u16(), "request answered");
+        }
+        response
+    }
+
+    /// The endpoints anyone may call.
+    async fn public(&self, endpoint: PublicEndpoint) -> Result<Response<Body>, ApiError> {
+        match endpoint {
+            PublicEndpoint::Health => Ok(response::ok(Bytes::from_static(br#"{"status":"ok"}"#))),
+            PublicEndpoint::Ready => self.readiness().await,
+            PublicEndpoint::Metrics => {
                 let text = self.metrics.render(self.worker.is_connected());
                 let mut response = response::ok(Bytes::from(text));
                 response.headers_mut().insert(
@@ -106,18 +148,66 @@ impl App {
                 );
                 Ok(response)
             }
-            Endpoint::OpenApi => Ok(response::ok(self.openapi.clone())),
-            Endpoint::Create => self.create(request, request_id).await,
-            Endpoint::List => self.list(&request, request_id).await,
-            Endpoint::Get(id) => self.get(&request, id, request_id).await,
-        };
-        let response = result.unwrap_or_else(|e| response::problem(&e));
-        if response.status().is_server_error() {
-            tracing::warn!(status = response.status().as_u16(), "request failed");
-        } else {
-            tracing::debug!(status = response.status().as_u16(), "request answered");
+            PublicEndpoint::OpenApi => Ok(response::ok(self.openapi.clone())),
+            PublicEndpoint::NotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
+            PublicEndpoint::NotFound => Err(ApiError::NotFound),
         }
+    }
+
+    /// A customer endpoint: authenticated, within its scope and rate limit, then forwarded.
+    /// Every answer to an authenticated request reports the credential's rate limit.
+    async fn customers(
+        &self,
+        endpoint: CustomerEndpoint,
+        request: Request<Incoming>,
+        request_id: &HeaderValue,
+        connection: &ConnectionInfo,
+    ) -> Response<Body> {
+        let credential = match self.authenticate(&request, connection) {
+            Ok(credential) => credential,
+            Err(e) => return response::problem(&e),
+        };
+        tracing::Span::current().record("credential", &*credential.id);
+        let scope = endpoint.scope();
+        if !credential.allows(scope) {
+            return response::problem(&ApiError::Forbidden {
+                scope: scope.as_str(),
+            });
+        }
+        let decision = credential.bucket.check();
+        let result = match decision {
+            Decision::Denied { retry_after } => {
+                self.metrics.rate_limited(&credential.id);
+                Err(ApiError::RateLimited {
+                    retry_after_secs: ceil_secs(retry_after).clamp(1, u64::from(u32::MAX)) as u32,
+                })
+            }
+            Decision::Allowed { .. } => match endpoint {
+                CustomerEndpoint::Create => self.create(request, request_id).await,
+                CustomerEndpoint::List => self.list(&request, request_id).await,
+                CustomerEndpoint::Get(id) => self.get(&request, id, request_id).await,
+            },
+        };
+        let mut response = result.unwrap_or_else(|e| response::problem(&e));
+        response::add_rate_limit(&mut response, credential.bucket.policy(), &decision);
         response
+    }
+
+    fn authenticate(
+        &self,
+        request: &Request<Incoming>,
+        connection: &ConnectionInfo,
+    ) -> Result<Arc<Credential>, ApiError> {
+        let caller = Caller {
+            authorization: request.headers().get(AUTHORIZATION),
+            certificate_names: &connection.certificate_names,
+            address: connection.peer.ip(),
+        };
+        self.authenticator.authenticate(&caller).map_err(|failure| {
+            self.metrics.auth_failed(failure.label());
+            tracing::debug!(reason = failure.label(), "not authenticated");
+            ApiError::from(failure)
+        })
     }
 
     async fn create(
@@ -236,12 +326,22 @@ impl App {
 
 /// What a request asks for: the ingress's one route table, from path and method.
 enum Endpoint {
+    Customers(CustomerEndpoint),
+    Public(PublicEndpoint),
+}
+
+/// The endpoints that need a credential.
+enum CustomerEndpoint {
     /// `POST /api/v1/customers`
     Create,
     /// `GET /api/v1/customers`
     List,
     /// `GET /api/v1/customers/{id}`, with the id.
     Get(Bytes),
+}
+
+/// The endpoints anyone may call, and the answers to requests for no endpoint.
+enum PublicEndpoint {
     /// `GET /healthz`: the process is up.
     Health,
     /// `GET /readyz`: connected to NATS and a worker answers.
@@ -259,27 +359,30 @@ enum Endpoint {
 
 impl Endpoint {
     fn of(method: &Method, path: &str) -> Self {
+        use PublicEndpoint::{Health, Metrics, NotAllowed, NotFound, OpenApi, Ready};
         let get_only = |endpoint| match *method {
             Method::GET => endpoint,
-            _ => Self::NotAllowed { allow: "GET" },
+            _ => Self::Public(NotAllowed { allow: "GET" }),
         };
         match path {
             CUSTOMERS_PATH => match *method {
-                Method::POST => Self::Create,
-                Method::GET => Self::List,
-                _ => Self::NotAllowed { allow: "GET, POST" },
+                Method::POST => Self::Customers(CustomerEndpoint::Create),
+                Method::GET => Self::Customers(CustomerEndpoint::List),
+                _ => Self::Public(NotAllowed { allow: "GET, POST" }),
             },
-            "/healthz" => get_only(Self::Health),
-            "/readyz" => get_only(Self::Ready),
-            "/metrics" => get_only(Self::Metrics),
-            "/api/v1/openapi.json" => get_only(Self::OpenApi),
+            "/healthz" => get_only(Self::Public(Health)),
+            "/readyz" => get_only(Self::Public(Ready)),
+            "/metrics" => get_only(Self::Public(Metrics)),
+            "/api/v1/openapi.json" => get_only(Self::Public(OpenApi)),
             _ => match path
                 .strip_prefix(CUSTOMERS_PATH)
                 .and_then(|rest| rest.strip_prefix('/'))
                 .filter(|id| !id.is_empty() && !id.contains('/'))
             {
-                Some(id) => get_only(Self::Get(Bytes::copy_from_slice(id.as_bytes()))),
-                None => Self::NotFound,
+                Some(id) => get_only(Self::Customers(CustomerEndpoint::Get(
+                    Bytes::copy_from_slice(id.as_bytes()),
+                ))),
+                None => Self::Public(NotFound),
             },
         }
     }
@@ -287,14 +390,26 @@ impl Endpoint {
     /// The metrics label of a request to this endpoint.
     fn operation(&self) -> metrics::Operation {
         match self {
-            Self::Create => metrics::Operation::create,
-            Self::List => metrics::Operation::list,
-            Self::Get(_) => metrics::Operation::get,
-            Self::Health => metrics::Operation::healthz,
-            Self::Ready => metrics::Operation::readyz,
-            Self::Metrics => metrics::Operation::metrics,
-            Self::OpenApi => metrics::Operation::openapi,
-            Self::NotAllowed { .. } | Self::NotFound => metrics::Operation::other,
+            Self::Customers(CustomerEndpoint::Create) => metrics::Operation::create,
+            Self::Customers(CustomerEndpoint::List) => metrics::Operation::list,
+            Self::Customers(CustomerEndpoint::Get(_)) => metrics::Operation::get,
+            Self::Public(PublicEndpoint::Health) => metrics::Operation::healthz,
+            Self::Public(PublicEndpoint::Ready) => metrics::Operation::readyz,
+            Self::Public(PublicEndpoint::Metrics) => metrics::Operation::metrics,
+            Self::Public(PublicEndpoint::OpenApi) => metrics::Operation::openapi,
+            Self::Public(PublicEndpoint::NotAllowed { .. } | PublicEndpoint::NotFound) => {
+                metrics::Operation::other
+            }
+        }
+    }
+}
+
+impl CustomerEndpoint {
+    /// The scope a credential needs for this endpoint.
+    fn scope(&self) -> Scope {
+        match self {
+            Self::Create => Scope::Write,
+            Self::List | Self::Get(_) => Scope::Read,
         }
     }
 }

@@ -1,21 +1,25 @@
 //! The HTTP/1.1 server: accepts connections on a pre-bound listener (at most
-//! `max_connections` at once), serves each with hyper (keep-alive, header read timeout,
-//! header size limit) and, on shutdown, stops accepting and lets in-flight
-//! requests complete within a grace period.
+//! `max_connections` at once), completes the TLS handshake when TLS is on (within the header
+//! read timeout, so a silent client cannot hold a slot), serves each connection with hyper
+//! (keep-alive, header read timeout, header size limit) and, on shutdown, stops accepting and
+//! lets in-flight requests complete within a grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::rt::{Read, Write};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::routes::App;
+use crate::tls::{self, Tls};
 
 /// Connection-level settings.
 #[derive(Debug, Clone, Copy)]
@@ -26,10 +30,19 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// What the handler knows about a request's connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    /// DNS and URI names of the verified client certificate; empty without one.
+    pub certificate_names: Arc<[String]>,
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     app: App,
+    tls: Option<Arc<Tls>>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -43,9 +56,9 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -63,15 +76,18 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(request).await) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = Connection {
+            builder: builder.clone(),
+            app: app.clone(),
+            watcher: graceful.watcher(),
+            peer,
+        };
+        let tls = tls.clone();
+        let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => connection.serve(TokioIo::new(stream), Arc::new([])).await,
+                Some(tls) => connection.serve_tls(stream, &tls, handshake_timeout).await,
             }
             drop(slot);
         });
@@ -83,5 +99,49 @@ pub async fn run(
         .is_err()
     {
         tracing::error!("grace period over; closing remaining connections");
+    }
+}
+
+/// One accepted connection, until it is served.
+struct Connection {
+    builder: http1::Builder,
+    app: App,
+    watcher: Watcher,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn serve_tls(self, stream: TcpStream, tls: &Tls, handshake_timeout: Duration) {
+        match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let names = tls::client_certificate_names(stream.get_ref().1);
+                self.serve(TokioIo::new(stream), names.into()).await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, peer = %self.peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve<I>(self, io: I, certificate_names: Arc<[String]>)
+    where
+        I: Read + Write + Unpin + Send + 'static,
+    {
+        let info = ConnectionInfo {
+            peer: self.peer,
+            certificate_names,
+        };
+        let app = self.app;
+        let service = service_fn(move |request| {
+            let app = app.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(app.handle(request, &info).await) }
+        });
+        let served = self
+            .watcher
+            .watch(self.builder.serve_connection(io, service))
+            .await;
+        if let Err(e) = served {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }

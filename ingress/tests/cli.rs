@@ -1,5 +1,6 @@
-//! The `customers-ingress` binary's command line: `--help` documents the flags, and a bad
-//! flag, listen address or NATS URL exits non-zero with a one-line reason.
+//! The `customers-ingress` binary's command line: `--help` documents the flags; a bad flag,
+//! listen address, missing keys file or unreachable NATS exits non-zero with a one-line
+//! reason; `keys mint`, `list` and `revoke` edit the keys file and never show a secret twice.
 
 use std::process::Command;
 
@@ -20,18 +21,37 @@ fn help_and_one_line_failures() {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
 
-    let failures: [(&[&str], &str); 3] = [
+    let failures: [(&[&str], &str); 6] = [
         (
             &["--listen", "nowhere"],
             "invalid value 'nowhere' for '--listen",
         ),
         (&["--request-timeout", "soon"], "invalid value 'soon'"),
         (
+            &["--listen", "127.0.0.1:0"],
+            "no keys file: pass --keys-file",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--keys-file",
+                "/nonexistent/keys.json",
+            ],
+            "cannot read the keys file /nonexistent/keys.json",
+        ),
+        (
+            &["--tls-cert", "/nonexistent/cert.pem"],
+            "--tls-key <TLS_PRIVATE_KEY>",
+        ),
+        (
             &[
                 "--nats-url",
                 "nats://127.0.0.1:1",
                 "--listen",
                 "127.0.0.1:0",
+                "--auth",
+                "none",
             ],
             "cannot connect to NATS at nats://127.0.0.1:1",
         ),
@@ -50,4 +70,64 @@ fn help_and_one_line_failures() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+fn keys(file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_customers-ingress"))
+        .arg("keys")
+        .args(args)
+        .arg("--keys-file")
+        .arg(file)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn keys_are_minted_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    let minted = keys(
+        &file,
+        &[
+            "mint",
+            "--name",
+            "billing",
+            "--scope",
+            "customers:read",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    assert!(minted.status.success(), "{minted:?}");
+    let key = String::from_utf8(minted.stdout).unwrap();
+    let key = key.trim_end();
+    assert_eq!(key.lines().count(), 1, "stdout holds the key alone");
+    assert!(key.starts_with("ck_live_"), "{key}");
+    let id = key.split('_').nth(2).unwrap();
+    let stderr = String::from_utf8(minted.stderr).unwrap();
+    assert!(stderr.contains(id) && !stderr.contains(key), "{stderr}");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(key));
+
+    let listed = keys(&file, &["list"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains(id) && listed.contains("name=billing"),
+        "{listed}"
+    );
+    assert!(listed.contains("scopes=customers:read"), "{listed}");
+    assert!(
+        listed.contains("revoked=no") && !listed.contains("expires=never"),
+        "{listed}"
+    );
+    assert!(!listed.contains(key), "{listed}");
+
+    assert!(keys(&file, &["revoke", id]).status.success());
+    let listed = String::from_utf8(keys(&file, &["list"]).stdout).unwrap();
+    assert!(!listed.contains("revoked=no"), "{listed}");
+
+    let unknown = keys(&file, &["revoke", "nosuchkey"]);
+    assert!(!unknown.status.success());
+    let no_scope = keys(&file, &["mint", "--name", "x"]);
+    assert!(!no_scope.status.success(), "a key needs a scope");
 }

@@ -19,6 +19,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use customers_ingress::Ingress;
+use customers_ingress::auth::api_key::Environment;
+use customers_ingress::auth::keys_file::{KeysFile, Scope};
+use customers_ingress::config::AuthMode;
+use customers_ingress::rate_limit::Policy;
 use customers_worker::Worker;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -49,6 +53,7 @@ pub struct NatsServer {
     child: Child,
     port: u16,
     config: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -59,16 +64,26 @@ impl NatsServer {
     /// Starts on `port`, or on an ephemeral port when `None`; returns once the server
     /// reports that it is ready.
     pub fn start_on(port: Option<u16>) -> Self {
-        Self::spawn(port, None)
+        Self::spawn(port, None, Vec::new())
     }
 
     /// Starts with the configuration file `config` (authorization, TLS, ...), on 127.0.0.1
     /// and an ephemeral port whatever the file says.
     pub fn start_with_config(config: &Path) -> Self {
-        Self::spawn(None, Some(config.to_owned()))
+        Self::start_with_config_and_env(config, &[])
     }
 
-    fn spawn(port: Option<u16>, config: Option<PathBuf>) -> Self {
+    /// [`NatsServer::start_with_config`] with environment variables for the file's
+    /// `$VARIABLE` references (e.g. passwords).
+    pub fn start_with_config_and_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        let env = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        Self::spawn(None, Some(config.to_owned()), env)
+    }
+
+    fn spawn(port: Option<u16>, config: Option<PathBuf>, env: Vec<(String, String)>) -> Self {
         let binary = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("nats-server"));
@@ -78,6 +93,7 @@ impl NatsServer {
             command.arg("-c").arg(config);
         }
         let mut child = command
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .args(["-a", "127.0.0.1", "-p", &port_arg])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -107,6 +123,7 @@ impl NatsServer {
             child,
             port,
             config,
+            env,
         }
     }
 
@@ -126,7 +143,7 @@ impl NatsServer {
     /// Starts the server again on the same port (after [`NatsServer::stop`]).
     pub fn restart(&mut self) {
         self.stop();
-        *self = Self::spawn(Some(self.port), self.config.clone());
+        *self = Self::spawn(Some(self.port), self.config.clone(), self.env.clone());
     }
 
     /// Stops the server and waits for the process to exit.
@@ -209,7 +226,27 @@ impl TestWorker {
 /// An ingress running in this process on 127.0.0.1 and an ephemeral port.
 pub struct TestIngress {
     pub addr: SocketAddr,
+    /// A key with every scope and no practical rate limit, minted into a temporary keys
+    /// file, when the configuration named no keys file of its own.
+    pub api_key: Option<String>,
+    _keys_dir: Option<tempfile::TempDir>,
     running: Running,
+}
+
+/// A rate limit no test reaches.
+pub const UNLIMITED: customers_ingress::rate_limit::Policy =
+    customers_ingress::rate_limit::Policy {
+        per_second: 1e9,
+        burst: 1_000_000_000,
+    };
+
+/// Mints a key into the keys file at `path` (created when missing); returns the key.
+pub fn mint_key(path: &Path, scopes: &[Scope], rate_limit: Option<Policy>) -> String {
+    KeysFile::edit(path, |file| {
+        file.mint(Environment::Test, None, scopes.to_vec(), None, rate_limit)
+    })
+    .expect("mint a key")
+    .key
 }
 
 impl TestIngress {
@@ -219,6 +256,18 @@ impl TestIngress {
 
     pub async fn start_with(mut config: customers_ingress::Config) -> Self {
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        let (mut api_key, mut keys_dir) = (None, None);
+        if config.auth == AuthMode::Keys && config.keys_file.is_none() {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("keys.json");
+            api_key = Some(mint_key(
+                &path,
+                &[Scope::Read, Scope::Write],
+                Some(UNLIMITED),
+            ));
+            config.keys_file = Some(path);
+            keys_dir = Some(dir);
+        }
         let listener = Ingress::bind(&config).await.expect("ingress binds");
         let addr = listener.local_addr().expect("bound address");
         let ingress = Ingress::connect(&config).await.expect("ingress connects");
@@ -227,7 +276,21 @@ impl TestIngress {
                 let _ = stop.await;
             })
         });
-        Self { addr, running }
+        Self {
+            addr,
+            api_key,
+            _keys_dir: keys_dir,
+            running,
+        }
+    }
+
+    /// A client of this ingress with its minted key.
+    pub fn http(&self) -> HttpClient {
+        let client = HttpClient::new(self.addr);
+        match &self.api_key {
+            Some(key) => client.with_api_key(key),
+            None => client,
+        }
     }
 
     /// Graceful shutdown; returns when in-flight requests are answered.
@@ -260,14 +323,24 @@ impl TestResponse {
 pub struct HttpClient {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
+    authorization: Option<http::HeaderValue>,
 }
 
 impl HttpClient {
+    /// A client without credentials.
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             base: format!("http://{addr}"),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            authorization: None,
         }
+    }
+
+    /// The same client, sending `Authorization: Bearer {key}` with every request.
+    pub fn with_api_key(mut self, key: &str) -> Self {
+        self.authorization =
+            Some(http::HeaderValue::try_from(format!("Bearer {key}")).expect("a header value"));
+        self
     }
 
     /// `POST /api/v1/customers` with a JSON body.
@@ -309,9 +382,13 @@ impl HttpClient {
 
     /// Any request; `path` is relative to the ingress.
     pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
-        http::Request::builder()
+        let builder = http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{}{path}", self.base));
+        match &self.authorization {
+            Some(value) => builder.header(http::header::AUTHORIZATION, value),
+            None => builder,
+        }
     }
 
     pub async fn send(&self, request: http::Request<Full<Bytes>>) -> TestResponse {
@@ -344,7 +421,7 @@ pub async fn spawn_app() -> TestApp {
     let ingress = TestIngress::start(&nats.url()).await;
     let nats_client = async_nats::connect(nats.url()).await.expect("NATS client");
     TestApp {
-        http: HttpClient::new(ingress.addr),
+        http: ingress.http(),
         nats,
         worker: Some(worker),
         ingress,
@@ -491,9 +568,9 @@ impl ServiceProcess {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(program)
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -558,14 +635,19 @@ impl ServiceProcess {
         self.child.kill().await.expect("SIGKILL the process");
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends `signal` (a `kill` name such as `HUP`) to the running process.
+    pub fn send_signal(&self, signal: &str) {
         let pid = self.child.id().expect("a running process").to_string();
         let sent = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{signal}"), &pid])
             .status()
             .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.send_signal("TERM");
         tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .expect("the process exits within the grace period")

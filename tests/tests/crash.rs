@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use customers_tests::ledger::Load;
-use customers_tests::{HttpClient, NatsServer, TestIngress, TestWorker, start_worker_process};
+use customers_tests::{NatsServer, TestIngress, TestWorker, start_worker_process};
 use customers_worker::store::Store;
 
 const CLIENTS: usize = 32;
@@ -31,7 +31,7 @@ async fn acknowledged_creates_survive_sigkill() {
     let mut ingress_config = customers_ingress::Config::new(&url);
     ingress_config.request_timeout = Duration::from_millis(1000);
     let ingress = TestIngress::start_with(ingress_config).await;
-    let load = Load::start(&HttpClient::new(ingress.addr), CLIENTS, "crash");
+    let load = Load::start(&ingress.http(), CLIENTS, "crash");
 
     let mut seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -1,5 +1,5 @@
-//! The files in `deploy/` that this machine can check: nats-server accepts both its
-//! configurations (`-t`); systemd accepts both units (`systemd-analyze verify`); the compose
+//! The files in `deploy/` that this machine can check: nats-server accepts its
+//! configurations (`-t`; the permissions themselves are exercised in nats_security.rs); systemd accepts both units (`systemd-analyze verify`); the compose
 //! file and the Kubernetes manifests are well-formed YAML whose commands the binaries accept
 //! and whose probes and volumes match those commands. The Dockerfile is not built here (no
 //! Docker engine); the README says so.
@@ -75,13 +75,21 @@ fn nats_server_accepts(config: &Path, env: &[(&str, &str)]) {
     );
 }
 
+/// The passwords `nats-authorization.conf` reads from the environment.
+const NATS_PASSWORDS: [(&str, &str); 4] = [
+    ("CUSTOMERS_INGRESS_NATS_PASSWORD", "a"),
+    ("CUSTOMERS_WORKER_NATS_PASSWORD", "b"),
+    ("BILLING_NATS_PASSWORD", "c"),
+    ("REPORTING_NATS_PASSWORD", "d"),
+];
+
 #[test]
-fn nats_server_accepts_the_local_and_cluster_configurations() {
+fn nats_server_accepts_the_local_secure_and_cluster_configurations() {
     nats_server_accepts(&deploy_file("nats-server.conf"), &[]);
-    nats_server_accepts(
-        &deploy_file("nats-server-cluster.conf"),
-        &[("NATS_SERVER_NAME", "nats-1")],
-    );
+    nats_server_accepts(&deploy_file("nats-server-secure.conf"), &NATS_PASSWORDS);
+    let mut cluster = NATS_PASSWORDS.to_vec();
+    cluster.push(("NATS_SERVER_NAME", "nats-1"));
+    nats_server_accepts(&deploy_file("nats-server-cluster.conf"), &cluster);
 }
 
 #[test]
@@ -135,6 +143,16 @@ fn compose_services_match_the_binaries() {
         "{data_dir} is not on the worker-data volume: {mounts:?}"
     );
     assert!(!docs[0]["volumes"]["worker-data"].is_badvalue());
+    // The ingress's keys file lies on its volume.
+    let keys_file = flag(&ingress, "--keys-file");
+    let mounts = strings(&services["ingress"]["volumes"]);
+    assert!(
+        mounts.iter().any(|m| {
+            let target = m.split(':').nth(1).unwrap_or_default();
+            m.starts_with("ingress-keys:") && keys_file.starts_with(target)
+        }),
+        "{keys_file} is not on the ingress-keys volume: {mounts:?}"
+    );
     let dockerfile = read("Dockerfile");
     for binary in ["customers-worker", "customers-ingress"] {
         assert!(
@@ -186,4 +204,16 @@ fn kubernetes_manifests_match_the_binaries() {
     assert!(data_dir.starts_with(mount["mountPath"].as_str().expect("a mount path")));
     let claim = &worker["spec"]["volumeClaimTemplates"][0];
     assert_eq!(claim["metadata"]["name"].as_str(), mount["name"].as_str());
+    // The ingress's keys file is in the mounted Secret.
+    let pod = &ingress["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let keys_file = flag(&strings(&container["args"]), "--keys-file").to_owned();
+    let mount = &container["volumeMounts"][0];
+    assert!(keys_file.starts_with(mount["mountPath"].as_str().expect("a mount path")));
+    let volume = &pod["volumes"][0];
+    assert_eq!(volume["name"].as_str(), mount["name"].as_str());
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("customers-ingress-keys")
+    );
 }

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use customers_tests::ledger::Load;
 use customers_tests::{
-    HttpClient, NatsServer, TestIngress, TestWorker, customer_with_email, report,
-    start_worker_process,
+    NatsServer, TestIngress, TestWorker, customer_with_email, report, start_worker_process,
 };
 
 /// A tmpfs mounted on a temporary directory; unmounted on drop.
@@ -77,7 +76,7 @@ async fn a_full_disk_stops_the_worker_and_a_restart_after_space_returns_serves_a
     let mut ingress_config = customers_ingress::Config::new(&url);
     ingress_config.request_timeout = Duration::from_millis(1000);
     let ingress = TestIngress::start_with(ingress_config).await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
 
     let worker = start_worker_process(&url, &data_dir, &[]).await;
     let filler = fill(tmpfs.path(), 256 * 1024);

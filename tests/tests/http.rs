@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use customers_tests::{
-    HttpClient, NatsServer, PATIENCE, STAND_IN_CUSTOMER_ID, StandInWorker, TestIngress,
-    customer_with_email, spawn_app,
+    NatsServer, PATIENCE, STAND_IN_CUSTOMER_ID, StandInWorker, TestIngress, customer_with_email,
+    spawn_app,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -103,8 +103,9 @@ async fn endless_chunked_body_is_413() {
     let mut stream = tokio::net::TcpStream::connect(app.ingress.addr)
         .await
         .unwrap();
+    let key = app.ingress.api_key.as_deref().expect("a minted key");
     stream
-        .write_all(b"POST /api/v1/customers HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        .write_all(format!("POST /api/v1/customers HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let response = tokio::time::timeout(PATIENCE, async {
@@ -144,7 +145,7 @@ async fn no_worker_is_a_fast_503() {
     let mut config = customers_ingress::Config::new(nats.url());
     config.request_timeout = Duration::from_secs(600);
     let ingress = TestIngress::start_with(config).await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
     let started = Instant::now();
     let response = tokio::time::timeout(
         PATIENCE,
@@ -201,7 +202,7 @@ async fn silent_worker_is_a_504_after_the_timeout() {
     let mut config = customers_ingress::Config::new(nats.url());
     config.request_timeout = Duration::from_millis(300);
     let ingress = TestIngress::start_with(config).await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
 
     let body = customer_with_email("slow@example.com");
     let (response, _received) = tokio::join!(http.create(&body), silent.next_request());
@@ -219,7 +220,7 @@ async fn ingress_with_stand_in_worker() -> (NatsServer, TestIngress, StandInWork
 #[tokio::test]
 async fn body_and_trace_headers_are_forwarded_unchanged() {
     let (_nats, ingress, mut stand_in) = ingress_with_stand_in_worker().await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
     let body = "{ \"name\" : \"Ada\",\n  \"email\": \"ADA@example.com\" }  ";
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let request = http
@@ -264,7 +265,7 @@ async fn body_and_trace_headers_are_forwarded_unchanged() {
 #[tokio::test]
 async fn a_reply_the_ingress_cannot_understand_is_500_without_internals() {
     let (_nats, ingress, mut stand_in) = ingress_with_stand_in_worker().await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
     let body = customer_with_email("odd@example.com");
     let (response, ()) = tokio::join!(http.create(&body), async {
         let message = stand_in.next_request().await;

@@ -28,9 +28,10 @@ fn count(summary: &Value, status: &str) -> u64 {
 async fn drives_http_and_nats_in_closed_and_open_loops() {
     let app = spawn_app().await;
     let url = format!("http://{}", app.ingress.addr);
+    let key = app.ingress.api_key.clone().expect("a minted key");
     let nats = app.nats.url();
 
-    let http = loadgen(&["--url", &url, "--concurrency", "4"]).await;
+    let http = loadgen(&["--url", &url, "--api-key", &key, "--concurrency", "4"]).await;
     assert!(
         count(&http, "201") > 0 && count(&http, "201") == http["requests"].as_u64().unwrap(),
         "{http}"
@@ -50,13 +51,15 @@ async fn drives_http_and_nats_in_closed_and_open_loops() {
 
     // An open loop sends at its intended times whatever the machine does (a late send is
     // late, not skipped), so 1 s at 200/s is exactly 200 requests.
-    let open = loadgen(&["--url", &url, "--rate", "200"]).await;
+    let open = loadgen(&["--url", &url, "--api-key", &key, "--rate", "200"]).await;
     assert_eq!(open["requests"].as_u64(), Some(200), "{open}");
     assert_eq!(count(&open, "201"), 200, "{open}");
 
     let duplicates = loadgen(&[
         "--url",
         &url,
+        "--api-key",
+        &key,
         "--concurrency",
         "2",
         "--duplicate-ratio",

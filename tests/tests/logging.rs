@@ -17,6 +17,8 @@ async fn json_lines_carry_the_request_id_and_no_customer_data() {
             "127.0.0.1:0",
             "--log-format",
             "json",
+            "--auth",
+            "none",
         ],
         "serving",
     )

@@ -1,11 +1,15 @@
-//! NATS authentication and TLS for both binaries, against a nats-server configured for them:
-//! with the right settings a create goes through end to end; with wrong or missing ones the
-//! worker refuses to start with a clear error.
+//! NATS authentication, TLS and permissions for both binaries, against a nats-server
+//! configured for them: with the right settings a create goes through end to end; with wrong
+//! or missing ones the worker refuses to start with a clear error; with the deployed
+//! permissions (deploy/nats-authorization.conf) each role may do its job and nothing more.
 
 use std::path::{Path, PathBuf};
 
 use customers_shared::runtime::nats::NatsOptions;
-use customers_tests::{HttpClient, NatsServer, TestIngress, TestWorker, customer_with_email};
+use customers_shared::wire::protocol::headers;
+use customers_tests::{
+    NatsServer, PATIENCE, TestIngress, TestWorker, customer_with_email, nats_header,
+};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
@@ -23,7 +27,8 @@ async fn create_through(nats: &NatsOptions, email: &str) -> u16 {
     let mut ingress_config = customers_ingress::Config::new(&nats.url);
     ingress_config.nats = nats.clone();
     let ingress = TestIngress::start_with(ingress_config).await;
-    HttpClient::new(ingress.addr)
+    ingress
+        .http()
         .create(&customer_with_email(email))
         .await
         .status
@@ -122,4 +127,150 @@ async fn mutual_tls() {
     nats.tls_key = None;
     let error = refusal(nats).await;
     assert!(error.contains("cannot connect to NATS"), "{error}");
+}
+
+/// A client of the permissions server as `user`, with its inbox prefix, and the events its
+/// connection reports (permission violations among them).
+async fn client_as(
+    url: &str,
+    user: &str,
+    password: &str,
+    inbox_prefix: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(inbox_prefix)
+        .event_callback(move |event| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(event.to_string());
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    (client, events)
+}
+
+/// Waits for the server to report a permission violation naming `subject`.
+async fn violation(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>, subject: &str) {
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(event) = events.recv().await {
+            if event.to_lowercase().contains("permissions violation") && event.contains(subject) {
+                return;
+            }
+        }
+        panic!("the connection closed without a violation");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no permission violation for {subject}"));
+}
+
+#[tokio::test]
+async fn each_nats_role_may_do_only_its_job() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats-server-secure.conf");
+    let passwords = [
+        ("CUSTOMERS_INGRESS_NATS_PASSWORD", "ingress-secret"),
+        ("CUSTOMERS_WORKER_NATS_PASSWORD", "worker-secret"),
+        ("BILLING_NATS_PASSWORD", "billing-secret"),
+        ("REPORTING_NATS_PASSWORD", "reporting-secret"),
+    ];
+    let server = NatsServer::start_with_config_and_env(&config, &passwords);
+    let url = server.url();
+    let role = |user: &str, password: &str, inbox: &str| {
+        let mut nats = NatsOptions::new(&url);
+        nats.user = Some(user.to_owned());
+        nats.password = Some(password.to_owned());
+        nats.inbox_prefix = inbox.to_owned();
+        nats
+    };
+
+    // The deployed roles suffice for the service: an HTTP create and a readiness ping.
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut worker_config = customers_worker::Config::new(&url, data_dir.path());
+    worker_config.nats = role(
+        "customers-worker",
+        "worker-secret",
+        "_INBOX_customers_worker",
+    );
+    let _worker = TestWorker::start_with(worker_config).await;
+    let mut ingress_config = customers_ingress::Config::new(&url);
+    ingress_config.nats = role(
+        "customers-ingress",
+        "ingress-secret",
+        "_INBOX_customers_ingress",
+    );
+    let ingress = TestIngress::start_with(ingress_config).await;
+    let http = ingress.http();
+    assert_eq!(
+        http.create(&customer_with_email("via-http@example.com"))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(http.get("/readyz").await.status, 200);
+
+    // A service granted creates may create.
+    let (billing, _) = client_as(&url, "billing", "billing-secret", "_INBOX_billing").await;
+    let created = billing
+        .request(
+            "customers.v1.create",
+            customer_with_email("via-billing@example.com").into(),
+        )
+        .await
+        .expect("a reply");
+    assert_eq!(nats_header(&created, headers::SERVICE_ERROR_CODE), None);
+
+    // A reader may read, and nothing else.
+    let (reporting, mut events) =
+        client_as(&url, "reporting", "reporting-secret", "_INBOX_reporting").await;
+    let page = reporting
+        .request("customers.v1.list", r#"{"limit":"5"}"#.into())
+        .await
+        .expect("a reply");
+    assert_eq!(nats_header(&page, headers::SERVICE_ERROR_CODE), None);
+    reporting
+        .publish(
+            "customers.v1.create",
+            customer_with_email("via-reporting@example.com").into(),
+        )
+        .await
+        .unwrap();
+    violation(&mut events, "customers.v1.create").await;
+    // Nor may it take the worker's place, or read other clients' replies.
+    let _stolen = reporting.subscribe("customers.v1.create").await.unwrap();
+    violation(&mut events, "customers.v1.create").await;
+    let _snooped = reporting.subscribe("_INBOX_billing.>").await.unwrap();
+    violation(&mut events, "_INBOX_billing.>").await;
+
+    let check = billing
+        .request(
+            "customers.v1.list",
+            r#"{"email":"via-reporting@example.com"}"#.into(),
+        )
+        .await
+        .expect("a reply");
+    let page: serde_json::Value = serde_json::from_slice(&check.payload).unwrap();
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(0), "{page}");
+
+    // The ingress's user may not serve requests either.
+    let (ingress_user, mut ingress_events) = client_as(
+        &url,
+        "customers-ingress",
+        "ingress-secret",
+        "_INBOX_customers_ingress",
+    )
+    .await;
+    let _serving = ingress_user.subscribe("customers.v1.create").await.unwrap();
+    violation(&mut ingress_events, "customers.v1.create").await;
+
+    // Without the password, no connection.
+    let refused =
+        async_nats::ConnectOptions::with_user_and_password("billing".into(), "wrong".into())
+            .connect(&url)
+            .await;
+    assert!(refused.is_err());
 }

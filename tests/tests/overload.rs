@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use customers_shared::wire::protocol::headers;
 use customers_tests::{
-    HttpClient, NatsServer, PATIENCE, StandInWorker, TestIngress, TestWorker, customer_with_email,
-    nats_header,
+    NatsServer, PATIENCE, StandInWorker, TestIngress, TestWorker, customer_with_email, nats_header,
 };
 use futures_util::future::join_all;
 
@@ -85,7 +84,7 @@ async fn ingress_sheds_load_past_its_in_flight_bound_and_recovers() {
     config.max_in_flight = BOUND;
     config.request_timeout = Duration::from_secs(600);
     let ingress = TestIngress::start_with(config).await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
 
     let admitted: Vec<_> = (0..BOUND)
         .map(|i| {

@@ -1,6 +1,7 @@
 //! schemathesis (property-based API testing from the OpenAPI document) against the real
 //! stack: generated valid and invalid requests for every operation, including stateful
-//! sequences (create, then get and list what was created). Every check runs but
+//! sequences (create, then get and list what was created), with an API key; its
+//! `ignored_auth` check sends requests without it and expects 401. Every check runs but
 //! `positive_data_acceptance`: JSON Schema cannot express all of the validator's rules
 //! (country names, digit counts after trimming), so some schema-valid bodies are rightly
 //! refused with 400, and a reused Idempotency-Key is rightly 422. Server errors, responses
@@ -24,10 +25,15 @@ async fn schemathesis_finds_no_failures() {
         .to_owned();
     let app = spawn_app().await;
     let schema = format!("http://{}/api/v1/openapi.json", app.ingress.addr);
+    let authorization = format!(
+        "Authorization: Bearer {}",
+        app.ingress.api_key.as_deref().expect("a minted key")
+    );
     let output = tokio::task::spawn_blocking(move || {
         Command::new(&st)
             .env("PYTHONPATH", &python_path)
             .args(["run", &schema, "--checks", "all"])
+            .args(["--header", &authorization])
             .args(["--exclude-checks", "positive_data_acceptance"])
             .args(["--max-examples", "25", "--seed", "1", "--no-color"])
             .output()

@@ -47,7 +47,7 @@ async fn pages_stop_before_they_would_pass_max_payload() {
     let data_dir = tempfile::tempdir().unwrap();
     let worker = TestWorker::start(&nats.url(), data_dir.path()).await;
     let ingress = TestIngress::start(&nats.url()).await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
     let mut created = HashSet::new();
     for n in 0..130 {
         let response = http.create(&largest_customer(n)).await;
@@ -257,9 +257,6 @@ async fn a_flood_over_nats_gets_fast_503s_and_the_worker_recovers() {
         .unwrap();
     assert_eq!(nats_header(&after, headers::SERVICE_ERROR_CODE), None);
     let ingress = TestIngress::start(&url).await;
-    assert_eq!(
-        HttpClient::new(ingress.addr).get("/readyz").await.status,
-        200
-    );
+    assert_eq!(ingress.http().get("/readyz").await.status, 200);
     assert_eq!(worker.terminate().await.code(), Some(0));
 }

@@ -3,8 +3,8 @@
 
 use customers_shared::wire::protocol::headers;
 use customers_tests::{
-    HttpClient, NatsServer, ServiceProcess, StandInWorker, TestIngress, TestWorker,
-    customer_with_email, nats_header, start_worker_process,
+    NatsServer, ServiceProcess, StandInWorker, TestIngress, TestWorker, customer_with_email,
+    nats_header, start_worker_process,
 };
 
 #[tokio::test]
@@ -53,7 +53,14 @@ async fn ingress_exits_0_on_sigterm() {
     let url = nats.url();
     let ingress = ServiceProcess::start(
         "customers-ingress",
-        &["--nats-url", &url, "--listen", "127.0.0.1:0"],
+        &[
+            "--nats-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+        ],
         "serving",
     )
     .await;
@@ -67,7 +74,7 @@ async fn ingress_shutdown_lets_in_flight_requests_finish() {
     let mut stand_in = StandInWorker::start(&nats).await;
     let ingress = TestIngress::start(&nats.url()).await;
     let addr = ingress.addr;
-    let http = HttpClient::new(addr);
+    let http = ingress.http();
 
     let in_flight = tokio::spawn({
         let http = http.clone();

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use customers_tests::ledger::Load;
 use customers_tests::{
-    HttpClient, NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
+    NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
 };
 use customers_worker::store::Store;
 
@@ -42,7 +42,7 @@ async fn fault_under_load(name: &str, failpoints: &str, extra: &[&str], expected
     let mut ingress_config = customers_ingress::Config::new(&url);
     ingress_config.request_timeout = Duration::from_millis(1000);
     let ingress = TestIngress::start_with(ingress_config).await;
-    let http = HttpClient::new(ingress.addr);
+    let http = ingress.http();
 
     let worker =
         start_worker_process_with_failpoints(&url, data_dir.path(), extra, failpoints).await;

@@ -82,9 +82,16 @@ fn start<T: clap::Parser + Process>(binary: &str) -> Result<T, ExitCode> {
         }
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
+            // clap's first line, with the list it introduces (e.g. the missing arguments).
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            Err(fail(binary, first.trim_start_matches("error: ")))
+            let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+            let mut reason = lines.next().unwrap_or("invalid arguments").to_owned();
+            if reason.ends_with(':')
+                && let Some(next) = lines.next()
+            {
+                reason = format!("{reason} {next}");
+            }
+            Err(fail(binary, reason.trim_start_matches("error: ")))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Connecting to NATS, the same way in both binaries: the connection settings as flags and
 //! environment variables ([`NatsOptions`]: URL, timeout, one authentication method of token,
-//! user and password, NKey seed or credentials file, and TLS with a CA and a client
-//! certificate), reconnection policy, a live connected/disconnected view, and a readiness
+//! user and password, NKey seed or credentials file, TLS with a CA and a client certificate,
+//! and the reply-subject prefix), reconnection policy, a live connected/disconnected view, and a readiness
 //! round trip.
 
 use std::path::{Path, PathBuf};
@@ -79,6 +79,15 @@ pub struct NatsOptions {
     #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Prefix of this client's reply subjects. Give each role its own (and grant it only
+    /// `{prefix}.>`) so that no other NATS user can subscribe to its replies.
+    #[arg(
+        long = "nats-inbox-prefix",
+        env = "NATS_INBOX_PREFIX",
+        default_value = "_INBOX"
+    )]
+    pub inbox_prefix: String,
+
     /// Refuse to talk to NATS without TLS.
     #[arg(long = "nats-tls-required", env = "NATS_TLS_REQUIRED")]
     pub tls_required: bool,
@@ -140,6 +149,7 @@ pub async fn connect(
     let connect_options = authenticated(async_nats::ConnectOptions::new(), options)
         .await?
         .name(client_name)
+        .custom_inbox_prefix(options.inbox_prefix.as_str())
         .subscription_capacity(subscription_capacity)
         .connection_timeout(options.connect_timeout)
         .reconnect_delay_callback(|attempts| {

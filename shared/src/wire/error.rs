@@ -22,6 +22,19 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error("no customer has this id")]
     CustomerNotFound,
+    /// No credential, or one that is not valid: the reason says which, never whether an
+    /// unknown key id exists. `credential_presented` tells "none sent" (RFC 6750: no error
+    /// code in the challenge) from "not valid" (`error="invalid_token"`).
+    #[error("{reason}")]
+    Unauthorized {
+        reason: &'static str,
+        credential_presented: bool,
+    },
+    /// A valid credential without the scope the operation needs.
+    #[error("this credential lacks the {scope} scope")]
+    Forbidden { scope: &'static str },
+    #[error("rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u32 },
     #[error("a customer with this email already exists: {customer_id}")]
     EmailAlreadyExists { customer_id: CustomerId },
     #[error(
@@ -71,12 +84,15 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::MalformedJson(_) | Self::InvalidBody | Self::ValidationFailed(_) => 400,
+            Self::Unauthorized { .. } => 401,
+            Self::Forbidden { .. } => 403,
             Self::NotFound | Self::CustomerNotFound => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::EmailAlreadyExists { .. } | Self::IdempotencyKeyInUse { .. } => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::IdempotencyKeyReused => 422,
+            Self::RateLimited { .. } => 429,
             Self::Internal => 500,
             Self::ServiceUnavailable { .. } => 503,
             Self::WorkerTimeout { .. } => 504,
@@ -99,6 +115,9 @@ impl ApiError {
             Self::NotFound => ("not_found", "Not found"),
             Self::MethodNotAllowed { .. } => ("method_not_allowed", "Method not allowed"),
             Self::CustomerNotFound => ("customer_not_found", "Customer not found"),
+            Self::Unauthorized { .. } => ("unauthorized", "Authentication required"),
+            Self::Forbidden { .. } => ("forbidden", "The credential lacks a scope"),
+            Self::RateLimited { .. } => ("rate_limited", "Too many requests"),
             Self::EmailAlreadyExists { .. } => (
                 "email_already_exists",
                 "A customer with this email already exists",
@@ -124,7 +143,8 @@ impl ApiError {
             Self::ServiceUnavailable {
                 retry_after_secs, ..
             }
-            | Self::IdempotencyKeyInUse { retry_after_secs } => Some(*retry_after_secs),
+            | Self::IdempotencyKeyInUse { retry_after_secs }
+            | Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }

@@ -48,10 +48,35 @@ pub fn document() -> Value {
             "content": {"application/json": {"schema": schema}}
         })
     };
+    // Answers of the customer endpoints: every one to an authenticated request reports the
+    // credential's rate limit (IETF RateLimit header fields).
+    let rate_limited_headers = |mut response: Value| {
+        response["headers"]["RateLimit-Policy"] = json!({
+            "description": "The credential's quota: \"requests\";q={burst};w={seconds to refill}",
+            "schema": {"type": "string"}
+        });
+        response["headers"]["RateLimit"] = json!({
+            "description": "What is left: \"requests\";r={remaining};t={seconds until full}",
+            "schema": {"type": "string"}
+        });
+        response
+    };
+    let mut unauthorized = problem_response(
+        "unauthorized: no API key, or one that is malformed, unknown, revoked or expired",
+    );
+    unauthorized["headers"]["WWW-Authenticate"] = json!({"schema": {"type": "string"}});
+    let mut forbidden = rate_limited_headers(problem_response(
+        "forbidden: the credential lacks the scope",
+    ));
+    forbidden["headers"]["WWW-Authenticate"] = json!({"schema": {"type": "string"}});
+    let too_many = rate_limited_headers(retry_problem(
+        "rate_limited: the credential's rate limit is exhausted (with Retry-After)",
+    ));
+    let security = |scope: &str| json!([{"apiKey": [scope]}, {"clientCertificate": [scope]}]);
     let unavailable = retry_problem("No worker answering, NATS down, or overloaded");
     let timeout = problem_response("No worker reply within the ingress timeout");
     let internal = problem_response("Storage error or bug; nothing internal is disclosed");
-    let mut created = json_response("Created; durable on disk", &customer);
+    let mut created = rate_limited_headers(json_response("Created; durable on disk", &customer));
     created["headers"]["Location"] = json!({"schema": {"type": "string"}});
     created["headers"]["Idempotent-Replayed"] = json!({"schema": {"const": "true"}});
     let cursor = |name: &str, description: &str| {
@@ -66,10 +91,12 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Creates customers with case-insensitively unique emails, durably; reads them back. The same operations exist over NATS (customers.v1.create, .get, .list)."
         },
+        "security": [{"apiKey": []}, {"clientCertificate": []}],
         "paths": {
             "/api/v1/customers": {
                 "post": {
                     "operationId": "createCustomer",
+                    "security": security("customers:write"),
                     "parameters": [request_id, {
                         "name": "Idempotency-Key", "in": "header", "required": false,
                         "description": "Makes the create safe to retry: 1–255 printable ASCII characters.",
@@ -82,10 +109,13 @@ pub fn document() -> Value {
                     "responses": {
                         "201": created,
                         "400": problem_response("malformed_json, invalid_body or validation_failed"),
+                        "401": unauthorized,
+                        "403": forbidden,
                         "409": retry_problem("email_already_exists, or idempotency_key_in_use (with Retry-After)"),
                         "413": problem_response("The body is over the limit"),
                         "415": problem_response("The content type is not JSON"),
                         "422": problem_response("idempotency_key_reused"),
+                        "429": too_many,
                         "500": internal,
                         "503": unavailable,
                         "504": timeout
@@ -93,6 +123,7 @@ pub fn document() -> Value {
                 },
                 "get": {
                     "operationId": "listCustomers",
+                    "security": security("customers:read"),
                     "parameters": [
                         request_id,
                         {"name": "limit", "in": "query", "required": false,
@@ -104,8 +135,11 @@ pub fn document() -> Value {
                          "schema": {"type": "string"}}
                     ],
                     "responses": {
-                        "200": json_response("A page of customers, newest first", &list),
+                        "200": rate_limited_headers(json_response("A page of customers, newest first", &list)),
                         "400": problem_response("A parameter is invalid, unknown or repeated"),
+                        "401": unauthorized,
+                        "403": forbidden,
+                        "429": too_many,
                         "500": internal,
                         "503": unavailable,
                         "504": timeout
@@ -115,34 +149,52 @@ pub fn document() -> Value {
             "/api/v1/customers/{id}": {
                 "get": {
                     "operationId": "getCustomer",
+                    "security": security("customers:read"),
                     "parameters": [request_id, {
                         "name": "id", "in": "path", "required": true,
                         "schema": {"type": "string"}
                     }],
                     "responses": {
-                        "200": json_response("The customer", &customer),
+                        "200": rate_limited_headers(json_response("The customer", &customer)),
+                        "401": unauthorized,
+                        "403": forbidden,
                         "404": problem_response("customer_not_found (also for a malformed id)"),
+                        "429": too_many,
                         "500": internal,
                         "503": unavailable,
                         "504": timeout
                     }
                 }
             },
-            "/healthz": {"get": {"operationId": "health", "responses": {
+            "/healthz": {"get": {"operationId": "health", "security": [], "responses": {
                 "200": {"description": "The process is up"}
             }}},
-            "/readyz": {"get": {"operationId": "ready", "responses": {
+            "/readyz": {"get": {"operationId": "ready", "security": [], "responses": {
                 "200": {"description": "Connected to NATS and a worker answers"},
                 "503": unavailable
             }}},
-            "/metrics": {"get": {"operationId": "metrics", "responses": {
+            "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {
                 "200": {"description": "Prometheus metrics (OpenMetrics text)"}
             }}},
-            "/api/v1/openapi.json": {"get": {"operationId": "openapi", "responses": {
+            "/api/v1/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {
                 "200": {"description": "This document"}
             }}}
         },
-        "components": {"schemas": schemas}
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "ck_live_{16-character id}_{52-character secret}",
+                    "description": "An API key minted with `customers-ingress keys mint`; its scopes (customers:read, customers:write) decide what it may call."
+                },
+                "clientCertificate": {
+                    "type": "mutualTLS",
+                    "description": "A client certificate signed by the ingress's --tls-client-ca whose subject the keys file grants scopes."
+                }
+            }
+        }
     })
 }
 

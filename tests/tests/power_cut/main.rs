@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use customers_tests::ledger::{Load, Verdict};
 use customers_tests::{
-    HttpClient, NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
+    NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
 };
 use customers_worker::store::Store;
 use cutfs::Disk;
@@ -71,7 +71,7 @@ async fn power_cuts_under_load(
     let mut ingress_config = customers_ingress::Config::new(&url);
     ingress_config.request_timeout = Duration::from_millis(1000);
     let ingress = TestIngress::start_with(ingress_config).await;
-    let load = Load::start(&HttpClient::new(ingress.addr), 16, name);
+    let load = Load::start(&ingress.http(), 16, name);
     for cut in 0..cuts {
         let worker = start_worker_process_with_failpoints(&url, &data_dir, extra, failpoints).await;
         load.wait_for_acknowledged(load.acknowledged() + 300 + 150 * cut)

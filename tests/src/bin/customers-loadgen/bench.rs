@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use customers_tests::{NatsServer, ServiceProcess};
+use customers_ingress::auth::keys_file::Scope;
+use customers_tests::{NatsServer, ServiceProcess, UNLIMITED, mint_key};
 
 use crate::load::{self, Plan, Shape, Summary, Target};
 
@@ -108,8 +109,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let url = nats.url();
     let cpu_times_before = machine_cpu_times();
     let scratch = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let keys_file = scratch.path().join("keys.json");
+    let keys_file_arg = keys_file.display().to_string();
     let mut bench = Bench {
         args: &args,
+        api_key: mint_key(&keys_file, &[Scope::Write], Some(UNLIMITED)),
         rows: Vec::new(),
         own_pid: std::process::id(),
         nats_pid: nats.pid(),
@@ -119,7 +123,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let forwarder_url = listen_url(&forwarder.ready_line, "listening on ");
     let ingress = ServiceProcess::start(
         "customers-ingress",
-        &["--nats-url", &url, "--listen", "127.0.0.1:0"],
+        &[
+            "--nats-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--keys-file",
+            &keys_file_arg,
+        ],
         "serving",
     )
     .await;
@@ -215,7 +226,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             preload_to(&url, at_target.stored, 2 * args.preload, &data_dir, &worker).await?;
         settle().await;
         let pids = bench.pids(Some(&ingress), &worker, None);
-        let target = Target::http(&ingress_url).await?;
+        let target = Target::http(&ingress_url, Some(&bench.api_key)).await?;
         bench
             .measure(HTTP_LOADED, target, GROWTH_CONCURRENCY, pids)
             .await;
@@ -305,6 +316,9 @@ fn listen_url(ready_line: &str, marker: &str) -> String {
 
 struct Bench<'a> {
     args: &'a BenchArgs,
+    /// Sent by every HTTP line, so each pays for the same request bytes; only the ingress
+    /// checks it.
+    api_key: String,
     rows: Vec<Row>,
     own_pid: u32,
     nats_pid: u32,
@@ -345,7 +359,7 @@ impl Bench<'_> {
             if std::ptr::eq(front, responder) {
                 pids[1].clear();
             }
-            let target = Target::http(base_url).await?;
+            let target = Target::http(base_url, Some(&self.api_key)).await?;
             self.measure(line, target, c, pids).await;
         }
         Ok(())

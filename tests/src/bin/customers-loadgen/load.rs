@@ -37,8 +37,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// `base_url` is `http://host:port`.
-    pub async fn http(base_url: &str) -> Result<Self, String> {
+    /// `base_url` is `http://host:port`; `api_key`, when set, is sent as a bearer token.
+    pub async fn http(base_url: &str, api_key: Option<&str>) -> Result<Self, String> {
         let authority = base_url
             .strip_prefix("http://")
             .ok_or_else(|| format!("--url must start with http://: {base_url}"))?
@@ -48,9 +48,12 @@ impl Target {
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| format!("cannot resolve {authority}"))?;
-        let head = format!(
+        let mut head = format!(
             "POST /api/v1/customers HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n"
         );
+        if let Some(key) = api_key {
+            head.push_str(&format!("authorization: Bearer {key}\r\n"));
+        }
         Ok(Self::Http {
             addr,
             head: head.into(),

@@ -80,6 +80,10 @@ struct RunArgs {
     /// NATS URL (NATS-direct mode: requests go straight to the worker).
     #[arg(long)]
     nats_url: Option<String>,
+    /// API key sent as `Authorization: Bearer` (HTTP mode); mint one with a rate limit
+    /// above the load (`customers-ingress keys mint --rate-limit-per-second …`).
+    #[arg(long, env = "CUSTOMERS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[arg(long, default_value = protocol::DEFAULT_SUBJECT_PREFIX)]
     subject_prefix: String,
     /// NATS connections used round-robin (NATS mode).
@@ -147,7 +151,7 @@ fn fail(reason: String) -> ExitCode {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     let target = match (&args.url, &args.nats_url) {
-        (Some(url), _) => Target::http(url).await,
+        (Some(url), _) => Target::http(url, args.api_key.as_deref()).await,
         (None, Some(nats_url)) => {
             Target::nats(
                 nats_url,
