@@ -1,5 +1,5 @@
--- wrk script: POST unique customers to /api/v1/customers.
--- Usage: wrk -t2 -c64 -d10s -s tests/bench/create.lua http://127.0.0.1:8080
+-- wrk script: POST unique customers to /api/v1/customers with the API key in CUSTOMERS_API_KEY.
+-- Usage: CUSTOMERS_API_KEY=ck_… wrk -t2 -c64 -d10s -s tests/bench/create.lua http://127.0.0.1:8080
 local threads = {}
 local run = tostring(os.time())
 
@@ -19,7 +19,11 @@ function request()
     '"address":{"city":"Dar es Salaam","country":"TZ"},"payment_method":"card_%d",' ..
     '"custom_data":{"loyalty_program":"Gold","n":%d}}',
     counter, run, tid, counter, counter, counter)
-  return wrk.format("POST", "/api/v1/customers", {["Content-Type"] = "application/json"}, body)
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. (os.getenv("CUSTOMERS_API_KEY") or ""),
+  }
+  return wrk.format("POST", "/api/v1/customers", headers, body)
 end
 
 function response(status, headers, body)

@@ -82,6 +82,7 @@ fn the_contract_is_in_the_repository() {
         "## 4. Reads",
         "## 5. Idempotency",
         "## 6. Storage",
+        "## 7. Who may call",
     ] {
         assert!(contract.contains(section), "docs/API.md has {section}");
     }

@@ -1,6 +1,7 @@
 //! TLS at the ingress with certificates made in the test: HTTPS with API keys, client
 //! certificates (mTLS) granted by the keys file as an alternative to keys, certificate
-//! reload without dropping open connections, and a handshake deadline for silent clients.
+//! reload without dropping open connections (a mismatched key and certificate keep the old
+//! pair in force), and a handshake deadline for silent clients.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -371,8 +372,28 @@ async fn a_new_certificate_is_served_without_dropping_open_connections() {
     let health = open.send("GET", "/healthz", None, "").await.unwrap();
     assert_eq!(health.status, 200);
 
+    // The new key first: with the old certificate it is no pair, so that reload fails and
+    // the old pair stays in force.
     let second = server_certificate(&ca);
     write(stack.dir.path(), "server-key.pem", &second.key);
+    let failed = r#"customers_ingress_reloads_total{source="tls",result="error"} 1"#;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let metrics = open.send("GET", "/metrics", None, "").await.unwrap();
+            if String::from_utf8_lossy(&metrics.body)
+                .lines()
+                .any(|l| l == failed)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the mismatched pair is refused");
+    let meanwhile = Connection::open(addr, config.clone()).await.unwrap();
+    assert_eq!(meanwhile.server_certificate, first_der);
+
     write(stack.dir.path(), "server.pem", &second.certificate);
     let served = tokio::time::timeout(PATIENCE, async {
         loop {
