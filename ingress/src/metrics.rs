@@ -25,6 +25,7 @@ pub enum Operation {
     readyz,
     metrics,
     openapi,
+    asyncapi,
     /// Unknown paths and methods (404, 405).
     other,
 }

@@ -48,6 +48,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// The OpenAPI document, rendered once.
     openapi: Bytes,
+    asyncapi: Bytes,
     max_body_bytes: usize,
     /// Bounds requests in flight to the worker, so an overload is refused instead of queued.
     in_flight: Arc<Semaphore>,
@@ -65,6 +66,7 @@ impl App {
             authenticator,
             metrics: Arc::default(),
             openapi: Bytes::from(customers_shared::wire::openapi::document().to_string()),
+            asyncapi: Bytes::from(customers_shared::wire::asyncapi::document().to_string()),
             max_body_bytes,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         }
@@ -149,6 +151,7 @@ impl App {
                 Ok(response)
             }
             PublicEndpoint::OpenApi => Ok(response::ok(self.openapi.clone())),
+            PublicEndpoint::AsyncApi => Ok(response::ok(self.asyncapi.clone())),
             PublicEndpoint::NotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
             PublicEndpoint::NotFound => Err(ApiError::NotFound),
         }
@@ -350,6 +353,8 @@ enum PublicEndpoint {
     Metrics,
     /// `GET /api/v1/openapi.json`: the OpenAPI document.
     OpenApi,
+    /// `GET /api/v1/asyncapi.json`: the AsyncAPI document of the NATS interface.
+    AsyncApi,
     /// A known path with another method.
     NotAllowed {
         allow: &'static str,
@@ -359,7 +364,7 @@ enum PublicEndpoint {
 
 impl Endpoint {
     fn of(method: &Method, path: &str) -> Self {
-        use PublicEndpoint::{Health, Metrics, NotAllowed, NotFound, OpenApi, Ready};
+        use PublicEndpoint::{AsyncApi, Health, Metrics, NotAllowed, NotFound, OpenApi, Ready};
         let get_only = |endpoint| match *method {
             Method::GET => endpoint,
             _ => Self::Public(NotAllowed { allow: "GET" }),
@@ -374,6 +379,7 @@ impl Endpoint {
             "/readyz" => get_only(Self::Public(Ready)),
             "/metrics" => get_only(Self::Public(Metrics)),
             "/api/v1/openapi.json" => get_only(Self::Public(OpenApi)),
+            "/api/v1/asyncapi.json" => get_only(Self::Public(AsyncApi)),
             _ => match path
                 .strip_prefix(CUSTOMERS_PATH)
                 .and_then(|rest| rest.strip_prefix('/'))
@@ -397,6 +403,7 @@ impl Endpoint {
             Self::Public(PublicEndpoint::Ready) => metrics::Operation::readyz,
             Self::Public(PublicEndpoint::Metrics) => metrics::Operation::metrics,
             Self::Public(PublicEndpoint::OpenApi) => metrics::Operation::openapi,
+            Self::Public(PublicEndpoint::AsyncApi) => metrics::Operation::asyncapi,
             Self::Public(PublicEndpoint::NotAllowed { .. } | PublicEndpoint::NotFound) => {
                 metrics::Operation::other
             }

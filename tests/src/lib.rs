@@ -6,9 +6,10 @@
 //! `nats-server` is taken from `NATS_SERVER_BIN`, else from `PATH`; the README's test
 //! command provides it. A missing binary fails the tests; it never skips them.
 //!
-//! [`ledger`] drives creates under load and checks afterwards that every acknowledged one
+//! [`events`] reads the events stream as a consumer does. [`ledger`] drives creates under load and checks afterwards that every acknowledged one
 //! survived whatever the test did to the worker.
 
+pub mod events;
 pub mod ledger;
 
 use std::io::{BufRead, BufReader};
@@ -48,12 +49,15 @@ pub const SEED_REQUEST: &str = r#"{
   }
 }"#;
 
-/// A `nats-server` process on 127.0.0.1 and a port it chose; killed on drop.
+/// A `nats-server` process on 127.0.0.1 and a port it chose, with JetStream (storing in a
+/// temporary directory that outlives restarts) unless told otherwise; killed on drop.
 pub struct NatsServer {
     child: Child,
     port: u16,
     config: Option<PathBuf>,
     env: Vec<(String, String)>,
+    store: tempfile::TempDir,
+    jetstream: bool,
 }
 
 impl NatsServer {
@@ -64,7 +68,12 @@ impl NatsServer {
     /// Starts on `port`, or on an ephemeral port when `None`; returns once the server
     /// reports that it is ready.
     pub fn start_on(port: Option<u16>) -> Self {
-        Self::spawn(port, None, Vec::new())
+        Self::spawn(port, None, Vec::new(), store_dir(), true)
+    }
+
+    /// A server without JetStream, as a plain NATS deployment is.
+    pub fn start_without_jetstream() -> Self {
+        Self::spawn(None, None, Vec::new(), store_dir(), false)
     }
 
     /// Starts with the configuration file `config` (authorization, TLS, ...), on 127.0.0.1
@@ -80,17 +89,35 @@ impl NatsServer {
             .iter()
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
             .collect();
-        Self::spawn(None, Some(config.to_owned()), env)
+        Self::spawn(None, Some(config.to_owned()), env, store_dir(), true)
     }
 
-    fn spawn(port: Option<u16>, config: Option<PathBuf>, env: Vec<(String, String)>) -> Self {
+    fn spawn(
+        port: Option<u16>,
+        config: Option<PathBuf>,
+        env: Vec<(String, String)>,
+        store: tempfile::TempDir,
+        jetstream: bool,
+    ) -> Self {
         let binary = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("nats-server"));
         let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
         let mut command = Command::new(&binary);
-        if let Some(config) = &config {
-            command.arg("-c").arg(config);
+        let own_store_dir = config
+            .as_deref()
+            .and_then(|config| with_store_dir(config, store.path()));
+        match (&own_store_dir, &config) {
+            (Some(copy), _) => {
+                command.arg("-c").arg(copy);
+            }
+            (None, Some(config)) => {
+                command.arg("-c").arg(config);
+            }
+            (None, None) => {}
+        }
+        if jetstream && own_store_dir.is_none() {
+            command.arg("-js").arg("-sd").arg(store.path());
         }
         let mut child = command
             .envs(env.iter().map(|(name, value)| (name, value)))
@@ -124,6 +151,8 @@ impl NatsServer {
             port,
             config,
             env,
+            store,
+            jetstream,
         }
     }
 
@@ -140,10 +169,23 @@ impl NatsServer {
         self.child.id()
     }
 
-    /// Starts the server again on the same port (after [`NatsServer::stop`]).
+    /// Starts the server again on the same port, with the same JetStream store.
     pub fn restart(&mut self) {
+        self.restart_with_jetstream(self.jetstream);
+    }
+
+    /// Starts the server again on the same port with JetStream off (`false`), or on (`true`)
+    /// with the store it had.
+    pub fn restart_with_jetstream(&mut self, on: bool) {
         self.stop();
-        *self = Self::spawn(Some(self.port), self.config.clone(), self.env.clone());
+        let store = std::mem::replace(&mut self.store, store_dir());
+        *self = Self::spawn(
+            Some(self.port),
+            self.config.clone(),
+            self.env.clone(),
+            store,
+            on,
+        );
     }
 
     /// Stops the server and waits for the process to exit.
@@ -151,6 +193,44 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// For a configuration that names its own JetStream `store_dir` (the deploy files do, and
+/// nats-server refuses `-sd` beside it): a copy of it and the `.conf` files beside it (its
+/// includes) under `store`, storing in `store` instead; `None` for any other configuration.
+fn with_store_dir(config: &Path, store: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config).expect("the nats-server configuration");
+    if !text.contains("store_dir") {
+        return None;
+    }
+    let copies = store.join("config");
+    std::fs::create_dir_all(&copies).expect("a directory for the configuration");
+    let dir = config.parent().expect("the configuration's directory");
+    for entry in std::fs::read_dir(dir)
+        .expect("the configuration's directory")
+        .flatten()
+    {
+        if entry.path().extension().is_some_and(|e| e == "conf") {
+            std::fs::copy(entry.path(), copies.join(entry.file_name())).expect("copy");
+        }
+    }
+    let rewritten: String = text
+        .lines()
+        .map(|line| match line.split_once("store_dir:") {
+            Some((indent, _)) => {
+                format!("{indent}store_dir: \"{}\"\n", store.join("data").display())
+            }
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let copy = copies.join(config.file_name().expect("a file name"));
+    std::fs::write(&copy, rewritten).expect("write the configuration");
+    Some(copy)
+}
+
+/// A new temporary directory for a server's JetStream store.
+fn store_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary directory")
 }
 
 impl Drop for NatsServer {
@@ -381,6 +461,16 @@ impl HttpClient {
     }
 
     /// Any request; `path` is relative to the ingress.
+    /// The value of the metric series `series` (name and labels as rendered) on this
+    /// client's `/metrics`, 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await;
+        let text = String::from_utf8_lossy(&text.body).into_owned();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
         let builder = http::Request::builder()
             .method(method)
@@ -690,6 +780,30 @@ pub async fn start_worker_process_with_failpoints(
         "serving",
     )
     .await
+}
+
+/// Random moments for kills: xorshift seeded from the clock, so runs differ, with the seed
+/// reported for a rerun. No dependency for a few numbers.
+pub struct KillMoments(u64);
+
+impl KillMoments {
+    pub fn seeded_from_clock() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos() as u64
+            | 1;
+        report(&format!("kill-moment seed: {seed}"));
+        Self(seed)
+    }
+
+    /// The next number, below `bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
 }
 
 /// Upper bound used where a test waits for something that should take milliseconds.

@@ -58,11 +58,7 @@ impl Stack {
 
     /// The value of the metric series `series` (name and labels as rendered), 0 if absent.
     async fn metric(&self, series: &str) -> f64 {
-        let text = self.anonymous().get("/metrics").await;
-        let text = String::from_utf8_lossy(&text.body).into_owned();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        self.anonymous().metric(series).await
     }
 }
 

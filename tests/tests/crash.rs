@@ -6,22 +6,14 @@
 //! customer, and keyed creates that were interrupted must have exactly one outcome when
 //! retried with their key.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use customers_tests::ledger::Load;
-use customers_tests::{NatsServer, TestIngress, TestWorker, start_worker_process};
+use customers_tests::{KillMoments, NatsServer, TestIngress, TestWorker, start_worker_process};
 use customers_worker::store::Store;
 
 const CLIENTS: usize = 32;
 const CRASHES: usize = 10;
-
-/// xorshift: random kill moments without a dependency; the seed is printed for reruns.
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_creates_survive_sigkill() {
@@ -33,17 +25,12 @@ async fn acknowledged_creates_survive_sigkill() {
     let ingress = TestIngress::start_with(ingress_config).await;
     let load = Load::start(&ingress.http(), CLIENTS, "crash");
 
-    let mut seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    customers_tests::report(&format!("kill-moment seed: {seed}"));
+    let mut moments = KillMoments::seeded_from_clock();
     for _ in 0..CRASHES {
         // Small checkpoints, so that kills also land during checkpoints and segment rotation.
         let worker =
             start_worker_process(&url, data_dir.path(), &["--checkpoint-bytes", "65536"]).await;
-        let wanted = load.acknowledged() + 1 + (next_random(&mut seed) % 400) as usize;
+        let wanted = load.acknowledged() + 1 + moments.below(400) as usize;
         load.wait_for_acknowledged(wanted).await;
         worker.kill().await;
     }

@@ -4,12 +4,14 @@
 //! permissions (deploy/nats-authorization.conf) each role may do its job and nothing more.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use customers_shared::runtime::nats::NatsOptions;
 use customers_shared::wire::protocol::headers;
 use customers_tests::{
     NatsServer, PATIENCE, TestIngress, TestWorker, customer_with_email, nats_header,
 };
+use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
@@ -245,6 +247,51 @@ async fn each_nats_role_may_do_only_its_job() {
     violation(&mut events, "customers.v1.create").await;
     let _snooped = reporting.subscribe("_INBOX_billing.>").await.unwrap();
     violation(&mut events, "_INBOX_billing.>").await;
+
+    // Events: a reader consumes them with its own durable consumer, but may neither forge
+    // one nor use another service's consumer.
+    let stream = async_nats::jetstream::new(reporting.clone())
+        .get_stream(customers_shared::wire::event::DEFAULT_STREAM)
+        .await
+        .expect("the reader may look up the events stream");
+    let durable = |name: &str| async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject: "customers.v1.events.created".into(),
+        ..Default::default()
+    };
+    let consumer = stream
+        .get_or_create_consumer("reporting", durable("reporting"))
+        .await
+        .expect("its own durable consumer");
+    let mut batch = consumer
+        .batch()
+        .max_messages(2)
+        .expires(PATIENCE)
+        .messages()
+        .await
+        .unwrap();
+    let mut subjects = Vec::new();
+    while let Some(message) = batch.next().await {
+        let message = message.unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        subjects.push(event["data"]["email"].as_str().unwrap().to_owned());
+        message.ack().await.unwrap();
+    }
+    assert_eq!(
+        subjects,
+        ["via-http@example.com", "via-billing@example.com"]
+    );
+    reporting
+        .publish("customers.v1.events.created", "{}".into())
+        .await
+        .unwrap();
+    violation(&mut events, "customers.v1.events.created").await;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        stream.get_or_create_consumer("billing", durable("billing")),
+    )
+    .await;
+    violation(&mut events, "CUSTOMERS_EVENTS.billing").await;
 
     let check = billing
         .request(

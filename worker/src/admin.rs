@@ -26,6 +26,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub store: Weak<Store>,
     pub queue: QueueProbe,
+    /// The event outbox, when events are on.
+    pub outbox: Option<Arc<crate::outbox::Outbox>>,
     pub client: async_nats::Client,
     pub health: Health,
 }
@@ -73,10 +75,11 @@ impl Admin {
         }
         match path {
             "/metrics" => {
-                let mut response = Response::new(Full::new(Bytes::from(
-                    self.metrics
-                        .render(self.store.upgrade().as_deref(), self.queue.queued()),
-                )));
+                let mut response = Response::new(Full::new(Bytes::from(self.metrics.render(
+                    self.store.upgrade().as_deref(),
+                    self.queue.queued(),
+                    self.outbox.as_deref(),
+                ))));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(customers_shared::runtime::metrics::CONTENT_TYPE),

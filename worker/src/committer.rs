@@ -7,6 +7,10 @@
 //!    the commit point;
 //! 3. applies the puts to sled and answers every member.
 //!
+//! With events on, a new customer's group also holds its pending event (`outbox`), and a
+//! group carries the relay's newest acknowledged mark when it moved, so the mark costs no
+//! fsync of its own under load.
+//!
 //! Under load one fsync serves many writes; a lone write is committed as soon as it arrives.
 //! When the journal's active segment passes `checkpoint_bytes`, the committer starts a new
 //! segment and hands the old ones to the checkpointer thread.
@@ -30,7 +34,9 @@ use crate::ids::IdGenerator;
 use crate::journal::{Batch, Journal, TreeId};
 use crate::known_emails::KnownEmails;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::reply::Reply;
+use crate::store::outbox::RELAYED_KEY;
 use crate::store::{MAX_VALUE_BYTES, Store, StoreError};
 
 /// What a request asks the committer to make durable.
@@ -47,6 +53,9 @@ pub enum Write {
         claim: IdempotencyClaim,
         reply: Reply,
     },
+    /// Nothing but the relay's acknowledged mark (see `outbox`), when no other group has
+    /// carried it for a while.
+    RecordRelayed,
 }
 
 /// Why a write got no reply of its own.
@@ -65,6 +74,10 @@ pub enum CommitError {
     /// A value over [`MAX_VALUE_BYTES`]: a bug, refused instead of stored.
     #[error("a value is too large to store")]
     Unstorable,
+    /// The event outbox is full (JetStream has been unreachable for long): the create is
+    /// refused rather than stored without its event.
+    #[error("the event outbox is full")]
+    OutboxFull,
 }
 
 type Answer = Result<Reply, CommitError>;
@@ -129,26 +142,46 @@ pub struct Limits {
 }
 
 /// What the committer starts from: the journal's append side, the id generator (above the
-/// newest stored id) and the stored emails.
+/// newest stored id), the stored emails and, with events on, the outbox.
 pub struct Prepared {
     journal: Journal,
     ids: IdGenerator,
     known_emails: KnownEmails,
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl Prepared {
-    /// Reads what the committer needs from an opened store (the newest id, every email key).
-    pub fn new(store: &Store, journal: Journal) -> Result<Self, StoreError> {
+    /// Reads what the committer needs from an opened store (the newest id, every email key);
+    /// with `max_pending_events`, trims the outbox of what was relayed and bounds it.
+    pub fn new(
+        store: &Store,
+        journal: Journal,
+        max_pending_events: Option<usize>,
+    ) -> Result<Self, StoreError> {
+        let outbox = match max_pending_events {
+            Some(max_pending) => Some(Arc::new(Outbox::new(
+                max_pending,
+                store.trim_relayed()?,
+                store.relayed_through()?,
+            ))),
+            None => None,
+        };
         Ok(Self {
             journal,
             ids: IdGenerator::after(store.newest_id()?),
             known_emails: KnownEmails::load(store)?,
+            outbox,
         })
     }
 
     /// The emails the committer knows.
     pub fn known_emails(&self) -> &KnownEmails {
         &self.known_emails
+    }
+
+    /// The outbox, when events are on.
+    pub fn outbox(&self) -> Option<Arc<Outbox>> {
+        self.outbox.clone()
     }
 }
 
@@ -178,12 +211,14 @@ pub fn spawn(
         journal,
         ids,
         known_emails,
+        outbox,
     } = prepared;
     let committer = Committer {
         store,
         journal,
         ids,
         known_emails,
+        outbox,
         metrics,
         health,
         deliveries,
@@ -203,6 +238,7 @@ struct Committer {
     journal: Journal,
     ids: IdGenerator,
     known_emails: KnownEmails,
+    outbox: Option<Arc<Outbox>>,
     metrics: Arc<Metrics>,
     health: Health,
     deliveries: mpsc::UnboundedSender<Delivery>,
@@ -266,8 +302,21 @@ impl Committer {
         self.batch.clear();
         let mut emails_taken: HashMap<String, CustomerId> = HashMap::new();
         let mut outcomes = Vec::with_capacity(members);
+        let mut mark_asked = false;
         for write in writes.drain(..) {
+            mark_asked |= matches!(write, Write::RecordRelayed);
             outcomes.push(self.plan(write, &mut emails_taken, created_ms)?);
+        }
+        // The mark rides along with a group that syncs anyway; a group of conflicts only
+        // stays without a sync unless the relay asked for one.
+        let relayed_mark = self
+            .outbox
+            .as_ref()
+            .filter(|_| mark_asked || !self.batch.is_empty())
+            .and_then(|o| o.mark_to_journal());
+        if let Some(mark) = relayed_mark {
+            self.batch
+                .put(TreeId::Relayed, RELAYED_KEY, &mark.to_bytes());
         }
         let mut journaled = None;
         if !self.batch.is_empty() {
@@ -278,6 +327,12 @@ impl Committer {
             failpoint!("commit-before-apply", |_| crate::crash());
             failpoint!("committer-panic", |_| panic!("failpoint committer-panic"));
             self.store.apply(self.batch.puts())?;
+            if let Some(outbox) = &self.outbox {
+                if let Some(mark) = relayed_mark {
+                    outbox.journaled(mark);
+                }
+                outbox.committed();
+            }
         }
         let (bytes, sync) = journaled.unzip();
         self.metrics
@@ -299,6 +354,7 @@ impl Committer {
         created_ms: u64,
     ) -> Result<Answer, StoreError> {
         let (reply, claim, new_customer) = match write {
+            Write::RecordRelayed => return Ok(Ok(Reply::ok(Bytes::new()))),
             Write::Remember { claim, reply } => (reply, Some(claim), None),
             Write::Create { customer, claim } => {
                 let email_key = customer.email.index_key();
@@ -336,10 +392,19 @@ impl Committer {
             return Ok(Err(CommitError::Unstorable));
         }
         if let Some((id, email_key)) = new_customer {
+            let outbox = self.outbox.as_ref();
+            if outbox.is_some_and(|outbox| !outbox.reserve()) {
+                return Ok(Err(CommitError::OutboxFull));
+            }
             self.batch
                 .put(TreeId::Customers, &id.to_bytes(), &reply.body);
             self.batch
                 .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
+            if outbox.is_some() {
+                // After the customer: the relay, reading while the group is applied, finds
+                // the record of every pending id it sees.
+                self.batch.put(TreeId::Outbox, &id.to_bytes(), b"");
+            }
             self.known_emails.insert(&email_key);
             emails_taken.insert(email_key, id);
         }
@@ -433,7 +498,7 @@ mod tests {
             max_group: 64,
             checkpoint_bytes,
         };
-        let prepared = Prepared::new(&store, journal).unwrap();
+        let prepared = Prepared::new(&store, journal, None).unwrap();
         let (handle, thread) = spawn(
             store.clone(),
             prepared,
@@ -487,7 +552,7 @@ mod tests {
                 max_group: 8,
                 checkpoint_bytes: 2048,
             };
-            let prepared = Prepared::new(&store, opened.journal).unwrap();
+            let prepared = Prepared::new(&store, opened.journal, None).unwrap();
             let (handle, thread) =
                 spawn(store, prepared, Arc::default(), Health::default(), limits).unwrap();
             for n in 0..40 {

@@ -64,6 +64,9 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_ADMIN_LISTEN")]
     pub admin_listen: Option<std::net::SocketAddr>,
 
+    #[command(flatten)]
+    pub events: EventsOptions,
+
     /// Time allowed on SIGTERM/SIGINT to finish accepted requests before exiting.
     #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -76,6 +79,81 @@ impl Config {
         config.nats.url = nats_url.into();
         config.data_dir = data_dir.into();
         config
+    }
+}
+
+/// `customer.created` events on JetStream (docs/API.md §8). The stream settings apply only
+/// when the worker creates the stream; a stream that exists is used as the operator left it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsOptions {
+    /// Publish a `customer.created` event per stored customer: `on` needs JetStream on the
+    /// NATS server (the worker refuses to start without it); `off` publishes nothing.
+    #[arg(id = "events", long = "events", env = "CUSTOMERS_EVENTS", value_enum, default_value_t = EventsMode::On)]
+    pub mode: EventsMode,
+
+    /// Name of the stream that captures `{prefix}.v1.events.>`.
+    #[arg(id = "events_stream", long = "events-stream", env = "CUSTOMERS_EVENTS_STREAM", default_value = customers_shared::wire::event::DEFAULT_STREAM)]
+    pub stream: String,
+
+    /// Replicas of the stream, when the worker creates it (3 on a 3-node cluster).
+    #[arg(
+        id = "events_replicas",
+        long = "events-replicas",
+        env = "CUSTOMERS_EVENTS_REPLICAS",
+        default_value_t = 1
+    )]
+    pub replicas: usize,
+
+    /// Retention policy of the stream, when the worker creates it.
+    #[arg(id = "events_retention", long = "events-retention", env = "CUSTOMERS_EVENTS_RETENTION", value_enum, default_value_t = Retention::Limits)]
+    pub retention: Retention,
+
+    /// Age past which the stream drops events, when the worker creates it; 0 keeps them for
+    /// as long as the stream exists.
+    #[arg(id = "events_max_age", long = "events-max-age", env = "CUSTOMERS_EVENTS_MAX_AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub max_age: Duration,
+
+    /// The stream's duplicate window, when the worker creates it: a re-publication of an
+    /// event (after a crash or a lost acknowledgement) within it is dropped by its id.
+    #[arg(id = "events_duplicate_window", long = "events-duplicate-window", env = "CUSTOMERS_EVENTS_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub duplicate_window: Duration,
+
+    /// The CloudEvents `source` of every event.
+    #[arg(id = "events_source", long = "events-source", env = "CUSTOMERS_EVENTS_SOURCE", default_value = customers_shared::wire::event::DEFAULT_SOURCE)]
+    pub source: String,
+
+    /// Events that may wait for JetStream. While it is unreachable, creates go on and their
+    /// events wait in the outbox; past this many, creates are answered 503 rather than stored
+    /// without their event.
+    #[arg(
+        id = "events_max_pending",
+        long = "events-max-pending",
+        env = "CUSTOMERS_EVENTS_MAX_PENDING",
+        default_value_t = 1_000_000
+    )]
+    pub max_pending: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsMode {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Retention {
+    /// Kept until the stream's limits (age, size) drop them: any number of consumers.
+    Limits,
+    /// Kept while a consumer has not acknowledged them.
+    Interest,
+    /// Removed once one consumer acknowledged them.
+    Workqueue,
+}
+
+impl EventsOptions {
+    /// The outbox bound when events are on.
+    pub fn max_pending(&self) -> Option<usize> {
+        (self.mode == EventsMode::On).then_some(self.max_pending)
     }
 }
 

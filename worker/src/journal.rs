@@ -33,6 +33,8 @@ pub enum TreeId {
     Customers = 1,
     Emails = 2,
     Idempotency = 3,
+    Outbox = 4,
+    Relayed = 5,
 }
 
 impl TreeId {
@@ -41,6 +43,8 @@ impl TreeId {
             1 => Some(Self::Customers),
             2 => Some(Self::Emails),
             3 => Some(Self::Idempotency),
+            4 => Some(Self::Outbox),
+            5 => Some(Self::Relayed),
             _ => None,
         }
     }

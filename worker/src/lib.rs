@@ -10,6 +10,8 @@
 //!   customer ids in commit order; [`known_emails`]: which emails need an index lookup.
 //! * [`health`]: fail-stop after a storage error or a panic of a worker thread.
 //! * [`idempotency`]: `Idempotency-Key` claims, stored replies and their background purge.
+//! * [`outbox`] and [`relay`]: `customer.created` events, written with their customer and
+//!   published to JetStream after it (the transactional outbox).
 //! * [`reply`]: an answer (status, body, headers), as sent and as stored for replays.
 //! * [`service`]: the NATS micro service, its endpoints and request handling.
 //! * [`metrics`] and [`admin`]: Prometheus metrics and the optional admin HTTP listener.
@@ -37,6 +39,8 @@ pub mod ids;
 pub mod journal;
 pub mod known_emails;
 pub mod metrics;
+pub mod outbox;
+pub mod relay;
 pub mod reply;
 pub mod service;
 pub mod store;
@@ -62,6 +66,8 @@ pub enum WorkerError {
         url: String,
         source: customers_shared::runtime::nats::NatsConnectError,
     },
+    #[error(transparent)]
+    Events(#[from] relay::EventsError),
     #[error("cannot start the NATS micro service: {0}")]
     Service(async_nats::Error),
     #[error("cannot start the committer thread: {0}")]
@@ -88,6 +94,10 @@ pub struct Worker {
     committer: JoinHandle<()>,
     health: Health,
     purge: tokio::task::JoinHandle<()>,
+    relay: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
     admin: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
@@ -96,8 +106,17 @@ impl Worker {
     /// service.
     pub async fn start(config: Config) -> Result<Self, WorkerError> {
         let client = connect(&config).await?;
+        let jetstream = match config.events.mode {
+            config::EventsMode::On => {
+                let jetstream = async_nats::jetstream::new(client.clone());
+                relay::ensure_stream(&jetstream, &config.events, &config.subject_prefix).await?;
+                Some(jetstream)
+            }
+            config::EventsMode::Off => None,
+        };
         let data_dir = config.data_dir.clone();
         let cache = config.cache_capacity_bytes;
+        let max_pending_events = config.events.max_pending();
         let (store, recovery, prepared, prepare_time) = tokio::task::spawn_blocking(move || {
             let Opened {
                 store,
@@ -105,7 +124,7 @@ impl Worker {
                 recovery,
             } = Store::open(&data_dir, cache)?;
             let started = std::time::Instant::now();
-            let prepared = committer::Prepared::new(&store, journal)?;
+            let prepared = committer::Prepared::new(&store, journal, max_pending_events)?;
             Ok::<_, StoreError>((store, recovery, prepared, started.elapsed()))
         })
         .await
@@ -122,6 +141,7 @@ impl Worker {
             known_emails = prepared.known_emails().len(),
             email_filter_bytes = prepared.known_emails().bytes(),
             email_scan_ms = prepare_time.as_millis() as u64,
+            pending_events = prepared.outbox().map(|outbox| outbox.pending()),
             size_on_disk = store.size_on_disk()?,
             "database opened and journal replayed"
         );
@@ -135,6 +155,7 @@ impl Worker {
         metrics.recovered(recovery.elapsed);
         let store = Arc::new(store);
         let health = Health::default();
+        let outbox = prepared.outbox();
         let (handle, committer) = committer::spawn(
             store.clone(),
             prepared,
@@ -153,6 +174,7 @@ impl Worker {
                     metrics: metrics.clone(),
                     store: Arc::downgrade(&store),
                     queue: handle.probe(),
+                    outbox: outbox.clone(),
                     client: client.clone(),
                     health: health.clone(),
                 };
@@ -162,6 +184,20 @@ impl Worker {
             }
             None => None,
         };
+        let relay = outbox.zip(jetstream).map(|(outbox, jetstream)| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let relay = relay::Relay {
+                store: store.clone(),
+                outbox,
+                jetstream,
+                subject: customers_shared::wire::event::created_subject(&config.subject_prefix),
+                source: config.events.source.clone(),
+                committer: handle.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+            };
+            (stop, tokio::spawn(relay.run(stopped)))
+        });
         let purge = tokio::spawn(idempotency::purge_expired_forever(
             store.clone(),
             config.idempotency_retention,
@@ -194,6 +230,7 @@ impl Worker {
             committer,
             health,
             purge,
+            relay,
             admin,
         })
     }
@@ -217,6 +254,12 @@ impl Worker {
             }
         };
         self.service.serve(stop, self.config.shutdown_grace).await;
+        // The relay holds a commit handle: it stops (recording how far it got) before the
+        // committer can drain. Events it did not publish wait for the next start.
+        if let Some((stop, relay)) = self.relay {
+            let _ = stop.send(true);
+            let _ = relay.await;
+        }
         // The purge task holds the store: wait until it is gone, so that the database is
         // closed (and its lock released) when `run` returns.
         self.purge.abort();

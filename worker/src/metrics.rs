@@ -1,7 +1,9 @@
 //! The worker's Prometheus metrics, served on the optional admin listener (`admin`): replies
 //! by operation and status (creates, conflicts, validation failures, reads), idempotent
 //! replays, group commit size, bytes and time, journal fsync time, checkpoint time, the last
-//! recovery's time, commit queue depth and database size.
+//! recovery's time, commit queue depth and database size; and the event relay: events
+//! published, re-publications the stream dropped, publish failures, pending events and the
+//! age of the oldest.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::outbox::Outbox;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -60,6 +63,11 @@ pub struct Metrics {
     recovery_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     queue_depth: Gauge,
     database_bytes: Gauge,
+    events_published: Counter,
+    events_duplicates: Counter,
+    event_publish_failures: Counter,
+    events_pending: Gauge,
+    oldest_pending_event_age: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -78,6 +86,11 @@ impl Default for Metrics {
             recovery_seconds: Gauge::default(),
             queue_depth: Gauge::default(),
             database_bytes: Gauge::default(),
+            events_published: Counter::default(),
+            events_duplicates: Counter::default(),
+            event_publish_failures: Counter::default(),
+            events_pending: Gauge::default(),
+            oldest_pending_event_age: Gauge::default(),
         };
         metrics.registry.register(
             "replies",
@@ -134,6 +147,31 @@ impl Default for Metrics {
             "Size of the sled database on disk",
             metrics.database_bytes.clone(),
         );
+        metrics.registry.register(
+            "events_published",
+            "customer.created events JetStream acknowledged (re-publications included)",
+            metrics.events_published.clone(),
+        );
+        metrics.registry.register(
+            "events_duplicates",
+            "Re-published events the stream recognised by their id and did not store again",
+            metrics.events_duplicates.clone(),
+        );
+        metrics.registry.register(
+            "event_publish_failures",
+            "Batches of events JetStream did not acknowledge (unreachable, no stream, timeout); retried",
+            metrics.event_publish_failures.clone(),
+        );
+        metrics.registry.register(
+            "events_pending",
+            "Events in the outbox, stored with their customer and not yet acknowledged by JetStream",
+            metrics.events_pending.clone(),
+        );
+        metrics.registry.register(
+            "oldest_pending_event_age_seconds",
+            "Age of the oldest event in the outbox (0 when it is empty)",
+            metrics.oldest_pending_event_age.clone(),
+        );
         metrics
     }
 }
@@ -187,17 +225,38 @@ impl Metrics {
         self.checkpoint_seconds.observe(elapsed.as_secs_f64());
     }
 
+    /// JetStream acknowledged an event (`duplicate`: it had stored it already).
+    pub fn event_published(&self, duplicate: bool) {
+        self.events_published.inc();
+        if duplicate {
+            self.events_duplicates.inc();
+        }
+    }
+
+    pub fn event_publish_failed(&self) {
+        self.event_publish_failures.inc();
+    }
+
     pub fn recovered(&self, elapsed: Duration) {
         self.recovery_seconds.set(elapsed.as_secs_f64());
     }
 
     /// The metrics in the OpenMetrics text format, with the gauges read now.
-    pub fn render(&self, store: Option<&Store>, queued: usize) -> String {
+    pub fn render(&self, store: Option<&Store>, queued: usize, outbox: Option<&Outbox>) -> String {
         self.queue_depth
             .set(i64::try_from(queued).unwrap_or(i64::MAX));
         if let Some(Ok(bytes)) = store.map(Store::size_on_disk) {
             self.database_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        if let Some(outbox) = outbox {
+            self.events_pending
+                .set(i64::try_from(outbox.pending()).unwrap_or(i64::MAX));
+            let oldest = store.and_then(|store| store.oldest_pending().ok().flatten());
+            let age = oldest.map_or(0.0, |id| {
+                crate::idempotency::now_ms().saturating_sub(id.unix_ms()) as f64 / 1000.0
+            });
+            self.oldest_pending_event_age.set(age);
         }
         metrics::encode(&self.registry)
     }

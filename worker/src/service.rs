@@ -336,6 +336,10 @@ fn commit_error(error: CommitError) -> ApiError {
             reason: "the worker is stopping",
             retry_after_secs: 1,
         },
+        CommitError::OutboxFull => ApiError::ServiceUnavailable {
+            reason: "events cannot be published (JetStream unreachable) and the outbox is full",
+            retry_after_secs: 5,
+        },
         CommitError::Failed | CommitError::Unstorable => {
             tracing::error!(error = %error, "create not committed");
             ApiError::Internal

@@ -45,17 +45,21 @@ impl CustomerId {
         self.0.into_bytes()
     }
 
-    /// The creation time embedded in the UUIDv7.
-    pub fn timestamp(&self) -> Timestamp {
+    /// The creation time embedded in the UUIDv7, in milliseconds since the Unix epoch.
+    pub fn unix_ms(&self) -> u64 {
         let (secs, nanos) = self
             .0
             .get_timestamp()
             .map(|ts| ts.to_unix())
             .unwrap_or_default();
-        let millis = i128::from(secs) * 1000 + i128::from(nanos / 1_000_000);
+        secs * 1000 + u64::from(nanos / 1_000_000)
+    }
+
+    /// The creation time embedded in the UUIDv7.
+    pub fn timestamp(&self) -> Timestamp {
+        let nanos = i128::from(self.unix_ms()) * 1_000_000;
         Timestamp::from(
-            OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH),
         )
     }
 }

@@ -4,7 +4,6 @@
 //! `openapi_matches_committed_file` fails when the two drift (regenerate with
 //! `UPDATE_SCHEMAS=1 cargo test -p customers-shared`).
 
-use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 use crate::domain::customer::Customer;
@@ -13,10 +12,7 @@ use crate::wire::schema::{CreateCustomerRequest, CustomerList};
 
 /// The OpenAPI document.
 pub fn document() -> Value {
-    let mut settings = SchemaSettings::draft2020_12();
-    settings.definitions_path = "/components/schemas".into();
-    settings.meta_schema = None;
-    let mut generator = settings.into_generator();
+    let mut generator = crate::wire::schema::components_generator();
     let create = generator.subschema_for::<CreateCustomerRequest>();
     let customer = generator.subschema_for::<Customer>();
     let list = generator.subschema_for::<CustomerList>();
@@ -178,6 +174,9 @@ pub fn document() -> Value {
             }}},
             "/api/v1/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {
                 "200": {"description": "This document"}
+            }}},
+            "/api/v1/asyncapi.json": {"get": {"operationId": "asyncapi", "security": [], "responses": {
+                "200": {"description": "The AsyncAPI 3.0 document of the NATS interface (requests and events)"}
             }}}
         },
         "components": {
@@ -211,17 +210,6 @@ mod tests {
 
     #[test]
     fn every_reference_resolves() {
-        let document = super::document();
-        let text = document.to_string();
-        for reference in text.split("\"$ref\":\"").skip(1) {
-            let target = reference.split('"').next().unwrap();
-            let name = target
-                .strip_prefix("#/components/schemas/")
-                .unwrap_or_else(|| panic!("unexpected $ref {target}"));
-            assert!(
-                document["components"]["schemas"][name].is_object(),
-                "{target} is not defined"
-            );
-        }
+        crate::wire::schema::assert_references_resolve(&super::document());
     }
 }

@@ -89,6 +89,31 @@ pub fn all() -> Vec<(&'static str, Schema)> {
     ]
 }
 
+/// A generator whose definitions go under `#/components/schemas`, as both the OpenAPI and the
+/// AsyncAPI documents keep them.
+pub(crate) fn components_generator() -> schemars::SchemaGenerator {
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    settings.into_generator()
+}
+
+/// Fails unless every local `$ref` in `document` points at something in it.
+#[cfg(test)]
+pub(crate) fn assert_references_resolve(document: &Value) {
+    let text = document.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1) {
+        let target = reference.split('"').next().unwrap();
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("not a local $ref: {target}"));
+        assert!(
+            document.pointer(pointer).is_some(),
+            "{target} is not defined"
+        );
+    }
+}
+
 /// Fails when `generated` differs from the committed file at `path`; with `UPDATE_SCHEMAS`
 /// set, writes it first.
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The sled database and its recovery. Trees: `customers` (16-byte UUID → the customer's
 //! JSON, exactly as replied), `emails` (lower-cased email → 16-byte UUID) and `idempotency`
-//! (its layout belongs to `crate::idempotency`). sled holds only what the journal has made
+//! (its layout belongs to `crate::idempotency`), `outbox` (ids of customers whose event is not
+//! yet acknowledged by JetStream) and `relayed` (the newest id whose event is known stored;
+//! both belong to `outbox`). sled holds only what the journal has made
 //! durable: the committer applies a group after its journal sync, so a read never sees a
 //! write that a crash could take back, and no bookkeeping of "unsynced" writes is needed.
 //!
@@ -8,10 +10,12 @@
 //! * this module: the layout and [`Store::open`], which replays the journal (`recovery`);
 //! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
-//! * [`reads`]: lookups and pages for the read endpoints and the committer.
+//! * [`reads`]: lookups and pages for the read endpoints and the committer;
+//! * [`outbox`]: the event outbox as the relay reads and trims it.
 
 pub mod apply;
 pub mod checkpoint;
+pub mod outbox;
 pub mod reads;
 pub mod recovery;
 
@@ -29,6 +33,10 @@ pub const RECORDS_TREE: &str = "customers";
 pub const EMAILS_TREE: &str = "emails";
 /// Name of the idempotency tree (records and their expiry entries).
 pub const IDEMPOTENCY_TREE: &str = "idempotency";
+/// Name of the outbox tree (UUID of a customer whose event is pending → nothing).
+pub const OUTBOX_TREE: &str = "outbox";
+/// Name of the tree that remembers how far the relay got (one key).
+pub const RELAYED_TREE: &str = "relayed";
 /// The journal's directory inside the data directory (sled's files are beside it).
 pub const JOURNAL_DIR: &str = "journal";
 /// sled writes a log buffer larger than a quarter segment to a separate blob file. A leaf
@@ -61,6 +69,8 @@ pub struct Store {
     records: sled::Tree,
     emails: sled::Tree,
     idempotency: sled::Tree,
+    outbox: sled::Tree,
+    relayed: sled::Tree,
     dir: PathBuf,
 }
 
@@ -98,6 +108,8 @@ impl Store {
             records: db.open_tree(RECORDS_TREE)?,
             emails: db.open_tree(EMAILS_TREE)?,
             idempotency: db.open_tree(IDEMPOTENCY_TREE)?,
+            outbox: db.open_tree(OUTBOX_TREE)?,
+            relayed: db.open_tree(RELAYED_TREE)?,
             db,
             dir: dir.to_owned(),
         };
@@ -126,6 +138,8 @@ impl Store {
             TreeId::Customers => &self.records,
             TreeId::Emails => &self.emails,
             TreeId::Idempotency => &self.idempotency,
+            TreeId::Outbox => &self.outbox,
+            TreeId::Relayed => &self.relayed,
         }
     }
 

@@ -8,7 +8,8 @@
 //!   a file with one `fdatasync`;
 //! * the peer: the same service on PostgreSQL (`bench/peer-postgres`), when a PostgreSQL
 //!   server is available (`scripts/bench` finds one);
-//! * the service over HTTP (ingress → worker) and over NATS direct.
+//! * the service over HTTP (ingress → worker) and over NATS direct, with `customer.created`
+//!   events on (the default), and over HTTP with events off (what the events cost).
 //!
 //! Then the cost as data grows (a preload through the create path), and the time to
 //! recover a journal of N creates after `kill -9`. Writes a Markdown report with ratios,
@@ -64,6 +65,7 @@ const INGRESS_ECHO: &str = "product ingress → NATS → echo";
 const DURABLE: &str = "durable bound: forwarder → NATS → append + fdatasync";
 const PEER: &str = "peer: axum + PostgreSQL";
 const HTTP: &str = "service over HTTP";
+const HTTP_EVENTS_OFF: &str = "service over HTTP, events off";
 const NATS: &str = "service over NATS direct";
 const HTTP_LOADED: &str = "service over HTTP, after preload";
 const NATS_LOADED: &str = "service over NATS direct, after preload";
@@ -198,6 +200,29 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         }
         _ => "no PostgreSQL server was found (scripts/bench looks for one on the machine, then installs pgserver from PyPI): the peer line is missing".to_owned(),
     };
+
+    // Without events first, on a data directory of its own; then the default worker, whose
+    // relay publishes every create's event to JetStream (nats-server's CPU counts in both).
+    let quiet_dir = scratch.path().join("worker-events-off");
+    let quiet = ServiceProcess::start(
+        "customers-worker",
+        &[
+            "--nats-url",
+            &url,
+            "--data-dir",
+            quiet_dir.to_str().unwrap_or_default(),
+            "--events",
+            "off",
+        ],
+        "serving",
+    )
+    .await;
+    bench
+        .http_line(HTTP_EVENTS_OFF, &ingress_url, &ingress, &quiet, None)
+        .await?;
+    quiet.terminate().await;
+    let _ = std::fs::remove_dir_all(&quiet_dir);
+    settle().await;
 
     let data_dir = scratch.path().join("worker");
     let data = data_dir.to_str().unwrap_or_default().to_owned();
@@ -884,6 +909,14 @@ fn targets_section(
             &|v| v >= 0.8,
         );
     }
+    for c in [1, 16, 64, 256] {
+        row(
+            format!("events on ≥ 0.9× events off (HTTP) at c={c} (issue 13)"),
+            ratio(rows, HTTP, HTTP_EVENTS_OFF, c),
+            "×",
+            &|v| v >= 0.9,
+        );
+    }
     row(
         "p99 ≤ 5 ms at c=64 (HTTP)".to_owned(),
         find(rows, HTTP, 64).map(|s| s.latency_ms[2]),
@@ -1036,10 +1069,11 @@ type Metric = fn(&Summary) -> f64;
 
 /// Two panels (throughput, p99) with one line per series, concurrency on a log scale.
 fn chart(rows: &[Row], levels: &[usize]) -> String {
-    const SERIES: [(&str, &str); 5] = [
+    const SERIES: [(&str, &str); 6] = [
         (CEILING, "#888888"),
         (DURABLE, "#2ca02c"),
         (PEER, "#9467bd"),
+        (HTTP_EVENTS_OFF, "#17becf"),
         (HTTP, "#1f77b4"),
         (NATS, "#d62728"),
     ];

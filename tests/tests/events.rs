@@ -1,0 +1,499 @@
+//! `customer.created` events (docs/API.md §8): one CloudEvent per stored customer on the
+//! `CUSTOMERS_EVENTS` stream, none for a refused create; the stream made when missing and
+//! otherwise left alone; no start without JetStream unless events are off; a JetStream outage
+//! that neither fails creates nor loses events, with a bounded outbox; exactly one event per
+//! customer after kill -9 of the worker under load and a broker restart; the example consumer;
+//! the AsyncAPI document.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use customers_shared::wire::event::{self, DEFAULT_STREAM};
+use customers_shared::wire::protocol::headers;
+use customers_tests::events::{first_events, stored_count};
+use customers_tests::ledger::Load;
+use customers_tests::{
+    HttpClient, KillMoments, NatsServer, PATIENCE, ServiceProcess, TestIngress, TestWorker,
+    customer_with_email, nats_header, spawn_app, start_worker_process, workspace_binary,
+};
+use serde_json::Value;
+
+#[tokio::test]
+async fn each_stored_customer_gets_one_cloudevent_and_a_refused_create_none() {
+    let app = spawn_app().await;
+    let one = app
+        .http
+        .create(&customer_with_email("one@events.example.com"))
+        .await;
+    let keyed = customer_with_email("two@events.example.com");
+    let two = app.http.create_idempotent(&keyed, "events-key").await;
+    let replay = app.http.create_idempotent(&keyed, "events-key").await;
+    let conflict = app
+        .http
+        .create(&customer_with_email("ONE@events.example.com"))
+        .await;
+    let invalid = app.http.create(r#"{"name":"","email":"x"}"#).await;
+    let three = app
+        .nats_create(customer_with_email("three@events.example.com"))
+        .await;
+    assert_eq!(
+        [
+            one.status,
+            two.status,
+            replay.status,
+            conflict.status,
+            invalid.status
+        ],
+        [201, 201, 201, 409, 400]
+    );
+    assert_eq!(replay.header("Idempotent-Replayed"), Some("true"));
+    assert_eq!(nats_header(&three, headers::SERVICE_ERROR_CODE), None);
+
+    // Commit order: a refused create's event, had there been one, would come before three's.
+    let events = first_events(&app.nats_client, 3).await;
+    let bodies = [&one.body[..], &two.body[..], &three.payload[..]];
+    for (event, body) in events.iter().zip(bodies) {
+        let customer: Value = serde_json::from_slice(body).unwrap();
+        let id = customer["id"].as_str().unwrap();
+        let e = &event.event;
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["type"], "customer.created");
+        assert_eq!(e["source"], "/customers");
+        assert_eq!(e["id"], format!("customer.created:{id}"));
+        assert_eq!(e["subject"], id);
+        assert_eq!(e["time"], customer["created_at"]);
+        assert_eq!(e["datacontenttype"], "application/json");
+        assert_eq!(event.message_id, format!("customer.created:{id}"));
+        assert_eq!(event.content_type.as_deref(), Some(event::CONTENT_TYPE));
+        let payload = std::str::from_utf8(&event.payload).unwrap();
+        let data = payload
+            .strip_suffix('}')
+            .and_then(|p| p.split_once(r#""data":"#))
+            .map(|(_, data)| data)
+            .unwrap();
+        assert_eq!(data.as_bytes(), body, "data is the 201 body, byte for byte");
+    }
+    assert_eq!(
+        stored_count(&app.nats_client).await,
+        3,
+        "no event for the refusals"
+    );
+}
+
+async fn stream_config(js: &jetstream::Context) -> stream::Config {
+    let mut events = js.get_stream(DEFAULT_STREAM).await.unwrap();
+    events.info().await.unwrap().config.clone()
+}
+
+#[tokio::test]
+async fn the_stream_is_made_when_missing_and_otherwise_left_as_configured() {
+    // Missing: the worker makes it from its settings.
+    let nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let worker = TestWorker::start(&nats.url(), data_dir.path()).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let made = stream_config(&js).await;
+    assert_eq!(made.subjects, ["customers.v1.events.>"]);
+    assert_eq!(made.storage, stream::StorageType::File);
+    assert_eq!(made.retention, stream::RetentionPolicy::Limits);
+    assert_eq!(made.num_replicas, 1);
+    assert_eq!(made.duplicate_window, Duration::from_secs(120));
+    worker.stop().await;
+
+    // Configured by the operator: used as it is, through a restart of the worker.
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let operators = stream::Config {
+        name: DEFAULT_STREAM.into(),
+        subjects: vec!["customers.v1.events.>".into(), "audit.>".into()],
+        retention: stream::RetentionPolicy::Interest,
+        max_age: Duration::from_secs(3600),
+        max_messages: 1000,
+        duplicate_window: Duration::from_secs(300),
+        ..Default::default()
+    };
+    js.create_stream(operators.clone()).await.unwrap();
+    let before = stream_config(&js).await;
+    for _ in 0..2 {
+        let data_dir = tempfile::tempdir().unwrap();
+        TestWorker::start(&nats.url(), data_dir.path())
+            .await
+            .stop()
+            .await;
+    }
+    let after = stream_config(&js).await;
+    assert_eq!(
+        serde_json::to_value(&after).unwrap(),
+        serde_json::to_value(&before).unwrap(),
+        "the worker changed nothing"
+    );
+
+    // A stream of that name that does not capture the events subject: a clear refusal.
+    js.create_stream(stream::Config {
+        name: "ELSEWHERE".into(),
+        subjects: vec!["elsewhere.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut config = customers_worker::Config::new(nats.url(), tempfile::tempdir().unwrap().path());
+    config.events.stream = "ELSEWHERE".into();
+    let refused = customers_worker::Worker::start(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("does not capture customers.v1.events.created"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn without_jetstream_the_worker_refuses_to_start_unless_events_are_off() {
+    let nats = NatsServer::start_without_jetstream();
+    let data_dir = tempfile::tempdir().unwrap();
+    let data = data_dir.path().to_str().unwrap();
+    let output = tokio::process::Command::new(workspace_binary("customers-worker"))
+        .args(["--nats-url", &nats.url(), "--data-dir", data])
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("JetStream is not available") && stderr.contains("--events off"),
+        "{stderr}"
+    );
+
+    let worker = ServiceProcess::start_with_env(
+        "customers-worker",
+        &["--nats-url", &nats.url(), "--data-dir", data],
+        &[("CUSTOMERS_EVENTS", "off")],
+        "serving",
+    )
+    .await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let reply = client
+        .request(
+            "customers.v1.create",
+            customer_with_email("off@events.example.com").into(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        nats_header(&reply, headers::CUSTOMER_ID).is_some(),
+        "created"
+    );
+    assert_eq!(worker.terminate().await.code(), Some(0));
+}
+
+/// A create over NATS, sent again until a worker answers (after a broker restart, the worker
+/// reconnects in its own time).
+async fn create_when_served(client: &async_nats::Client, email: &str) -> async_nats::Message {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(reply) = client
+                .request("customers.v1.create", customer_with_email(email).into())
+                .await
+            {
+                return reply;
+            }
+        }
+    })
+    .await
+    .expect("a worker answers")
+}
+
+/// Waits until `series` on `admin`'s metrics is `value`.
+async fn metric_reaches(admin: &HttpClient, series: &str, value: f64) {
+    tokio::time::timeout(PATIENCE, async {
+        while admin.metric(series).await != value {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{series} did not reach {value}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_outage_neither_fails_creates_nor_loses_events() {
+    const BOUND: usize = 15;
+    let mut nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = customers_worker::Config::new(nats.url(), data_dir.path());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.events.max_pending = BOUND;
+    let worker = TestWorker::start_with(config).await;
+    let admin = HttpClient::new(worker.admin_addr.unwrap());
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut created = Vec::new();
+    for n in 0..5 {
+        created.push(create_when_served(&client, &format!("before{n}@outage.example.com")).await);
+    }
+    first_events(&client, 5).await;
+
+    // JetStream gone, core NATS back: every create within the bound is stored and answered.
+    nats.restart_with_jetstream(false);
+    for n in 0..BOUND {
+        let reply = create_when_served(&client, &format!("during{n}@outage.example.com")).await;
+        assert_eq!(
+            nats_header(&reply, headers::SERVICE_ERROR_CODE),
+            None,
+            "create {n}"
+        );
+        created.push(reply);
+    }
+    let refused = create_when_served(&client, "over@outage.example.com").await;
+    assert_eq!(
+        nats_header(&refused, headers::SERVICE_ERROR_CODE),
+        Some("503")
+    );
+    assert_eq!(nats_header(&refused, headers::RETRY_AFTER), Some("5"));
+    assert_eq!(
+        admin.metric("customers_worker_events_pending").await,
+        BOUND as f64
+    );
+    assert!(
+        admin
+            .metric("customers_worker_oldest_pending_event_age_seconds")
+            .await
+            > 0.0
+    );
+    assert!(
+        admin
+            .metric("customers_worker_event_publish_failures_total")
+            .await
+            >= 1.0
+    );
+
+    // JetStream back: the outbox drains, in order, and creates are taken again.
+    nats.restart_with_jetstream(true);
+    let events = first_events(&client, 5 + BOUND).await;
+    let ids = |replies: &[async_nats::Message]| -> Vec<String> {
+        replies
+            .iter()
+            .map(|r| nats_header(r, headers::CUSTOMER_ID).unwrap().to_owned())
+            .collect()
+    };
+    let relayed: Vec<String> = events.iter().map(|e| e.customer_id().to_owned()).collect();
+    assert_eq!(relayed, ids(&created));
+    metric_reaches(&admin, "customers_worker_events_pending", 0.0).await;
+    assert_eq!(
+        admin
+            .metric("customers_worker_oldest_pending_event_age_seconds")
+            .await,
+        0.0
+    );
+    let after = create_when_served(&client, "over@outage.example.com").await;
+    assert_eq!(nats_header(&after, headers::SERVICE_ERROR_CODE), None);
+    first_events(&client, 6 + BOUND).await;
+    assert_eq!(stored_count(&client).await, 6 + BOUND as u64);
+    worker.stop().await;
+}
+
+/// Every stored customer's id, by paging through `customers.v1.list`.
+async fn stored_ids(client: &async_nats::Client) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut query = serde_json::json!({"limit": 100});
+    loop {
+        let reply = client
+            .request("customers.v1.list", query.to_string().into())
+            .await
+            .unwrap();
+        let page: Value = serde_json::from_slice(&reply.payload).unwrap();
+        let customers = page["data"].as_array().unwrap();
+        ids.extend(
+            customers
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
+        if page["has_more"] != true {
+            return ids;
+        }
+        query["starting_after"] = customers.last().unwrap()["id"].clone();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_event_per_customer_after_kill_9_under_load_and_a_broker_restart() {
+    const KILLS: usize = 5;
+    let mut nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let mut ingress_config = customers_ingress::Config::new(&url);
+    ingress_config.request_timeout = Duration::from_millis(1000);
+    let ingress = TestIngress::start_with(ingress_config).await;
+    let load = Load::start(&ingress.http(), 16, "events");
+    let mut moments = KillMoments::seeded_from_clock();
+    for round in 0..KILLS {
+        let worker =
+            start_worker_process(&url, data_dir.path(), &["--checkpoint-bytes", "65536"]).await;
+        load.wait_for_acknowledged(load.acknowledged() + 50 + moments.below(300) as usize)
+            .await;
+        if round == KILLS / 2 {
+            // The broker too, under load: events in flight get no acknowledgement.
+            nats.restart();
+            load.wait_for_acknowledged(load.acknowledged() + 50).await;
+        }
+        worker.kill().await;
+    }
+    let ledger = load.stop().await;
+
+    let mut config = customers_worker::Config::new(&url, data_dir.path());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let worker = TestWorker::start_with(config).await;
+    let admin = HttpClient::new(worker.admin_addr.unwrap());
+    let client = async_nats::connect(&url).await.unwrap();
+    let verdict = ledger.verify(&client).await;
+    verdict.assert_nothing_lost();
+    metric_reaches(&admin, "customers_worker_events_pending", 0.0).await;
+
+    let stored = stored_ids(&client).await;
+    let events = first_events(&client, stored.len()).await;
+    let in_stream = stored_count(&client).await;
+    let relayed: HashSet<&str> = events.iter().map(|e| e.customer_id()).collect();
+    let stored_set: HashSet<&str> = stored.iter().map(String::as_str).collect();
+    customers_tests::report(&format!(
+        "kills: {KILLS}, broker restarts: 1, customers: {}, events in the stream: {in_stream}, {verdict}",
+        stored.len()
+    ));
+    assert_eq!(
+        in_stream,
+        stored.len() as u64,
+        "one event per customer, no more"
+    );
+    assert_eq!(
+        relayed, stored_set,
+        "every customer's event, and only theirs"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn the_example_consumer_reads_with_a_durable_consumer_resumes_and_replays() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let created = app
+            .http
+            .create(&customer_with_email(&format!("c{n}@consumer.example.com")))
+            .await;
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
+    }
+    first_events(&app.nats_client, 4).await;
+    let consume = |args: Vec<String>| {
+        let url = app.nats.url();
+        async move {
+            let child =
+                tokio::process::Command::new(workspace_binary("examples/consume_customer_events"))
+                    .arg("--nats-url")
+                    .arg(url)
+                    .args(args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap();
+            let pid = child.id().unwrap();
+            let output = match tokio::time::timeout(PATIENCE, child.wait_with_output()).await {
+                Ok(output) => output.unwrap(),
+                Err(_) => {
+                    std::process::Command::new("kill")
+                        .arg(pid.to_string())
+                        .status()
+                        .unwrap();
+                    panic!("the example did not stop after --max-events");
+                }
+            };
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .map(|line| line.split(' ').take(3).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+        }
+    };
+    let line = |sequence: usize| {
+        let id = &ids[sequence - 1];
+        format!("{sequence} customer.created:{id} {id}")
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    assert_eq!(
+        consume(args(&["--durable", "billing", "--max-events", "3"])).await,
+        [line(1), line(2), line(3)]
+    );
+    assert_eq!(
+        consume(args(&["--durable", "billing", "--max-events", "1"])).await,
+        [line(4)],
+        "the durable consumer resumes after what it acknowledged"
+    );
+    assert_eq!(
+        consume(args(&[
+            "--durable",
+            "replay",
+            "--from-sequence",
+            "2",
+            "--max-events",
+            "3"
+        ]))
+        .await,
+        [line(2), line(3), line(4)]
+    );
+    assert_eq!(
+        consume(args(&[
+            "--durable",
+            "since",
+            "--from-time",
+            "2000-01-01T00:00:00Z",
+            "--max-events",
+            "4"
+        ]))
+        .await,
+        [line(1), line(2), line(3), line(4)]
+    );
+}
+
+#[tokio::test]
+async fn the_asyncapi_document_is_valid_asyncapi_3_and_served_beside_openapi() {
+    let app = spawn_app().await;
+    let served = app.http.get("/api/v1/asyncapi.json").await;
+    assert_eq!(served.status, 200);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let committed: Value =
+        serde_json::from_slice(&std::fs::read(root.join("docs/asyncapi.json")).unwrap()).unwrap();
+    assert_eq!(served.json(), committed);
+
+    // Validated against the AsyncAPI 3.0.0 JSON Schema (tests/schemas/, from the AsyncAPI
+    // project) with the validator schemathesis brings.
+    let st = std::env::var_os("SCHEMATHESIS_BIN")
+        .map(std::path::PathBuf::from)
+        .expect("SCHEMATHESIS_BIN is not set; run the tests with the README's test command");
+    let python_path = st.parent().and_then(|bin| bin.parent()).unwrap().to_owned();
+    let output = std::process::Command::new("python3")
+        .env("PYTHONPATH", python_path)
+        .arg("-c")
+        .arg(
+            "import json, sys, jsonschema_rs\n\
+             schema = json.load(open(sys.argv[1])); document = json.load(open(sys.argv[2]))\n\
+             errors = [str(e) for e in jsonschema_rs.validator_for(schema).iter_errors(document)]\n\
+             print(len(errors)); print('\\n'.join(errors[:5]))\n\
+             sys.exit(1 if errors else 0)",
+        )
+        .arg(root.join("tests/schemas/asyncapi-3.0.0.json"))
+        .arg(root.join("docs/asyncapi.json"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "not valid AsyncAPI 3.0: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
