@@ -193,6 +193,40 @@ async fn without_jetstream_the_worker_refuses_to_start_unless_events_are_off() {
     assert_eq!(worker.terminate().await.code(), Some(0));
 }
 
+#[tokio::test]
+async fn customers_stored_while_events_were_off_get_none_when_events_are_switched_on() {
+    let nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let create = |email: &'static str| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .request("customers.v1.create", customer_with_email(email).into())
+                .await
+                .unwrap();
+            nats_header(&reply, headers::CUSTOMER_ID)
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let mut config = customers_worker::Config::new(nats.url(), data_dir.path());
+    config.events.mode = customers_worker::config::EventsMode::Off;
+    let quiet = TestWorker::start_with(config).await;
+    create("before1@switch.example.com").await;
+    create("before2@switch.example.com").await;
+    quiet.stop().await;
+
+    let worker = TestWorker::start(&nats.url(), data_dir.path()).await;
+    let first = create("after1@switch.example.com").await;
+    let second = create("after2@switch.example.com").await;
+    let events = first_events(&client, 2).await;
+    let relayed: Vec<&str> = events.iter().map(|e| e.customer_id()).collect();
+    assert_eq!(relayed, [first.as_str(), second.as_str()]);
+    assert_eq!(stored_count(&client).await, 2);
+    worker.stop().await;
+}
+
 /// A create over NATS, sent again until a worker answers (after a broker restart, the worker
 /// reconnects in its own time).
 async fn create_when_served(client: &async_nats::Client, email: &str) -> async_nats::Message {

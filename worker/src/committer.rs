@@ -7,9 +7,10 @@
 //!    the commit point;
 //! 3. applies the puts to sled and answers every member.
 //!
-//! With events on, a new customer's group also holds its pending event (`outbox`), and a
-//! group carries the relay's newest acknowledged mark when it moved, so the mark costs no
-//! fsync of its own under load.
+//! A new customer's record is also its pending `customer.created` event (`outbox`): after
+//! the group is applied the committer hands the new records to the relay, and a group carries
+//! the relay's newest acknowledged mark when it moved, so the mark costs no fsync of its own
+//! under load. With events off, each group moves the mark past its own customers.
 //!
 //! Under load one fsync serves many writes; a lone write is committed as soon as it arrives.
 //! When the journal's active segment passes `checkpoint_bytes`, the committer starts a new
@@ -152,23 +153,30 @@ pub struct Prepared {
 
 impl Prepared {
     /// Reads what the committer needs from an opened store (the newest id, every email key);
-    /// with `max_pending_events`, trims the outbox of what was relayed and bounds it.
+    /// with `max_pending_events`, finds the pending events (the customers above the relayed
+    /// mark) and bounds them.
     pub fn new(
         store: &Store,
         journal: Journal,
         max_pending_events: Option<usize>,
     ) -> Result<Self, StoreError> {
+        let newest = store.newest_id()?;
         let outbox = match max_pending_events {
-            Some(max_pending) => Some(Arc::new(Outbox::new(
-                max_pending,
-                store.trim_relayed()?,
-                store.relayed_through()?,
-            ))),
+            Some(max_pending) => Some(Arc::new(match store.relayed_through()? {
+                Some(mark) => Outbox::new(
+                    max_pending,
+                    store.count_after(Some(mark), usize::MAX)?,
+                    Some(mark),
+                ),
+                // Customers stored before events were ever on get none: events start here
+                // (the first group journals the mark).
+                None => Outbox::starting_after(max_pending, newest),
+            })),
             None => None,
         };
         Ok(Self {
             journal,
-            ids: IdGenerator::after(store.newest_id()?),
+            ids: IdGenerator::after(newest),
             known_emails: KnownEmails::load(store)?,
             outbox,
         })
@@ -225,6 +233,7 @@ pub fn spawn(
         checkpointer,
         checkpoint_bytes: limits.checkpoint_bytes,
         batch: Batch::default(),
+        created: Vec::new(),
     };
     let max_group = limits.max_group.max(1);
     let thread = std::thread::Builder::new()
@@ -246,6 +255,8 @@ struct Committer {
     checkpoint_bytes: u64,
     /// The group being committed, reused between groups.
     batch: Batch,
+    /// The customers the group creates: their ids and records, for the relay.
+    created: Vec<(CustomerId, Bytes)>,
 }
 
 impl Committer {
@@ -300,6 +311,7 @@ impl Committer {
         let members = writes.len();
         let created_ms = now_ms();
         self.batch.clear();
+        self.created.clear();
         let mut emails_taken: HashMap<String, CustomerId> = HashMap::new();
         let mut outcomes = Vec::with_capacity(members);
         let mut mark_asked = false;
@@ -309,11 +321,11 @@ impl Committer {
         }
         // The mark rides along with a group that syncs anyway; a group of conflicts only
         // stays without a sync unless the relay asked for one.
-        let relayed_mark = self
-            .outbox
-            .as_ref()
-            .filter(|_| mark_asked || !self.batch.is_empty())
-            .and_then(|o| o.mark_to_journal());
+        let relayed_mark = match &self.outbox {
+            Some(outbox) if mark_asked || !self.batch.is_empty() => outbox.mark_to_journal(),
+            Some(_) => None,
+            None => self.created.last().map(|(id, _)| *id),
+        };
         if let Some(mark) = relayed_mark {
             self.batch
                 .put(TreeId::Relayed, RELAYED_KEY, &mark.to_bytes());
@@ -331,7 +343,7 @@ impl Committer {
                 if let Some(mark) = relayed_mark {
                     outbox.journaled(mark);
                 }
-                outbox.committed();
+                outbox.committed(self.created.drain(..));
             }
         }
         let (bytes, sync) = journaled.unzip();
@@ -392,19 +404,14 @@ impl Committer {
             return Ok(Err(CommitError::Unstorable));
         }
         if let Some((id, email_key)) = new_customer {
-            let outbox = self.outbox.as_ref();
-            if outbox.is_some_and(|outbox| !outbox.reserve()) {
+            if self.outbox.as_ref().is_some_and(|outbox| !outbox.reserve()) {
                 return Ok(Err(CommitError::OutboxFull));
             }
             self.batch
                 .put(TreeId::Customers, &id.to_bytes(), &reply.body);
             self.batch
                 .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
-            if outbox.is_some() {
-                // After the customer: the relay, reading while the group is applied, finds
-                // the record of every pending id it sees.
-                self.batch.put(TreeId::Outbox, &id.to_bytes(), b"");
-            }
+            self.created.push((id, reply.body.clone()));
             self.known_emails.insert(&email_key);
             emails_taken.insert(email_key, id);
         }

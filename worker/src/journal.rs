@@ -33,8 +33,7 @@ pub enum TreeId {
     Customers = 1,
     Emails = 2,
     Idempotency = 3,
-    Outbox = 4,
-    Relayed = 5,
+    Relayed = 4,
 }
 
 impl TreeId {
@@ -43,8 +42,7 @@ impl TreeId {
             1 => Some(Self::Customers),
             2 => Some(Self::Emails),
             3 => Some(Self::Idempotency),
-            4 => Some(Self::Outbox),
-            5 => Some(Self::Relayed),
+            4 => Some(Self::Relayed),
             _ => None,
         }
     }

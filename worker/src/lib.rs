@@ -94,10 +94,7 @@ pub struct Worker {
     committer: JoinHandle<()>,
     health: Health,
     purge: tokio::task::JoinHandle<()>,
-    relay: Option<(
-        tokio::sync::watch::Sender<bool>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    relay: Option<relay::RelayThread>,
     admin: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
@@ -106,14 +103,10 @@ impl Worker {
     /// service.
     pub async fn start(config: Config) -> Result<Self, WorkerError> {
         let client = connect(&config).await?;
-        let jetstream = match config.events.mode {
-            config::EventsMode::On => {
-                let jetstream = async_nats::jetstream::new(client.clone());
-                relay::ensure_stream(&jetstream, &config.events, &config.subject_prefix).await?;
-                Some(jetstream)
-            }
-            config::EventsMode::Off => None,
-        };
+        if config.events.mode == config::EventsMode::On {
+            let jetstream = async_nats::jetstream::new(client.clone());
+            relay::ensure_stream(&jetstream, &config.events, &config.subject_prefix).await?;
+        }
         let data_dir = config.data_dir.clone();
         let cache = config.cache_capacity_bytes;
         let max_pending_events = config.events.max_pending();
@@ -184,20 +177,21 @@ impl Worker {
             }
             None => None,
         };
-        let relay = outbox.zip(jetstream).map(|(outbox, jetstream)| {
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let relay = relay::Relay {
-                store: store.clone(),
-                outbox,
-                jetstream,
-                subject: customers_shared::wire::event::created_subject(&config.subject_prefix),
-                source: config.events.source.clone(),
-                committer: handle.clone(),
-                metrics: metrics.clone(),
-                health: health.clone(),
-            };
-            (stop, tokio::spawn(relay.run(stopped)))
-        });
+        let relay = match outbox {
+            Some(outbox) => Some(relay::RelayThread::start(
+                relay::RelayParts {
+                    store: store.clone(),
+                    outbox,
+                    subject: customers_shared::wire::event::created_subject(&config.subject_prefix),
+                    source: config.events.source.clone(),
+                    committer: handle.clone(),
+                    metrics: metrics.clone(),
+                    health: health.clone(),
+                },
+                &config.nats,
+            )?),
+            None => None,
+        };
         let purge = tokio::spawn(idempotency::purge_expired_forever(
             store.clone(),
             config.idempotency_retention,
@@ -256,9 +250,8 @@ impl Worker {
         self.service.serve(stop, self.config.shutdown_grace).await;
         // The relay holds a commit handle: it stops (recording how far it got) before the
         // committer can drain. Events it did not publish wait for the next start.
-        if let Some((stop, relay)) = self.relay {
-            let _ = stop.send(true);
-            let _ = relay.await;
+        if let Some(relay) = self.relay {
+            relay.stop().await;
         }
         // The purge task holds the store: wait until it is gone, so that the database is
         // closed (and its lock released) when `run` returns.

@@ -252,7 +252,10 @@ impl Metrics {
         if let Some(outbox) = outbox {
             self.events_pending
                 .set(i64::try_from(outbox.pending()).unwrap_or(i64::MAX));
-            let oldest = store.and_then(|store| store.oldest_pending().ok().flatten());
+            let oldest = store
+                .filter(|_| outbox.pending() > 0)
+                .and_then(|store| store.customers_after(outbox.relayed_through(), 1).ok())
+                .and_then(|pending| pending.first().map(|(id, _)| *id));
             let age = oldest.map_or(0.0, |id| {
                 crate::idempotency::now_ms().saturating_sub(id.unix_ms()) as f64 / 1000.0
             });

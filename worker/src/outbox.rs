@@ -1,62 +1,105 @@
-//! The transactional outbox between the committer and the relay. The committer adds a
-//! pending event with every new customer, in the same group commit (the id goes into the
-//! `outbox` tree, see `store::outbox`), refuses creates while the outbox is full (503 rather
-//! than an event lost), and wakes the relay after each group. The relay reports what
-//! JetStream acknowledged; the committer journals that mark with its next group, so that after
-//! a crash the ids it covers are not published again. When nothing else is committed for a
-//! while, the relay asks for a group of its own (`Write::RecordRelayed`).
+//! The transactional outbox between the committer and the relay. A customer's pending event
+//! is its stored record above the relayed mark (`store::outbox`), so it becomes durable in
+//! the same group commit as the customer, at no extra cost. This module is the shared state:
+//!
+//! * the bound: the committer refuses creates while `max_pending` events wait (503 rather
+//!   than an event lost), and counts each new one;
+//! * a queue of the most recent committed events (id and record), pushed by the committer
+//!   after each group so that the relay need not read them back from sled; when the relay
+//!   falls behind by more than the queue holds, the oldest are dropped and the relay reads
+//!   those from the store instead (events are numbered, so it knows how many);
+//! * the relayed mark: the relay reports what JetStream acknowledged, the committer journals
+//!   it with its next group, so a restart resumes after it. When nothing else is committed
+//!   for a while, the relay asks for a group of its own (`Write::RecordRelayed`).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use customers_shared::CustomerId;
 use tokio::sync::Notify;
 
+/// Recent events kept for the relay (about 300 bytes each, so a few MB at most).
+const RECENT_EVENTS: usize = 16 * 1024;
+
+/// A committed customer whose event is pending: its number in this process's sequence of
+/// events, its id and its stored record.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub number: u64,
+    pub id: CustomerId,
+    pub record: Bytes,
+}
+
 pub struct Outbox {
     max_pending: usize,
-    pending: AtomicUsize,
-    relayed: Mutex<RelayedMark>,
+    state: Mutex<State>,
     committed: Notify,
 }
 
-/// How far JetStream has acknowledged, and how much of that is journaled.
-#[derive(Default)]
-struct RelayedMark {
-    through: Option<CustomerId>,
+struct State {
+    /// Events stored and not acknowledged (reserved ones included).
+    pending: usize,
+    /// The number the next committed event gets.
+    next_number: u64,
+    recent: VecDeque<PendingEvent>,
+    /// The newest acknowledged id, and the newest of those journaled.
+    relayed: Option<CustomerId>,
     journaled: Option<CustomerId>,
 }
 
 impl Outbox {
-    /// An outbox holding `pending` events (at start, after the store was trimmed), of at most
-    /// `max_pending`, whose relayed mark is `journaled`.
+    /// An outbox with `pending` events already stored (above the mark `journaled`, found at
+    /// start; numbered 0 to `pending - 1`), of at most `max_pending`.
     pub fn new(max_pending: usize, pending: usize, journaled: Option<CustomerId>) -> Self {
         Self {
             max_pending: max_pending.max(1),
-            pending: AtomicUsize::new(pending),
-            relayed: Mutex::new(RelayedMark {
-                through: journaled,
+            state: Mutex::new(State {
+                pending,
+                next_number: pending as u64,
+                recent: VecDeque::new(),
+                relayed: journaled,
                 journaled,
             }),
             committed: Notify::new(),
         }
     }
 
+    /// An outbox for a store whose events were never on: nothing is pending, and the mark
+    /// starts at `newest`, the newest stored customer (journaled with the first group).
+    pub fn starting_after(max_pending: usize, newest: Option<CustomerId>) -> Self {
+        let outbox = Self::new(max_pending, 0, None);
+        outbox.state().relayed = newest;
+        outbox
+    }
+
     /// Events waiting for JetStream's acknowledgement.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
+        self.state().pending
     }
 
     /// Takes room for one more event (the committer, for a new customer); `false` when full.
     pub fn reserve(&self) -> bool {
-        self.pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
-                (pending < self.max_pending).then_some(pending + 1)
-            })
-            .is_ok()
+        let mut state = self.state();
+        if state.pending >= self.max_pending {
+            return false;
+        }
+        state.pending += 1;
+        true
     }
 
-    /// A group with new events is durable and applied: the relay may read them.
-    pub fn committed(&self) {
+    /// The committer, after a group is durable and applied: its new customers, in order.
+    pub fn committed(&self, events: impl IntoIterator<Item = (CustomerId, Bytes)>) {
+        let mut state = self.state();
+        for (id, record) in events {
+            let number = state.next_number;
+            state.next_number += 1;
+            if state.recent.len() == RECENT_EVENTS {
+                state.recent.pop_front();
+            }
+            state.recent.push_back(PendingEvent { number, id, record });
+        }
+        drop(state);
         self.committed.notify_one();
     }
 
@@ -65,24 +108,43 @@ impl Outbox {
         self.committed.notified().await;
     }
 
+    /// The relay: up to `limit` events from number `from` on, as far as the queue still
+    /// holds them; and how many committed events before the first of them it no longer holds
+    /// (those are read from the store).
+    pub fn take_from(&self, from: u64, limit: usize) -> (Vec<PendingEvent>, u64) {
+        let mut state = self.state();
+        while state.recent.front().is_some_and(|e| e.number < from) {
+            state.recent.pop_front();
+        }
+        let first = state.recent.front().map_or(state.next_number, |e| e.number);
+        let events = state.recent.iter().take(limit).cloned().collect();
+        (events, first - from)
+    }
+
     /// The relay: JetStream acknowledged `count` more events, through `through`.
     pub fn relayed(&self, through: CustomerId, count: usize) {
-        self.pending.fetch_sub(count, Ordering::AcqRel);
-        self.mark().through = Some(through);
+        let mut state = self.state();
+        state.pending -= count.min(state.pending);
+        state.relayed = Some(through);
     }
 
     /// The committer: the mark to journal with this group, if it moved since the last one.
     pub fn mark_to_journal(&self) -> Option<CustomerId> {
-        let mark = self.mark();
-        (mark.through != mark.journaled)
-            .then_some(mark.through)
+        let state = self.state();
+        (state.relayed != state.journaled)
+            .then_some(state.relayed)
             .flatten()
     }
 
     /// The committer: `through` is durable in the journal.
     pub fn journaled(&self, through: CustomerId) {
-        let mut mark = self.mark();
-        mark.journaled = mark.journaled.max(Some(through));
+        let mut state = self.state();
+        state.journaled = state.journaled.max(Some(through));
+    }
+
+    /// The newest acknowledged id (journaled or not).
+    pub fn relayed_through(&self) -> Option<CustomerId> {
+        self.state().relayed
     }
 
     /// Whether acknowledged events are not yet covered by a journaled mark.
@@ -90,9 +152,10 @@ impl Outbox {
         self.mark_to_journal().is_some()
     }
 
-    fn mark(&self) -> std::sync::MutexGuard<'_, RelayedMark> {
-        // The mark is two ids, always consistent: a panicking holder cannot break it.
-        self.relayed.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Counters and a queue, consistent after every statement: a panicking holder cannot
+        // leave them broken.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -116,5 +179,30 @@ mod tests {
         assert_eq!(outbox.mark_to_journal(), Some(b), "b is not journaled yet");
         outbox.journaled(b);
         assert!(!outbox.mark_lags());
+    }
+
+    #[test]
+    fn the_relay_learns_which_events_it_must_read_from_the_store() {
+        // Two events were stored before this process started: numbers 0 and 1.
+        let outbox = Outbox::new(100_000, 2, None);
+        let mut ids = crate::ids::IdGenerator::after(None);
+        let new: Vec<CustomerId> = (0..3).map(|_| ids.next_id()).collect();
+        outbox.committed(new.iter().map(|id| (*id, Bytes::from_static(b"{}"))));
+        let (events, from_store) = outbox.take_from(0, 10);
+        assert_eq!(from_store, 2, "the two from before the start");
+        assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), new);
+        assert_eq!(events[0].number, 2);
+        let (events, from_store) = outbox.take_from(4, 10);
+        assert_eq!((events.len(), from_store), (1, 0));
+        let (events, from_store) = outbox.take_from(5, 10);
+        assert_eq!((events.len(), from_store), (0, 0), "nothing new");
+
+        // More committed than the queue holds: the oldest are read from the store.
+        let many: Vec<(CustomerId, Bytes)> = (0..RECENT_EVENTS + 5)
+            .map(|_| (ids.next_id(), Bytes::new()))
+            .collect();
+        outbox.committed(many);
+        let (events, from_store) = outbox.take_from(5, 1);
+        assert_eq!((events[0].number, from_store), (10, 5));
     }
 }

@@ -4,10 +4,12 @@
 //! * At start, [`ensure_stream`] finds the events stream, or creates it when it is missing;
 //!   one that exists is used as the operator configured it, never changed. A server without
 //!   JetStream stops the start with a clear error (unless events are off).
-//! * [`Relay::run`] reads pending events oldest first, publishes a batch with `Nats-Msg-Id`
-//!   (the event id) and awaits the acknowledgements in order. The acknowledged prefix leaves
-//!   the outbox; the rest is published again, and the stream's duplicate window drops what
-//!   was already stored. While JetStream is unreachable it retries with backoff; creates go
+//! * [`RelayThread`] runs the relay on a thread with its own runtime and NATS connection. It
+//!   takes pending events oldest first (recent ones from memory, older ones
+//!   from the store), publishes a batch with `Nats-Msg-Id` (the event id) and awaits the
+//!   acknowledgements in order. The acknowledged prefix leaves the outbox (the mark moves
+//!   past it); the rest is published again, and the stream's duplicate window drops what was
+//!   already stored. While JetStream is unreachable it retries with backoff; creates go
 //!   on, and the outbox grows up to its bound (`outbox`).
 //! * The newest acknowledged id is journaled with the next group (or, when the worker is
 //!   quiet, with a group of its own), so a restart does not publish it again.
@@ -16,17 +18,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
+use bytes::Bytes;
 use customers_shared::CustomerId;
 use customers_shared::wire::event;
-use sled::IVec;
 use tokio::sync::watch;
 
 use crate::committer::{CommitHandle, Write};
 use crate::config::{EventsOptions, Retention};
 use crate::health::{Failure, Health};
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
-use crate::store::{Store, StoreError};
+use crate::outbox::{Outbox, PendingEvent};
+use crate::store::Store;
 
 /// Events published (and acknowledged) at a time.
 const BATCH: usize = 256;
@@ -140,11 +142,10 @@ fn captures(filter: &str, subject: &str) -> bool {
     }
 }
 
-/// Everything the relay task needs.
-pub struct Relay {
+/// Everything the relay needs but its connection.
+pub struct RelayParts {
     pub store: Arc<Store>,
     pub outbox: Arc<Outbox>,
-    pub jetstream: jetstream::Context,
     /// `{prefix}.v1.events.created`.
     pub subject: String,
     /// The CloudEvents `source`.
@@ -154,13 +155,106 @@ pub struct Relay {
     pub health: Health,
 }
 
+/// The running relay: stop it with [`RelayThread::stop`].
+pub struct RelayThread {
+    stop: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RelayThread {
+    /// Starts the relay on a thread of its own, with its own runtime and NATS connection:
+    /// publishing events then neither competes with request handling for the runtime's
+    /// thread nor queues behind replies on the service's connection. Returns once connected.
+    pub fn start(
+        parts: RelayParts,
+        nats: &customers_shared::runtime::nats::NatsOptions,
+    ) -> Result<Self, EventsError> {
+        let (stop, stopped) = watch::channel(false);
+        let (ready, connected) = std::sync::mpsc::channel();
+        let nats = nats.clone();
+        let thread = std::thread::Builder::new()
+            .name("relay".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let client = match customers_shared::runtime::nats::connect(
+                        "customers-worker-events",
+                        &nats,
+                        1024,
+                    )
+                    .await
+                    {
+                        Ok(connection) => connection.client,
+                        Err(e) => {
+                            let _ = ready.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    let relay = Relay {
+                        jetstream: jetstream::new(client.clone()),
+                        parts,
+                    };
+                    relay.run(stopped).await;
+                    let _ = client.flush().await;
+                });
+            })
+            .map_err(|e| EventsError::Unavailable(e.to_string()))?;
+        match connected.recv() {
+            Ok(Ok(())) => Ok(Self { stop, thread }),
+            Ok(Err(e)) => Err(EventsError::Unavailable(e)),
+            Err(_) => Err(EventsError::Unavailable("the relay thread ended".into())),
+        }
+    }
+
+    /// Asks the relay to stop (after the batch in flight) and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+struct Relay {
+    parts: RelayParts,
+    jetstream: jetstream::Context,
+}
+
+impl std::ops::Deref for Relay {
+    type Target = RelayParts;
+
+    fn deref(&self) -> &RelayParts {
+        &self.parts
+    }
+}
+
+/// Where the relay stands: the number of the next event to publish, and the id of the last
+/// one acknowledged (events after it are the next pending ones in the store).
+struct Position {
+    next_number: u64,
+    relayed: Option<CustomerId>,
+}
+
 impl Relay {
     /// Relays until `stop` turns true (or the worker fails); then journals how far it got.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut position = Position {
+            next_number: 0,
+            relayed: self.outbox.relayed_through(),
+        };
         let mut backoff = MIN_BACKOFF;
         let mut failing_since: Option<Instant> = None;
         while !*stop.borrow() && !self.health.is_failed() {
-            let Some(batch) = self.on_store(|store| store.pending_events(BATCH)).await else {
+            let Some(batch) = self.next_batch(&position).await else {
                 break;
             };
             if batch.is_empty() {
@@ -168,8 +262,10 @@ impl Relay {
                 continue;
             }
             let (acknowledged, failure) = self.publish(&batch).await;
-            if !acknowledged.is_empty() && !self.remove(acknowledged).await {
-                break;
+            if let Some(last) = acknowledged.checked_sub(1).map(|i| &batch[i]) {
+                position.next_number = last.number + 1;
+                position.relayed = Some(last.id);
+                self.outbox.relayed(last.id, acknowledged);
             }
             match failure {
                 None => {
@@ -205,26 +301,41 @@ impl Relay {
         tracing::debug!(pending = self.outbox.pending(), "relay stopped");
     }
 
-    /// Runs `work` on the store on the blocking pool; `None` after a storage failure or a
-    /// panic, which fails the worker.
-    async fn on_store<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Option<T> {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || work(&store)).await {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(e)) => {
-                self.health.fail(Failure::storage(e));
-                None
-            }
-            Err(e) => {
-                self.health.fail(Failure::panic(format!(
-                    "the relay's store task failed: {e}"
-                )));
-                None
-            }
+    /// The next events to publish, oldest first: from the outbox's queue of recent events,
+    /// or from the store for those the queue no longer holds (after a restart, or when the
+    /// relay fell far behind). `None` after a storage failure (the worker is stopping).
+    async fn next_batch(&self, position: &Position) -> Option<Vec<PendingEvent>> {
+        let (recent, missing) = self.outbox.take_from(position.next_number, BATCH);
+        if missing == 0 {
+            return Some(recent);
         }
+        let limit = usize::try_from(missing).unwrap_or(usize::MAX).min(BATCH);
+        let after = position.relayed;
+        let store = self.store.clone();
+        let stored =
+            match tokio::task::spawn_blocking(move || store.customers_after(after, limit)).await {
+                Ok(Ok(stored)) => stored,
+                Ok(Err(e)) => {
+                    self.health.fail(Failure::storage(e));
+                    return None;
+                }
+                Err(e) => {
+                    self.health.fail(Failure::panic(format!(
+                        "reading pending events failed: {e}"
+                    )));
+                    return None;
+                }
+            };
+        Some(
+            (position.next_number..)
+                .zip(stored)
+                .map(|(number, (id, record))| PendingEvent {
+                    number,
+                    id,
+                    record: Bytes::copy_from_slice(&record),
+                })
+                .collect(),
+        )
     }
 
     /// Waits for a group with new events. A mark that no group has journaled yet gets a group
@@ -244,23 +355,15 @@ impl Relay {
         }
     }
 
-    /// Publishes `batch` in order and awaits the acknowledgements in order: returns the ids
-    /// of the acknowledged prefix and, if one failed, why.
-    async fn publish(&self, batch: &[(CustomerId, IVec)]) -> (Vec<CustomerId>, Option<String>) {
+    /// Publishes `batch` in order and awaits the acknowledgements in order: returns how many
+    /// (from the first) were acknowledged and, if one failed, why.
+    async fn publish(&self, batch: &[PendingEvent]) -> (usize, Option<String>) {
         let mut failure = None;
         let mut sent = Vec::with_capacity(batch.len());
-        for (id, record) in batch {
-            let payload = match event::customer_created(&self.source, record) {
-                Ok(payload) => payload,
-                Err(e) => {
-                    self.health
-                        .fail(Failure::storage(format!("customer {id}: {e}")));
-                    failure = Some(e.to_string());
-                    break;
-                }
-            };
+        for event in batch {
+            let payload = event::customer_created(&self.source, event.id, &event.record);
             let message = jetstream::message::PublishMessage::build()
-                .message_id(event::created_event_id(&id.to_string()))
+                .message_id(event::created_event_id(&event.id.to_string()))
                 .header("Content-Type", event::CONTENT_TYPE)
                 .payload(payload.into());
             match self
@@ -268,19 +371,19 @@ impl Relay {
                 .send_publish(self.subject.clone(), message)
                 .await
             {
-                Ok(acknowledgement) => sent.push((*id, acknowledgement)),
+                Ok(acknowledgement) => sent.push(acknowledgement),
                 Err(e) => {
                     failure = Some(e.to_string());
                     break;
                 }
             }
         }
-        let mut acknowledged = Vec::with_capacity(sent.len());
-        for (id, acknowledgement) in sent {
+        let mut acknowledged = 0;
+        for acknowledgement in sent {
             match acknowledgement.await {
                 Ok(ack) => {
                     self.metrics.event_published(ack.duplicate);
-                    acknowledged.push(id);
+                    acknowledged += 1;
                 }
                 Err(e) => {
                     failure.get_or_insert_with(|| e.to_string());
@@ -289,19 +392,6 @@ impl Relay {
             }
         }
         (acknowledged, failure)
-    }
-
-    /// Removes acknowledged events from the outbox; `false` after a storage failure.
-    async fn remove(&self, acknowledged: Vec<CustomerId>) -> bool {
-        let (count, through) = (acknowledged.len(), acknowledged.last().copied());
-        let removed = self
-            .on_store(move |store| store.remove_pending(&acknowledged))
-            .await;
-        if let (Some(()), Some(through)) = (removed, through) {
-            self.outbox.relayed(through, count);
-            return true;
-        }
-        false
     }
 }
 

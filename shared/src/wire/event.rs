@@ -6,10 +6,12 @@
 //! window (`Nats-Msg-Id`) drops.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::domain::customer::Customer;
+use crate::domain::id::CustomerId;
+use crate::domain::timestamp::Timestamp;
 
 /// The CloudEvents `type` of the event.
 pub const CREATED_TYPE: &str = "customer.created";
@@ -65,31 +67,37 @@ pub struct CustomerCreatedEvent<'a> {
     pub data: &'a RawValue,
 }
 
-/// Why a stored customer could not be wrapped in an event (a corrupt record: a bug).
-#[derive(Debug, thiserror::Error)]
-#[error("the stored customer is not a customer record: {0}")]
-pub struct EventError(#[from] serde_json::Error);
-
-/// The event for a stored customer record (the `201` body), as published.
-pub fn customer_created(source: &str, customer_json: &[u8]) -> Result<Vec<u8>, EventError> {
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        id: &'a str,
-        created_at: &'a str,
+/// The event for the stored customer `id` whose record (the `201` body) is `record`, as
+/// published. The record is spliced in unread: the worker stored it, and `time` is the
+/// customer's `created_at`, which is the instant in its id.
+pub fn customer_created(source: &str, id: CustomerId, record: &[u8]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        specversion: &'static str,
+        id: String,
+        source: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'static str,
+        subject: &'a str,
+        time: Timestamp,
+        datacontenttype: &'static str,
     }
-    let head: Head<'_> = serde_json::from_slice(customer_json)?;
-    let data: &RawValue = serde_json::from_slice(customer_json)?;
-    let event = CustomerCreatedEvent {
+    let subject = id.to_string();
+    let envelope = Envelope {
         specversion: "1.0",
-        id: created_event_id(head.id),
+        id: created_event_id(&subject),
         source,
         event_type: CREATED_TYPE,
-        subject: head.id,
-        time: head.created_at,
+        subject: &subject,
+        time: id.timestamp(),
         datacontenttype: "application/json",
-        data,
     };
-    Ok(serde_json::to_vec(&event)?)
+    let mut event = serde_json::to_vec(&envelope).expect("strings and a timestamp serialize");
+    event.pop(); // the closing brace: `data` follows
+    event.extend_from_slice(br#","data":"#);
+    event.extend_from_slice(record);
+    event.push(b'}');
+    event
 }
 
 #[cfg(test)]
@@ -98,31 +106,22 @@ mod tests {
 
     #[test]
     fn the_envelope_wraps_the_stored_bytes_unchanged() {
-        let stored = br#"{"id":"cus_01h3vjs3b16yc3f9q8q9pfrb80","name":"A","created_at":"2026-01-02T03:04:05.678Z","custom_data":{"b":1,"a":[1.50]}}"#;
-        let event = customer_created("/customers", stored).unwrap();
-        let text = String::from_utf8(event).unwrap();
-        assert!(
-            text.ends_with(&format!(
-                r#""data":{}}}"#,
-                std::str::from_utf8(stored).unwrap()
-            )),
-            "{text}"
+        let id: CustomerId = "cus_01h3vjs3b16yc3f9q8q9pfrb80".parse().unwrap();
+        let stored = format!(
+            r#"{{"id":"{id}","name":"A","created_at":"{}","custom_data":{{"b":1,"a":[1.50]}}}}"#,
+            id.timestamp()
         );
+        let event = customer_created("/customers", id, stored.as_bytes());
+        let text = String::from_utf8(event).unwrap();
+        assert!(text.ends_with(&format!(r#""data":{stored}}}"#)), "{text}");
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let customer: serde_json::Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(parsed["specversion"], "1.0");
         assert_eq!(parsed["type"], "customer.created");
-        assert_eq!(
-            parsed["id"],
-            "customer.created:cus_01h3vjs3b16yc3f9q8q9pfrb80"
-        );
-        assert_eq!(parsed["subject"], "cus_01h3vjs3b16yc3f9q8q9pfrb80");
-        assert_eq!(parsed["time"], "2026-01-02T03:04:05.678Z");
+        assert_eq!(parsed["id"], format!("customer.created:{id}"));
+        assert_eq!(parsed["subject"], id.to_string());
+        assert_eq!(parsed["time"], customer["created_at"]);
         assert_eq!(parsed["datacontenttype"], "application/json");
-        assert_eq!(
-            customer_created("/customers", stored).unwrap(),
-            text.as_bytes(),
-            "the same bytes every time"
-        );
-        assert!(customer_created("/customers", b"not json").is_err());
+        assert_eq!(parsed["data"], customer);
     }
 }

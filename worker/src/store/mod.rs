@@ -1,8 +1,7 @@
 //! The sled database and its recovery. Trees: `customers` (16-byte UUID → the customer's
 //! JSON, exactly as replied), `emails` (lower-cased email → 16-byte UUID) and `idempotency`
-//! (its layout belongs to `crate::idempotency`), `outbox` (ids of customers whose event is not
-//! yet acknowledged by JetStream) and `relayed` (the newest id whose event is known stored;
-//! both belong to `outbox`). sled holds only what the journal has made
+//! (its layout belongs to `crate::idempotency`) and `relayed` (the newest id whose
+//! `customer.created` event JetStream acknowledged; see `outbox`). sled holds only what the journal has made
 //! durable: the committer applies a group after its journal sync, so a read never sees a
 //! write that a crash could take back, and no bookkeeping of "unsynced" writes is needed.
 //!
@@ -11,7 +10,7 @@
 //! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
 //! * [`reads`]: lookups and pages for the read endpoints and the committer;
-//! * [`outbox`]: the event outbox as the relay reads and trims it.
+//! * [`outbox`]: the event outbox: the customers above the relayed mark.
 
 pub mod apply;
 pub mod checkpoint;
@@ -33,8 +32,6 @@ pub const RECORDS_TREE: &str = "customers";
 pub const EMAILS_TREE: &str = "emails";
 /// Name of the idempotency tree (records and their expiry entries).
 pub const IDEMPOTENCY_TREE: &str = "idempotency";
-/// Name of the outbox tree (UUID of a customer whose event is pending → nothing).
-pub const OUTBOX_TREE: &str = "outbox";
 /// Name of the tree that remembers how far the relay got (one key).
 pub const RELAYED_TREE: &str = "relayed";
 /// The journal's directory inside the data directory (sled's files are beside it).
@@ -69,7 +66,6 @@ pub struct Store {
     records: sled::Tree,
     emails: sled::Tree,
     idempotency: sled::Tree,
-    outbox: sled::Tree,
     relayed: sled::Tree,
     dir: PathBuf,
 }
@@ -108,7 +104,6 @@ impl Store {
             records: db.open_tree(RECORDS_TREE)?,
             emails: db.open_tree(EMAILS_TREE)?,
             idempotency: db.open_tree(IDEMPOTENCY_TREE)?,
-            outbox: db.open_tree(OUTBOX_TREE)?,
             relayed: db.open_tree(RELAYED_TREE)?,
             db,
             dir: dir.to_owned(),
@@ -138,7 +133,6 @@ impl Store {
             TreeId::Customers => &self.records,
             TreeId::Emails => &self.emails,
             TreeId::Idempotency => &self.idempotency,
-            TreeId::Outbox => &self.outbox,
             TreeId::Relayed => &self.relayed,
         }
     }
