@@ -253,7 +253,8 @@ impl Relay {
         };
         let mut backoff = MIN_BACKOFF;
         let mut failing_since: Option<Instant> = None;
-        while !*stop.borrow() && !self.health.is_failed() {
+        // Stopped when told, or when whoever could tell it is gone.
+        while !*stop.borrow() && stop.has_changed().is_ok() && !self.health.is_failed() {
             let Some(batch) = self.next_batch(&position).await else {
                 break;
             };
