@@ -205,7 +205,8 @@ impl RelayThread {
                         parts,
                     };
                     relay.run(stopped).await;
-                    let _ = client.flush().await;
+                    // With the broker gone, a flush would wait for a reconnect forever.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
                 });
             })
             .map_err(|e| EventsError::Unavailable(e.to_string()))?;
