@@ -118,12 +118,18 @@ impl Load {
 
     /// Waits until at least `count` creates have been acknowledged in all.
     pub async fn wait_for_acknowledged(&self, count: usize) {
+        self.wait_for_acknowledged_within(count, crate::PATIENCE)
+            .await;
+    }
+
+    /// [`Load::wait_for_acknowledged`], allowing `patience` without progress.
+    pub async fn wait_for_acknowledged_within(&self, count: usize, patience: std::time::Duration) {
         while self.acknowledged() < count {
             let progress = self.acked.notified();
             if self.acknowledged() >= count {
                 break;
             }
-            tokio::time::timeout(crate::PATIENCE, progress)
+            tokio::time::timeout(patience, progress)
                 .await
                 .unwrap_or_else(|_| {
                     panic!(

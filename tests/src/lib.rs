@@ -228,6 +228,90 @@ fn with_store_dir(config: &Path, store: &Path) -> Option<PathBuf> {
     Some(copy)
 }
 
+/// Three nats-servers clustered on loopback, each with JetStream (its own store), as
+/// `deploy/nats-server-cluster.conf` describes for production; clients get all three URLs.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+    _configs: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes; returns once JetStream answers through each of them.
+    pub async fn start() -> Self {
+        let configs = tempfile::tempdir().expect("temporary directory");
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nodes = route_ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| {
+                let config = configs.path().join(format!("node{n}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "server_name: node{n}\n\
+                         jetstream {{\n  store_dir: \"unset\"\n}}\n\
+                         cluster {{ name: customers-test, listen: 127.0.0.1:{port}, routes: [{routes}] }}\n"
+                    ),
+                )
+                .expect("write the node's configuration");
+                NatsServer::start_with_config(&config)
+            })
+            .collect();
+        let cluster = Self {
+            nodes,
+            _configs: configs,
+        };
+        for node in &cluster.nodes {
+            wait_for_jetstream(&node.url()).await;
+        }
+        cluster
+    }
+
+    /// A client that knows every node (and fails over between them).
+    pub async fn client(&self) -> async_nats::Client {
+        let urls: Vec<String> = self.nodes.iter().map(NatsServer::url).collect();
+        async_nats::connect(urls.as_slice())
+            .await
+            .expect("connect to the cluster")
+    }
+
+    /// Every node's URL, comma-separated, as the binaries' `--nats-url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Waits until JetStream answers through the server at `url` (a cluster elects its
+/// JetStream leader a moment after the nodes are up).
+pub async fn wait_for_jetstream(url: &str) {
+    let client = async_nats::connect(url).await.expect("connect to the node");
+    let jetstream = async_nats::jetstream::new(client);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while jetstream.query_account().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("JetStream is available on the node");
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A new temporary directory for a server's JetStream store.
 fn store_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")

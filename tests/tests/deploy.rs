@@ -168,7 +168,59 @@ fn compose_services_match_the_binaries() {
 
 #[test]
 fn kubernetes_manifests_match_the_binaries() {
-    let docs = yaml("k8s/customers.yaml");
+    kubernetes_manifest_matches_the_binaries("k8s/customers.yaml");
+    let docs = kubernetes_manifest_matches_the_binaries("k8s/customers-replicated.yaml");
+    let worker = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("StatefulSet"))
+        .expect("the worker StatefulSet");
+    assert_eq!(worker["spec"]["replicas"].as_i64(), Some(3));
+    let env = &worker["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        env.as_vec()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"].as_str() == Some(name))
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(value("CUSTOMERS_REPLICATION").as_deref(), Some("jetstream"));
+    assert_eq!(
+        value("CUSTOMERS_REPLICATION_REPLICAS").as_deref(),
+        Some("3")
+    );
+}
+
+#[test]
+fn the_replicated_compose_file_runs_three_workers_on_a_nats_cluster() {
+    let docs = yaml("docker-compose-cluster.yml");
+    let services = &docs[0]["services"];
+    let urls = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222";
+    for n in 1..=3 {
+        let nats = strings(&services[format!("nats-{n}").as_str()]["command"]);
+        assert!(
+            nats.iter()
+                .any(|arg| arg.ends_with("nats-server-cluster.conf"))
+        );
+        let worker = strings(&services[format!("worker-{n}").as_str()]["command"]);
+        assert_accepted(&worker);
+        assert_eq!(flag(&worker, "--nats-url"), urls);
+        assert_eq!(flag(&worker, "--replication"), "jetstream");
+        let mounts = strings(&services[format!("worker-{n}").as_str()]["volumes"]);
+        assert!(
+            mounts[0].starts_with(&format!("worker-{n}-data:"))
+                && flag(&worker, "--data-dir").starts_with(mounts[0].split(':').nth(1).unwrap()),
+            "each worker has its own data volume: {mounts:?}"
+        );
+    }
+    let ingress = strings(&services["ingress"]["command"]);
+    assert_accepted(&ingress);
+    assert_eq!(flag(&ingress, "--nats-url"), urls);
+}
+
+/// The worker StatefulSet and the ingress Deployment of `file`, checked against the binaries.
+fn kubernetes_manifest_matches_the_binaries(file: &str) -> Vec<Yaml> {
+    let docs = yaml(file);
     let find = |kind: &str, name: &str| {
         docs.iter()
             .find(|d| {
@@ -216,4 +268,5 @@ fn kubernetes_manifests_match_the_binaries() {
         volume["secret"]["secretName"].as_str(),
         Some("customers-ingress-keys")
     );
+    docs
 }

@@ -83,6 +83,8 @@ fn the_contract_is_in_the_repository() {
         "## 5. Idempotency",
         "## 6. Storage",
         "## 7. Who may call",
+        "## 8. Events",
+        "## 9. Replicated mode",
     ] {
         assert!(contract.contains(section), "docs/API.md has {section}");
     }

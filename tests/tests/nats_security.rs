@@ -171,8 +171,9 @@ async fn violation(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>, su
     .unwrap_or_else(|_| panic!("no permission violation for {subject}"));
 }
 
-#[tokio::test]
-async fn each_nats_role_may_do_only_its_job() {
+/// A nats-server on the deployed configuration with users and permissions
+/// (`deploy/nats-server-secure.conf`), its passwords set.
+fn deployed_server() -> NatsServer {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats-server-secure.conf");
     let passwords = [
         ("CUSTOMERS_INGRESS_NATS_PASSWORD", "ingress-secret"),
@@ -180,7 +181,12 @@ async fn each_nats_role_may_do_only_its_job() {
         ("BILLING_NATS_PASSWORD", "billing-secret"),
         ("REPORTING_NATS_PASSWORD", "reporting-secret"),
     ];
-    let server = NatsServer::start_with_config_and_env(&config, &passwords);
+    NatsServer::start_with_config_and_env(&config, &passwords)
+}
+
+#[tokio::test]
+async fn each_nats_role_may_do_only_its_job() {
+    let server = deployed_server();
     let url = server.url();
     let role = |user: &str, password: &str, inbox: &str| {
         let mut nats = NatsOptions::new(&url);
@@ -320,4 +326,54 @@ async fn each_nats_role_may_do_only_its_job() {
             .connect(&url)
             .await;
     assert!(refused.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_workers_run_on_the_deployed_grants() {
+    let server = deployed_server();
+    let url = server.url();
+    let data_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut workers = Vec::new();
+    for data_dir in &data_dirs {
+        let mut worker_config = customers_worker::Config::new(&url, data_dir.path());
+        let mut nats = NatsOptions::new(&url);
+        nats.user = Some("customers-worker".into());
+        nats.password = Some("worker-secret".into());
+        nats.inbox_prefix = "_INBOX_customers_worker".into();
+        worker_config.nats = nats;
+        worker_config.replication.mode = customers_worker::config::ReplicationMode::Jetstream;
+        // One server: one replica of the log and the lease.
+        worker_config.replication.replicas = 1;
+        workers.push(TestWorker::start_with(worker_config).await);
+    }
+    // The primary (log appends, the lease) and the standby (following the log) on the worker
+    // role's grants: a create goes through and every read finds it, whichever answers.
+    let (billing, _) = client_as(&url, "billing", "billing-secret", "_INBOX_billing").await;
+    let id = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let reply = billing
+                .request(
+                    "customers.v1.create",
+                    customer_with_email("replicated@example.com").into(),
+                )
+                .await
+                .unwrap();
+            if let Some(id) = nats_header(&reply, headers::CUSTOMER_ID) {
+                return id.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("one worker becomes the primary and creates");
+    for _ in 0..10 {
+        let reply = billing
+            .request("customers.v1.get", id.clone().into())
+            .await
+            .unwrap();
+        assert_eq!(nats_header(&reply, headers::SERVICE_ERROR_CODE), None);
+    }
+    for worker in workers {
+        worker.stop().await;
+    }
 }

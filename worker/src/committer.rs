@@ -18,6 +18,13 @@
 //!
 //! Any error in steps 2–3 or in a checkpoint is fail-stop (see `health`): the group is
 //! answered 500, nothing later is committed, and queued or later writes are answered 503.
+//!
+//! Replicated (`crate::replication`): the primary appends each group's record to the log,
+//! fenced by the sequence it last applied, and answers only once the log acknowledged it and
+//! while its lease is surely held; the log, not the local `fdatasync`, makes it durable (the
+//! local journal is then a cache the log can rebuild). A standby's committer applies the
+//! log's groups as they come (`Write::Replicated`) and takes over on `Write::Promote`. A lost
+//! lease or a fenced append is fail-stop too (exit 75): the instance restarts as a standby.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +33,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use customers_shared::{ApiError, Customer, CustomerId, NewCustomer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpointer::Checkpointer;
 use crate::health::{Failure, Health};
@@ -36,6 +43,8 @@ use crate::journal::{Batch, Journal, TreeId};
 use crate::known_emails::KnownEmails;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::replication::lease::LeaseClock;
+use crate::replication::log::Log;
 use crate::reply::Reply;
 use crate::store::outbox::RELAYED_KEY;
 use crate::store::{MAX_VALUE_BYTES, Store, StoreError};
@@ -57,6 +66,21 @@ pub enum Write {
     /// Nothing but the relay's acknowledged mark (see `outbox`), when no other group has
     /// carried it for a while.
     RecordRelayed,
+    /// A group of the replicated log, for a standby to apply: its sequence and its record.
+    Replicated { sequence: u64, record: Bytes },
+    /// A standby that holds the lease and applied the log through `expected_last` becomes the
+    /// primary.
+    Promote {
+        expected_last: u64,
+        lease: LeaseClock,
+        outbox: Option<Arc<Outbox>>,
+    },
+    /// A snapshot of the database as of the groups committed so far, written to `path`
+    /// (`snapshot`); its outcome goes to `done`.
+    Snapshot {
+        path: std::path::PathBuf,
+        done: oneshot::Sender<Result<crate::snapshot::Summary, String>>,
+    },
 }
 
 /// Why a write got no reply of its own.
@@ -79,6 +103,25 @@ pub enum CommitError {
     /// refused rather than stored without its event.
     #[error("the event outbox is full")]
     OutboxFull,
+    /// Replicated: this instance is not (or no longer) the primary.
+    #[error("this instance is not the primary")]
+    NotPrimary,
+}
+
+/// Why a group failed as a whole; both stop the worker.
+#[derive(Debug, thiserror::Error)]
+enum GroupError {
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// Replicated: the lease is gone or the log moved on without us.
+    #[error("{0}")]
+    Fenced(String),
+}
+
+impl From<crate::journal::JournalError> for GroupError {
+    fn from(error: crate::journal::JournalError) -> Self {
+        Self::Storage(error.into())
+    }
 }
 
 type Answer = Result<Reply, CommitError>;
@@ -106,6 +149,17 @@ impl CommitHandle {
         QueueProbe(self.queue.downgrade())
     }
 
+    /// Queues `write`, waiting for room in the queue (the log follower's backpressure);
+    /// returns where its answer will arrive.
+    pub async fn submit(&self, write: Write) -> Result<oneshot::Receiver<Answer>, CommitError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        Ok(outcome)
+    }
+
     /// Queues `write` and waits until its group is durable and applied.
     pub async fn commit(&self, write: Write) -> Result<Reply, CommitError> {
         let (reply, outcome) = oneshot::channel();
@@ -119,7 +173,8 @@ impl CommitHandle {
     }
 }
 
-/// Reads how many writes wait for the committer (0 once it has stopped).
+/// Reads how many writes wait for the committer (0 once it has stopped), and asks it for a
+/// snapshot, without keeping it running.
 #[derive(Clone)]
 pub struct QueueProbe(mpsc::WeakSender<Job>);
 
@@ -128,6 +183,22 @@ impl QueueProbe {
         self.0
             .upgrade()
             .map_or(0, |queue| queue.max_capacity() - queue.capacity())
+    }
+
+    /// Has the committer write a snapshot to `path` between two groups.
+    pub async fn snapshot(
+        &self,
+        path: std::path::PathBuf,
+    ) -> Result<crate::snapshot::Summary, String> {
+        let queue = self.0.upgrade().ok_or("the worker is stopping")?;
+        let (done, written) = oneshot::channel();
+        CommitHandle { queue }
+            .commit(Write::Snapshot { path, done })
+            .await
+            .map_err(|e| e.to_string())?;
+        written
+            .await
+            .map_err(|_| "the committer stopped".to_owned())?
     }
 }
 
@@ -149,6 +220,24 @@ pub struct Prepared {
     ids: IdGenerator,
     known_emails: KnownEmails,
     outbox: Option<Arc<Outbox>>,
+    replicated: Option<Replicated>,
+}
+
+/// A committer's part in replicated mode.
+pub struct Replicated {
+    pub log: Arc<Log>,
+    /// The runtime the log's client runs on (the committer thread blocks on appends).
+    pub runtime: tokio::runtime::Handle,
+    /// The log sequence applied here, for the read barrier and the take-over.
+    pub applied: watch::Sender<u64>,
+    /// Names this instance's appends (`Nats-Msg-Id`).
+    pub instance: String,
+}
+
+/// What only the primary has.
+struct Primacy {
+    expected_last: u64,
+    lease: LeaseClock,
 }
 
 impl Prepared {
@@ -160,26 +249,38 @@ impl Prepared {
         journal: Journal,
         max_pending_events: Option<usize>,
     ) -> Result<Self, StoreError> {
-        let newest = store.newest_id()?;
         let outbox = match max_pending_events {
-            Some(max_pending) => Some(Arc::new(match store.relayed_through()? {
-                Some(mark) => Outbox::new(
-                    max_pending,
-                    store.count_after(Some(mark), usize::MAX)?,
-                    Some(mark),
-                ),
-                // Customers stored before events were ever on get none: events start here
-                // (the first group journals the mark).
-                None => Outbox::starting_after(max_pending, newest),
-            })),
+            Some(max_pending) => Some(Arc::new(Self::outbox_for(store, max_pending)?)),
             None => None,
         };
         Ok(Self {
             journal,
-            ids: IdGenerator::after(newest),
+            ids: IdGenerator::after(store.newest_id()?),
             known_emails: KnownEmails::load(store)?,
             outbox,
+            replicated: None,
         })
+    }
+
+    /// The outbox of `store` as it is: the customers above the relayed mark are pending.
+    pub fn outbox_for(store: &Store, max_pending: usize) -> Result<Outbox, StoreError> {
+        Ok(match store.relayed_through()? {
+            Some(mark) => Outbox::new(
+                max_pending,
+                store.count_after(Some(mark), usize::MAX)?,
+                Some(mark),
+            ),
+            // Customers stored before events were ever on get none: events start here (the
+            // first group journals the mark).
+            None => Outbox::starting_after(max_pending, store.newest_id()?),
+        })
+    }
+
+    /// The same, for replicated mode: the committer starts as a standby.
+    pub fn replicated(mut self, replicated: Replicated) -> Self {
+        self.outbox = None;
+        self.replicated = Some(replicated);
+        self
     }
 
     /// The emails the committer knows.
@@ -220,13 +321,23 @@ pub fn spawn(
         ids,
         known_emails,
         outbox,
+        replicated,
     } = prepared;
+    let applied_sequence = match &replicated {
+        Some(_) => store
+            .applied_log_sequence()
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        None => 0,
+    };
     let committer = Committer {
         store,
         journal,
         ids,
         known_emails,
         outbox,
+        replicated,
+        primacy: None,
+        applied_sequence,
         metrics,
         health,
         deliveries,
@@ -248,6 +359,10 @@ struct Committer {
     ids: IdGenerator,
     known_emails: KnownEmails,
     outbox: Option<Arc<Outbox>>,
+    replicated: Option<Replicated>,
+    primacy: Option<Primacy>,
+    /// Replicated: the log sequence of the newest group applied here.
+    applied_sequence: u64,
     metrics: Arc<Metrics>,
     health: Health,
     deliveries: mpsc::UnboundedSender<Delivery>,
@@ -285,10 +400,15 @@ impl Committer {
                     // Gone only when the runtime is: nobody is left waiting.
                     let _ = self.deliveries.send(delivery);
                 }
-                Err(e) => {
+                Err(GroupError::Storage(e)) => {
                     // Failed first, so nobody answered 500 can still find the worker ready.
                     self.health.fail(Failure::storage(e));
                     answer_all(&mut replies, CommitError::Failed);
+                    break;
+                }
+                Err(GroupError::Fenced(reason)) => {
+                    self.health.fail(Failure::fenced(reason));
+                    answer_all(&mut replies, CommitError::NotPrimary);
                     break;
                 }
             }
@@ -306,7 +426,7 @@ impl Committer {
     }
 
     /// Plans, journals, syncs and applies one group; returns each member's answer.
-    fn commit(&mut self, writes: &mut Vec<Write>) -> Result<Vec<Answer>, StoreError> {
+    fn commit(&mut self, writes: &mut Vec<Write>) -> Result<Vec<Answer>, GroupError> {
         let started = Instant::now();
         let members = writes.len();
         let created_ms = now_ms();
@@ -315,8 +435,14 @@ impl Committer {
         let mut emails_taken: HashMap<String, CustomerId> = HashMap::new();
         let mut outcomes = Vec::with_capacity(members);
         let mut mark_asked = false;
+        let mut log_sequence = None;
         for write in writes.drain(..) {
             mark_asked |= matches!(write, Write::RecordRelayed);
+            if let Write::Replicated { sequence, record } = write {
+                outcomes.push(self.take_replicated(sequence, &record)?);
+                log_sequence = Some(sequence).max(log_sequence);
+                continue;
+            }
             outcomes.push(self.plan(write, &mut emails_taken, created_ms)?);
         }
         // The mark rides along with a group that syncs anyway; a group of conflicts only
@@ -332,13 +458,32 @@ impl Committer {
         }
         let mut journaled = None;
         if !self.batch.is_empty() {
+            if self.primacy.is_some() {
+                log_sequence = Some(self.append_to_log()?);
+            }
+            if let Some(sequence) = log_sequence {
+                self.batch.put(
+                    TreeId::Replication,
+                    crate::store::APPLIED_KEY,
+                    &sequence.to_be_bytes(),
+                );
+            }
             self.journal.append(&mut self.batch)?;
             let sync_started = Instant::now();
-            self.journal.sync()?;
+            // Replicated, the log made the group durable; a local tail lost in a crash is
+            // applied again from it.
+            if self.replicated.is_none() {
+                self.journal.sync()?;
+            }
             journaled = Some((self.batch.len(), sync_started.elapsed()));
             failpoint!("commit-before-apply", |_| crate::crash());
             failpoint!("committer-panic", |_| panic!("failpoint committer-panic"));
             self.store.apply(self.batch.puts())?;
+            if let (Some(replicated), Some(sequence)) = (&self.replicated, log_sequence) {
+                self.applied_sequence = sequence;
+                replicated.applied.send_replace(sequence);
+                self.metrics.log_applied(sequence);
+            }
             if let Some(outbox) = &self.outbox {
                 if let Some(mark) = relayed_mark {
                     outbox.journaled(mark);
@@ -366,7 +511,37 @@ impl Committer {
         created_ms: u64,
     ) -> Result<Answer, StoreError> {
         let (reply, claim, new_customer) = match write {
+            Write::Create { .. } | Write::Remember { .. }
+                if self.replicated.is_some() && self.primacy.is_none() =>
+            {
+                return Ok(Err(CommitError::NotPrimary));
+            }
+            Write::Replicated { .. } => return Ok(Err(CommitError::NotPrimary)),
+            Write::Promote {
+                expected_last,
+                lease,
+                outbox,
+            } => {
+                if expected_last != self.applied_sequence {
+                    return Ok(Err(CommitError::NotPrimary));
+                }
+                // Ids continue above everything the log holds.
+                self.ids = IdGenerator::after(self.store.newest_id()?);
+                self.outbox = outbox;
+                self.primacy = Some(Primacy {
+                    expected_last,
+                    lease,
+                });
+                return Ok(Ok(Reply::ok(Bytes::new())));
+            }
             Write::RecordRelayed => return Ok(Ok(Reply::ok(Bytes::new()))),
+            Write::Snapshot { path, done } => {
+                // Planning comes before this group is applied: the snapshot holds exactly
+                // the groups before it.
+                let written = self.store.write_snapshot(&path).map_err(|e| e.to_string());
+                let _ = done.send(written);
+                return Ok(Ok(Reply::ok(Bytes::new())));
+            }
             Write::Remember { claim, reply } => (reply, Some(claim), None),
             Write::Create { customer, claim } => {
                 let email_key = customer.email.index_key();
@@ -419,6 +594,67 @@ impl Committer {
             idempotency::remember(&mut self.batch, &claim.key, record, created_ms);
         }
         Ok(Ok(reply))
+    }
+
+    /// A standby: adds the log's group `sequence` to the batch (after the ones it already
+    /// applied, in order), and learns its emails for the day it becomes the primary.
+    fn take_replicated(&mut self, sequence: u64, record: &[u8]) -> Result<Answer, GroupError> {
+        if self.primacy.is_some() {
+            return Ok(Err(CommitError::NotPrimary));
+        }
+        let expected = self.applied_sequence + 1;
+        if sequence < expected {
+            return Ok(Ok(Reply::ok(Bytes::new()))); // applied already (a redelivery)
+        }
+        if sequence > expected {
+            return Err(GroupError::Fenced(format!(
+                "the log skips from {} to {sequence} (trimmed below what this instance applied); restart to rebuild",
+                self.applied_sequence
+            )));
+        }
+        let Some((payload, [])) = crate::journal::split_record(record) else {
+            return Err(GroupError::Storage(StoreError::Corrupt {
+                what: format!("log group {sequence}"),
+                reason: "not a whole journal record".into(),
+            }));
+        };
+        for put in crate::journal::Puts::from_payload(payload) {
+            if let (TreeId::Emails, Ok(email)) = (put.tree, std::str::from_utf8(put.key)) {
+                self.known_emails.insert(email);
+            }
+        }
+        self.batch.extend_from_payload(payload);
+        self.applied_sequence = sequence;
+        Ok(Ok(Reply::ok(Bytes::new())))
+    }
+
+    /// The primary: appends the group's record to the log after the last applied sequence;
+    /// its sequence, once acknowledged while the lease is surely held.
+    fn append_to_log(&mut self) -> Result<u64, GroupError> {
+        let (Some(replicated), Some(primacy)) = (&self.replicated, &mut self.primacy) else {
+            unreachable!("only the primary appends");
+        };
+        if !primacy.lease.is_valid() {
+            return Err(GroupError::Fenced("the primary lease ran out".into()));
+        }
+        let record = Bytes::copy_from_slice(self.batch.sealed());
+        let id = format!("{}-{}", replicated.instance, primacy.expected_last + 1);
+        let appended = replicated.runtime.block_on(replicated.log.append(
+            record,
+            primacy.expected_last,
+            &id,
+            primacy.lease.remaining(),
+        ));
+        let sequence = appended.map_err(|e| GroupError::Fenced(e.to_string()))?;
+        primacy.expected_last = sequence;
+        // Paused past the lease between the check and the acknowledgement: the group is in
+        // the log (the next primary applies it), but this instance no longer answers for it.
+        if !primacy.lease.is_valid() {
+            return Err(GroupError::Fenced(
+                "the primary lease ran out while appending".into(),
+            ));
+        }
+        Ok(sequence)
     }
 
     /// Past the size bound, starts a new segment and has the older ones checkpointed (unless

@@ -12,6 +12,9 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "customers-worker", version)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub nats: customers_shared::runtime::nats::NatsOptions,
 
@@ -19,7 +22,12 @@ pub struct Config {
     pub process: customers_shared::runtime::cli::ProcessOptions,
 
     /// Directory of the sled database (created if missing; one worker process per directory).
-    #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        env = "CUSTOMERS_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Subject prefix: the endpoints listen on `{prefix}.v1.create`, `.get` and `.list`.
@@ -67,6 +75,9 @@ pub struct Config {
     #[command(flatten)]
     pub events: EventsOptions,
 
+    #[command(flatten)]
+    pub replication: ReplicationOptions,
+
     /// Time allowed on SIGTERM/SIGINT to finish accepted requests before exiting.
     #[arg(long, env = "CUSTOMERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -80,6 +91,28 @@ impl Config {
         config.data_dir = data_dir.into();
         config
     }
+}
+
+/// `customers-worker` subcommands; without one, it serves.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Has a running worker write a consistent snapshot of its database (between two group
+    /// commits, while it keeps serving) to a file on its machine, through its admin listener.
+    Backup {
+        /// The worker's admin listener, e.g. http://127.0.0.1:9090.
+        #[arg(long)]
+        admin_url: String,
+        /// Absolute path of the snapshot file to write (must not exist yet).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Loads a snapshot into a new, empty `--data-dir` (no worker may run on it); start the
+    /// worker on that directory afterwards.
+    Restore {
+        /// The snapshot file.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 /// `customer.created` events on JetStream (docs/API.md §8). The stream settings apply only
@@ -132,6 +165,47 @@ pub struct EventsOptions {
         default_value_t = 1_000_000
     )]
     pub max_pending: usize,
+}
+
+/// Replicated mode (docs/API.md §9): every committed group is appended to a replicated
+/// JetStream stream before it is acknowledged, one instance (holding a lease) commits, the
+/// others follow the stream and take over when it goes. The settings of the stream and the
+/// buckets apply when the worker creates them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicationOptions {
+    /// `none`: one worker on its own disk (the default); `jetstream`: replicated.
+    #[arg(id = "replication", long = "replication", env = "CUSTOMERS_REPLICATION", value_enum, default_value_t = ReplicationMode::None)]
+    pub mode: ReplicationMode,
+
+    /// The stream that holds the committed groups.
+    #[arg(
+        id = "replication_stream",
+        long = "replication-stream",
+        env = "CUSTOMERS_REPLICATION_STREAM",
+        default_value = "CUSTOMERS_LOG"
+    )]
+    pub stream: String,
+
+    /// Replicas of the stream, the lease bucket and the snapshot bucket (3 on a 3-node
+    /// cluster: an acknowledged create survives the loss of any one node).
+    #[arg(
+        id = "replication_replicas",
+        long = "replication-replicas",
+        env = "CUSTOMERS_REPLICATION_REPLICAS",
+        default_value_t = 3
+    )]
+    pub replicas: usize,
+
+    /// How long the primary's lease lasts without renewal: a standby takes over within about
+    /// this long after the primary dies. Renewed every quarter of it.
+    #[arg(id = "lease_ttl", long = "lease-ttl", env = "CUSTOMERS_LEASE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplicationMode {
+    None,
+    Jetstream,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -22,6 +22,8 @@ pub enum FailureKind {
     Storage,
     /// A worker thread panicked (a bug).
     Panic,
+    /// Replicated: this instance lost the primary lease or was fenced off the log.
+    Fenced,
 }
 
 impl Failure {
@@ -32,6 +34,13 @@ impl Failure {
         }
     }
 
+    pub fn fenced(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Fenced,
+            message: message.into(),
+        }
+    }
+
     pub fn panic(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Panic,
@@ -39,11 +48,13 @@ impl Failure {
         }
     }
 
-    /// The process's exit code: sysexits' `EX_IOERR` for storage, `EX_SOFTWARE` for a bug.
+    /// The process's exit code: sysexits' `EX_IOERR` for storage, `EX_SOFTWARE` for a bug,
+    /// `EX_TEMPFAIL` for a replicated primary that lost its lease (it restarts as a standby).
     pub fn exit_code(&self) -> u8 {
         match self.kind {
             FailureKind::Storage => 74,
             FailureKind::Panic => 70,
+            FailureKind::Fenced => 75,
         }
     }
 }
@@ -53,6 +64,7 @@ impl std::fmt::Display for Failure {
         match self.kind {
             FailureKind::Storage => write!(f, "storage failed: {}", self.message),
             FailureKind::Panic => write!(f, "{}", self.message),
+            FailureKind::Fenced => write!(f, "no longer the primary: {}", self.message),
         }
     }
 }

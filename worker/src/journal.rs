@@ -34,15 +34,26 @@ pub enum TreeId {
     Emails = 2,
     Idempotency = 3,
     Relayed = 4,
+    Replication = 5,
 }
 
 impl TreeId {
+    /// Every tree, in a fixed order.
+    pub const ALL: [Self; 5] = [
+        Self::Customers,
+        Self::Emails,
+        Self::Idempotency,
+        Self::Relayed,
+        Self::Replication,
+    ];
+
     fn from_byte(byte: u8) -> Option<Self> {
         match byte {
             1 => Some(Self::Customers),
             2 => Some(Self::Emails),
             3 => Some(Self::Idempotency),
             4 => Some(Self::Relayed),
+            5 => Some(Self::Replication),
             _ => None,
         }
     }
@@ -106,6 +117,11 @@ impl Batch {
         self.buf.len() == RECORD_HEADER
     }
 
+    /// Adds the puts of a payload that [`split_record`] accepted (a replicated group).
+    pub fn extend_from_payload(&mut self, payload: &[u8]) {
+        self.buf.extend_from_slice(payload);
+    }
+
     /// Bytes of the record this batch makes.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -120,7 +136,7 @@ impl Batch {
     }
 
     /// The complete record: header (length, checksum) and payload.
-    fn seal(&mut self) -> &[u8] {
+    pub fn sealed(&mut self) -> &[u8] {
         let len = u32::try_from(self.buf.len() - RECORD_HEADER).expect("a group is under 4 GiB");
         self.buf[..4].copy_from_slice(&len.to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &self.buf[8..]);
@@ -132,6 +148,20 @@ impl Batch {
 /// The puts of one record's payload, in order.
 #[derive(Clone)]
 pub struct Puts<'a>(&'a [u8]);
+
+impl<'a> Puts<'a> {
+    /// The puts of a payload that [`split_record`] accepted.
+    pub fn from_payload(payload: &'a [u8]) -> Self {
+        Self(payload)
+    }
+}
+
+/// The payload of the good record at the start of `bytes` (checksum and puts checked) and
+/// the bytes after it; `None` when it is not a good record.
+pub fn split_record(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = check_record(bytes).ok()?;
+    Some((&bytes[RECORD_HEADER..len], &bytes[len..]))
+}
 
 impl<'a> Iterator for Puts<'a> {
     type Item = Put<'a>;
@@ -198,7 +228,7 @@ impl Journal {
             path: self.active_path.clone(),
             source: io::Error::other("failpoint journal-write"),
         }));
-        let record = batch.seal();
+        let record = batch.sealed();
         self.active
             .write_all(record)
             .map_err(io_error(&self.active_path))?;
@@ -526,7 +556,7 @@ mod tests {
     fn a_torn_tail_is_cut_and_anything_else_bad_is_corruption() {
         let record = {
             let mut b = batch(&[(TreeId::Customers, "id", "value")]);
-            b.seal().to_vec()
+            b.sealed().to_vec()
         };
         let whole = [&MAGIC[..], &record, &record].concat();
         let cases: Vec<(&str, Vec<u8>, Result<u64, &str>)> = vec![

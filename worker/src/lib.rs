@@ -14,7 +14,10 @@
 //!   published to JetStream after it (the transactional outbox).
 //! * [`reply`]: an answer (status, body, headers), as sent and as stored for replays.
 //! * [`service`]: the NATS micro service, its endpoints and request handling.
-//! * [`metrics`] and [`admin`]: Prometheus metrics and the optional admin HTTP listener.
+//! * [`replication`]: replicated mode: the log, the lease, following and taking over.
+//! * [`metrics`] and [`admin`]: Prometheus metrics and the optional admin HTTP listener
+//!   (which also takes online backups); [`snapshot`]: the backup format, written between two
+//!   groups, and restore.
 //!
 //! [`Worker::start`] opens everything and returns once the service is subscribed;
 //! [`Worker::run`] serves until a shutdown future resolves or the worker fails, then drains
@@ -30,6 +33,7 @@ macro_rules! failpoint {
 }
 
 pub mod admin;
+pub mod backup_command;
 pub mod checkpointer;
 pub mod committer;
 pub mod config;
@@ -41,8 +45,10 @@ pub mod known_emails;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
+pub mod replication;
 pub mod reply;
 pub mod service;
+pub mod snapshot;
 pub mod store;
 
 use std::future::Future;
@@ -54,6 +60,9 @@ pub use health::Failure;
 
 use crate::health::Health;
 use crate::idempotency::Claims;
+use crate::replication::lease::Lease;
+use crate::replication::log::Log;
+use crate::replication::{ReplicationError, Role};
 use crate::service::{Context, CustomersService};
 use crate::store::{Opened, Store, StoreError};
 
@@ -68,6 +77,10 @@ pub enum WorkerError {
     },
     #[error(transparent)]
     Events(#[from] relay::EventsError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error("cannot take over as the primary: {0}")]
+    Promotion(String),
     #[error("cannot start the NATS micro service: {0}")]
     Service(async_nats::Error),
     #[error("cannot start the committer thread: {0}")]
@@ -91,22 +104,52 @@ pub struct Worker {
     config: Config,
     client: async_nats::Client,
     service: CustomersService,
+    context: Arc<Context>,
     committer: JoinHandle<()>,
     health: Health,
     purge: tokio::task::JoinHandle<()>,
     relay: Option<relay::RelayThread>,
     admin: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
+    /// Replicated mode: what a standby needs to follow the log and take over.
+    standby: Option<Standby>,
+    role: tokio::sync::watch::Sender<Option<Role>>,
+}
+
+/// A standby's parts (`replication`).
+struct Standby {
+    log: Arc<Log>,
+    lease: Arc<Lease>,
+    applied: tokio::sync::watch::Receiver<u64>,
+    following: (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ),
 }
 
 impl Worker {
     /// Connects to NATS, opens the database (replaying the journal) and registers the
-    /// service.
+    /// service; replicated, as a standby that follows the log.
     pub async fn start(config: Config) -> Result<Self, WorkerError> {
         let client = connect(&config).await?;
+        let jetstream = async_nats::jetstream::new(client.clone());
+        // A cluster elects its JetStream leader a moment after its nodes are up, and the
+        // workers may start in that moment: replicated, the set-up is retried for a while.
+        let patience = match config.replication.mode {
+            config::ReplicationMode::Jetstream => std::time::Duration::from_secs(30),
+            config::ReplicationMode::None => std::time::Duration::ZERO,
+        };
         if config.events.mode == config::EventsMode::On {
-            let jetstream = async_nats::jetstream::new(client.clone());
-            relay::ensure_stream(&jetstream, &config.events, &config.subject_prefix).await?;
+            retrying(patience, || {
+                relay::ensure_stream(&jetstream, &config.events, &config.subject_prefix)
+            })
+            .await?;
         }
+        let replicated = match config.replication.mode {
+            config::ReplicationMode::Jetstream => {
+                Some(retrying(patience, || replication_setup(&config, &jetstream)).await?)
+            }
+            config::ReplicationMode::None => None,
+        };
         let data_dir = config.data_dir.clone();
         let cache = config.cache_capacity_bytes;
         let max_pending_events = config.events.max_pending();
@@ -146,8 +189,26 @@ impl Worker {
         }
         let metrics = Arc::new(metrics::Metrics::default());
         metrics.recovered(recovery.elapsed);
+        let applied_at_start = store.applied_log_sequence()?;
+        if replicated.is_some() {
+            metrics.log_applied(applied_at_start);
+        }
         let store = Arc::new(store);
         let health = Health::default();
+        let (applied_tx, applied) = tokio::sync::watch::channel(applied_at_start);
+        let prepared = match &replicated {
+            Some((log, _, instance)) => {
+                check_not_behind(log, applied_at_start).await?;
+                prepared.replicated(committer::Replicated {
+                    log: log.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                    applied: applied_tx,
+                    instance: instance.clone(),
+                })
+            }
+            None => prepared,
+        };
+        // A standby has no outbox: only the primary publishes events.
         let outbox = prepared.outbox();
         let (handle, committer) = committer::spawn(
             store.clone(),
@@ -157,6 +218,8 @@ impl Worker {
             config.commit_limits(),
         )
         .map_err(WorkerError::Committer)?;
+        let role = tokio::sync::watch::Sender::new(replicated.as_ref().map(|_| Role::Standby));
+        metrics.role(*role.borrow());
         let admin = match config.admin_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -170,6 +233,7 @@ impl Worker {
                     outbox: outbox.clone(),
                     client: client.clone(),
                     health: health.clone(),
+                    role: role.subscribe(),
                 };
                 tracing::info!(%addr, "admin listening");
                 let task = tokio::spawn(admin::run(listener, admin));
@@ -178,17 +242,8 @@ impl Worker {
             None => None,
         };
         let relay = match outbox {
-            Some(outbox) => Some(relay::RelayThread::start(
-                relay::RelayParts {
-                    store: store.clone(),
-                    outbox,
-                    subject: customers_shared::wire::event::created_subject(&config.subject_prefix),
-                    source: config.events.source.clone(),
-                    committer: handle.clone(),
-                    metrics: metrics.clone(),
-                    health: health.clone(),
-                },
-                &config.nats,
+            Some(outbox) => Some(start_relay(
+                &config, &store, outbox, &handle, &metrics, &health,
             )?),
             None => None,
         };
@@ -196,7 +251,22 @@ impl Worker {
             store.clone(),
             config.idempotency_retention,
         ));
-        let context = Context {
+        let standby = replicated.map(|(log, lease, _)| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let follower = tokio::spawn(replication::follow(
+                log.clone(),
+                applied_at_start + 1,
+                handle.clone(),
+                stopped,
+            ));
+            Standby {
+                log,
+                lease,
+                applied: applied.clone(),
+                following: (stop, follower),
+            }
+        });
+        let context = Arc::new(Context {
             store,
             committer: handle,
             claims: Arc::new(Claims::default()),
@@ -205,27 +275,27 @@ impl Worker {
             max_in_flight: config.max_in_flight.max(1),
             idempotency_retention: config.idempotency_retention,
             metrics,
-        };
-        let service = CustomersService::start(&client, &config.subject_prefix, context)
-            .await
-            .map_err(WorkerError::Service)?;
-        // Ready only once the server routes requests from other connections to us.
-        customers_shared::runtime::nats::round_trip(&client)
-            .await
-            .map_err(WorkerError::Service)?;
-        tracing::info!(
-            subject = %customers_shared::wire::protocol::create_subject(&config.subject_prefix),
-            "serving"
-        );
+            read_barrier: standby.as_ref().map(|standby| {
+                Arc::new(replication::ReadBarrier {
+                    log: standby.log.clone(),
+                    applied: standby.applied.clone(),
+                })
+            }),
+        });
+        let current_role = *role.borrow();
+        let service = serve_as(&client, &config, context.clone(), current_role).await?;
         Ok(Self {
             config,
             client,
             service,
+            context,
             committer,
             health,
             purge,
             relay,
             admin,
+            standby,
+            role,
         })
     }
 
@@ -235,30 +305,67 @@ impl Worker {
     }
 
     /// Serves until `shutdown` resolves or the worker fails; then answers what was accepted,
-    /// checkpoints (after a clean stop) and closes. Returns the failure, if there was one:
-    /// the process should then exit non-zero.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Failure> {
+    /// checkpoints (after a clean stop) and closes. Replicated, a standby serves reads until
+    /// it takes over, then serves as the primary. Returns the failure, if there was one: the
+    /// process should then exit non-zero.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Failure> {
         let health = self.health.clone();
-        let stop = async {
-            tokio::select! {
-                () = shutdown => {}
-                failure = health.failed() => {
-                    tracing::error!(%failure, "stopping the service after a failure");
+        tokio::pin!(shutdown);
+        let mut primacy = None;
+        if let Some(standby) = self.standby.take() {
+            let taking_over = replication::take_over(
+                standby.lease,
+                standby.log,
+                standby.applied,
+                standby.following,
+                health.clone(),
+            );
+            tokio::pin!(taking_over);
+            let mut took_over = None;
+            let stop = async {
+                tokio::select! {
+                    () = &mut shutdown => {}
+                    failure = health.failed() => {
+                        tracing::error!(%failure, "stopping the service after a failure");
+                    }
+                    promoted = &mut taking_over => took_over = Some(promoted),
+                }
+            };
+            self.service.serve(stop, self.config.shutdown_grace).await;
+            if let Some(promoted) = took_over {
+                match self.become_primary(&promoted).await {
+                    Ok(()) => primacy = Some(promoted),
+                    Err(e) => {
+                        health.fail(Failure::fenced(format!("could not take over: {e}")));
+                        promoted.renewing.abort();
+                    }
                 }
             }
-        };
-        self.service.serve(stop, self.config.shutdown_grace).await;
+        }
+        if !health.is_failed() && (primacy.is_some() || self.role.borrow().is_none()) {
+            let stop = async {
+                tokio::select! {
+                    () = &mut shutdown => {}
+                    failure = health.failed() => {
+                        tracing::error!(%failure, "stopping the service after a failure");
+                    }
+                }
+            };
+            self.service.serve(stop, self.config.shutdown_grace).await;
+        }
         // The relay holds a commit handle: it stops (recording how far it got) before the
         // committer can drain. Events it did not publish wait for the next start.
-        if let Some(relay) = self.relay {
+        if let Some(relay) = self.relay.take() {
             relay.stop().await;
         }
         // The purge task holds the store: wait until it is gone, so that the database is
         // closed (and its lock released) when `run` returns.
         self.purge.abort();
-        let _ = self.purge.await;
+        let _ = (&mut self.purge).await;
         // Every commit handle is gone with the service: the committer drains, checkpoints
         // and stops (or has stopped already, after a failure).
+        drop(self.service);
+        drop(self.context);
         let committer = self.committer;
         match tokio::task::spawn_blocking(move || committer.join()).await {
             Ok(Ok(())) => {}
@@ -275,6 +382,13 @@ impl Worker {
             Err(e) => self
                 .health
                 .fail(Failure::panic(format!("joining the committer failed: {e}"))),
+        }
+        // A clean stop hands the lease on at once rather than after it expires.
+        if let Some(promoted) = primacy {
+            promoted.renewing.abort();
+            if !self.health.is_failed() {
+                promoted.lease.release(&promoted.revision).await;
+            }
         }
         // With the broker gone, a flush would wait for a reconnect that may never come.
         match tokio::time::timeout(self.config.shutdown_grace, self.client.flush()).await {
@@ -296,6 +410,171 @@ impl Worker {
             }
         }
     }
+
+    /// A standby that holds the lease and applied the log: the committer commits from now on,
+    /// the relay publishes the events, and the service takes creates.
+    async fn become_primary(
+        &mut self,
+        promoted: &replication::Promoted,
+    ) -> Result<(), WorkerError> {
+        let context = &self.context;
+        let outbox = match self.config.events.max_pending() {
+            Some(max_pending) => {
+                let store = context.store.clone();
+                let outbox = tokio::task::spawn_blocking(move || {
+                    committer::Prepared::outbox_for(&store, max_pending)
+                })
+                .await
+                .expect("reading the outbox does not panic")?;
+                Some(Arc::new(outbox))
+            }
+            None => None,
+        };
+        context
+            .committer
+            .commit(committer::Write::Promote {
+                expected_last: promoted.took_over_at,
+                lease: promoted.clock.clone(),
+                outbox: outbox.clone(),
+            })
+            .await
+            .map_err(|e| WorkerError::Promotion(e.to_string()))?;
+        if let Some(outbox) = outbox {
+            self.relay = Some(start_relay(
+                &self.config,
+                &context.store,
+                outbox,
+                &context.committer,
+                &context.metrics,
+                &self.health,
+            )?);
+        }
+        self.role.send_replace(Some(Role::Primary));
+        context.metrics.role(Some(Role::Primary));
+        let primary_context = Arc::new(Context {
+            read_barrier: None,
+            ..Context::clone(context)
+        });
+        self.service = serve_as(
+            &self.client,
+            &self.config,
+            primary_context.clone(),
+            Some(Role::Primary),
+        )
+        .await?;
+        self.context = primary_context;
+        tracing::info!(
+            log_sequence = promoted.took_over_at,
+            "took over as the primary"
+        );
+        Ok(())
+    }
+}
+
+/// `attempt` until it succeeds or `patience` has passed (then its last error).
+async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    patience: std::time::Duration,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, E> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match attempt().await {
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream not ready yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Replicated mode's log and lease, and this instance's name.
+async fn replication_setup(
+    config: &Config,
+    jetstream: &async_nats::jetstream::Context,
+) -> Result<(Arc<Log>, Arc<Lease>, String), WorkerError> {
+    let options = &config.replication;
+    let instance = uuid::Uuid::now_v7().simple().to_string();
+    let log = Log::ensure(
+        jetstream.clone(),
+        &options.stream,
+        customers_shared::wire::protocol::subject(&config.subject_prefix, "log"),
+        options.replicas,
+    )
+    .await?;
+    let lease = Lease::ensure(
+        jetstream,
+        &format!("{}_LEASE", options.stream),
+        options.lease_ttl,
+        options.replicas,
+        instance.clone(),
+    )
+    .await?;
+    tracing::info!(%instance, stream = %options.stream, lease_ttl_ms = lease.ttl().as_millis() as u64, "replicated mode");
+    Ok((Arc::new(log), Arc::new(lease), instance))
+}
+
+/// Refuses a data directory whose applied log was trimmed away since (it cannot catch up).
+async fn check_not_behind(log: &Log, applied: u64) -> Result<(), WorkerError> {
+    let first = log
+        .first_sequence()
+        .await
+        .map_err(|e| WorkerError::Replication(ReplicationError::Setup(e)))?;
+    let last = log
+        .last_sequence()
+        .await
+        .map_err(|e| WorkerError::Replication(ReplicationError::Setup(e)))?;
+    if last >= first && first > applied + 1 {
+        return Err(WorkerError::Replication(ReplicationError::Behind {
+            applied,
+            first,
+        }));
+    }
+    Ok(())
+}
+
+fn start_relay(
+    config: &Config,
+    store: &Arc<Store>,
+    outbox: Arc<outbox::Outbox>,
+    committer: &committer::CommitHandle,
+    metrics: &Arc<metrics::Metrics>,
+    health: &Health,
+) -> Result<relay::RelayThread, WorkerError> {
+    Ok(relay::RelayThread::start(
+        relay::RelayParts {
+            store: store.clone(),
+            outbox,
+            subject: customers_shared::wire::event::created_subject(&config.subject_prefix),
+            source: config.events.source.clone(),
+            committer: committer.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+        &config.nats,
+    )?)
+}
+
+/// Registers the service for `role` and waits until the server routes requests to it.
+async fn serve_as(
+    client: &async_nats::Client,
+    config: &Config,
+    context: Arc<Context>,
+    role: Option<Role>,
+) -> Result<CustomersService, WorkerError> {
+    let service = CustomersService::start(client, &config.subject_prefix, context, role)
+        .await
+        .map_err(WorkerError::Service)?;
+    // Ready only once the server routes requests from other connections to us.
+    customers_shared::runtime::nats::round_trip(client)
+        .await
+        .map_err(WorkerError::Service)?;
+    tracing::info!(
+        subject = %customers_shared::wire::protocol::create_subject(&config.subject_prefix),
+        role = role.map_or("single", Role::name),
+        "serving"
+    );
+    Ok(service)
 }
 
 async fn connect(config: &Config) -> Result<async_nats::Client, WorkerError> {

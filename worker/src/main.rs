@@ -1,5 +1,6 @@
 //! `customers-worker`: parses the configuration, sets up logging and runs the worker until
 //! SIGINT or SIGTERM (exit 0) or a failure (exit 74 for storage, 70 for a panic).
+//! `customers-worker backup|restore …` takes or loads a snapshot instead.
 
 use std::process::ExitCode;
 
@@ -16,7 +17,10 @@ fn main() -> ExitCode {
     // Failpoints are configured by the FAILPOINTS environment variable in test builds.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    cli::main(BINARY, |config: Config, shutdown| async move {
+    cli::main(BINARY, |mut config: Config, shutdown| async move {
+        if let Some(command) = config.command.take() {
+            return customers_worker::backup_command::run(command, &config).await;
+        }
         match Worker::start(config).await {
             Ok(worker) => match worker.run(shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,

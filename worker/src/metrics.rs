@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::outbox::Outbox;
+use crate::replication::Role;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -40,6 +41,11 @@ impl Operation {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: Operation,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +74,8 @@ pub struct Metrics {
     event_publish_failures: Counter,
     events_pending: Gauge,
     oldest_pending_event_age: Gauge<f64, AtomicU64>,
+    role: Family<RoleLabel, Gauge>,
+    log_applied: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,6 +99,8 @@ impl Default for Metrics {
             event_publish_failures: Counter::default(),
             events_pending: Gauge::default(),
             oldest_pending_event_age: Gauge::default(),
+            role: Family::default(),
+            log_applied: Gauge::default(),
         };
         metrics.registry.register(
             "replies",
@@ -172,6 +182,16 @@ impl Default for Metrics {
             "Age of the oldest event in the outbox (0 when it is empty)",
             metrics.oldest_pending_event_age.clone(),
         );
+        metrics.registry.register(
+            "log_applied_sequence",
+            "Replicated mode: the log sequence of the newest group applied here",
+            metrics.log_applied.clone(),
+        );
+        metrics.registry.register(
+            "role",
+            "Replicated mode: 1 for this instance's role (primary or standby), 0 for the other",
+            metrics.role.clone(),
+        );
         metrics
     }
 }
@@ -235,6 +255,25 @@ impl Metrics {
 
     pub fn event_publish_failed(&self) {
         self.event_publish_failures.inc();
+    }
+
+    /// Replicated mode: this instance's role now (nothing in single-node mode).
+    pub fn role(&self, role: Option<Role>) {
+        if let Some(role) = role {
+            for candidate in [Role::Primary, Role::Standby] {
+                self.role
+                    .get_or_create(&RoleLabel {
+                        role: candidate.name(),
+                    })
+                    .set(i64::from(candidate == role));
+            }
+        }
+    }
+
+    /// Replicated mode: the log is applied here through `sequence`.
+    pub fn log_applied(&self, sequence: u64) {
+        self.log_applied
+            .set(i64::try_from(sequence).unwrap_or(i64::MAX));
     }
 
     pub fn recovered(&self, elapsed: Duration) {

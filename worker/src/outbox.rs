@@ -31,12 +31,14 @@ pub struct PendingEvent {
     pub record: Bytes,
 }
 
+#[derive(Debug)]
 pub struct Outbox {
     max_pending: usize,
     state: Mutex<State>,
     committed: Notify,
 }
 
+#[derive(Debug)]
 struct State {
     /// Events stored and not acknowledged (reserved ones included).
     pending: usize,

@@ -10,6 +10,10 @@
 //! is refused before anything reads it; sled reads run on the blocking pool, never on the
 //! runtime's thread; and a page of customers stops before its reply would pass the
 //! connection's `max_payload`.
+//!
+//! Replicated, a standby registers only `get` and `list` (role `standby` in its `$SRV.INFO`
+//! metadata) and passes a read barrier first where an acknowledged create could otherwise be
+//! missing: before every list, and before answering 404 to a get.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,10 +33,12 @@ use tracing::Instrument;
 use crate::committer::{CommitError, CommitHandle, Write};
 use crate::idempotency::{self, Claims, IdempotencyClaim};
 use crate::metrics::{Metrics, Operation};
+use crate::replication::{ReadBarrier, Role};
 use crate::reply::Reply;
 use crate::store::Store;
 
 /// What every request task needs.
+#[derive(Clone)]
 pub struct Context {
     pub store: Arc<Store>,
     pub committer: CommitHandle,
@@ -42,6 +48,8 @@ pub struct Context {
     pub max_in_flight: usize,
     pub idempotency_retention: Duration,
     pub metrics: Arc<Metrics>,
+    /// A standby's read barrier (none on a primary or a single worker).
+    pub read_barrier: Option<Arc<ReadBarrier>>,
 }
 
 /// Room left in a reply for its headers and NATS's own framing, below `max_payload`.
@@ -49,57 +57,63 @@ const REPLY_HEADROOM: usize = 4 * 1024;
 
 /// The running micro service with its endpoints.
 pub struct CustomersService {
-    service: Service,
-    create: Endpoint,
-    get: Endpoint,
-    list: Endpoint,
+    /// Until [`CustomersService::serve`] has stopped it.
+    service: Option<Service>,
+    /// By operation; a standby has no `create`.
+    endpoints: Vec<(Operation, Endpoint)>,
     context: Arc<Context>,
 }
 
 impl CustomersService {
-    /// Registers the service and its endpoints on `client`.
+    /// Registers the service and its endpoints on `client`; replicated, `role` goes into
+    /// the service's metadata, and a standby gets no `create` endpoint.
     pub async fn start(
         client: &async_nats::Client,
         subject_prefix: &str,
-        context: Context,
+        context: Arc<Context>,
+        role: Option<Role>,
     ) -> Result<Self, async_nats::Error> {
         // async-nats counts an error only on its own error path, which sends an empty body;
         // the contract's problem replies are normal replies, so the real count goes in `data`.
         let metrics = context.metrics.clone();
+        let metadata = role
+            .map(|role| [("role".to_owned(), role.name().to_owned())].into())
+            .unwrap_or_default();
         let service = client
             .service_builder()
             .description("Creates customers with unique emails, stored durably; reads them back")
+            .metadata(metadata)
             .stats_handler(
                 move |endpoint, _| serde_json::json!({ "num_errors": metrics.errors(&endpoint) }),
             )
             .start(protocol::SERVICE_NAME, protocol::SERVICE_VERSION)
             .await?;
-        let endpoint = async |name: &str| {
-            service
+        let mut endpoints = Vec::with_capacity(3);
+        for operation in [Operation::create, Operation::get, Operation::list] {
+            if operation == Operation::create && role == Some(Role::Standby) {
+                continue;
+            }
+            let endpoint = service
                 .endpoint_builder()
-                .name(name)
-                .add(protocol::subject(subject_prefix, name))
-                .await
-        };
-        let create = endpoint(protocol::CREATE_ENDPOINT).await?;
-        let get = endpoint(protocol::GET_ENDPOINT).await?;
-        let list = endpoint(protocol::LIST_ENDPOINT).await?;
+                .name(operation.name())
+                .add(protocol::subject(subject_prefix, operation.name()))
+                .await?;
+            endpoints.push((operation, endpoint));
+        }
         Ok(Self {
-            service,
-            create,
-            get,
-            list,
-            context: Arc::new(context),
+            service: Some(service),
+            endpoints,
+            context,
         })
     }
 
     /// Serves until `shutdown` resolves, then stops taking requests (the queue group hands
     /// new ones to other workers) and waits up to `grace` for the accepted ones to be answered.
-    pub async fn serve(mut self, shutdown: impl Future<Output = ()>, grace: Duration) {
+    pub async fn serve(&mut self, shutdown: impl Future<Output = ()>, grace: Duration) {
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         {
-            let mut requests = requests(&mut self.create, &mut self.get, &mut self.list);
+            let mut requests = requests(&mut self.endpoints);
             loop {
                 tokio::select! {
                     request = requests.next() => match request {
@@ -114,18 +128,21 @@ impl CustomersService {
             }
         }
         tracing::info!(in_flight = tasks.len(), "stopping: no new requests taken");
-        for endpoint in [&mut self.create, &mut self.get, &mut self.list] {
+        for (_, endpoint) in &mut self.endpoints {
             if let Err(e) = endpoint.stop().await {
                 tracing::warn!(error = %e, "could not unsubscribe an endpoint");
             }
         }
-        if let Err(e) = self.service.stop().await {
+        if let Some(Err(e)) = match self.service.take() {
+            Some(service) => Some(service.stop().await),
+            None => None,
+        } {
             tracing::warn!(error = %e, "could not stop the micro service");
         }
         let context = self.context.clone();
         let drained = tokio::time::timeout(grace, async {
             // Requests already delivered to this worker are still answered.
-            let mut requests = requests(&mut self.create, &mut self.get, &mut self.list);
+            let mut requests = requests(&mut self.endpoints);
             while let Some((operation, request)) = requests.next().await {
                 accept(&context, &mut tasks, operation, request).await;
             }
@@ -143,17 +160,13 @@ impl CustomersService {
 }
 
 /// The requests of all endpoints as one stream, each tagged with its operation.
-fn requests<'a>(
-    create: &'a mut Endpoint,
-    get: &'a mut Endpoint,
-    list: &'a mut Endpoint,
-) -> impl Stream<Item = (Operation, Request)> + Unpin + 'a {
-    futures_util::stream::select(
-        create.map(|r| (Operation::create, r)),
-        futures_util::stream::select(
-            get.map(|r| (Operation::get, r)),
-            list.map(|r| (Operation::list, r)),
-        ),
+fn requests(
+    endpoints: &mut [(Operation, Endpoint)],
+) -> impl Stream<Item = (Operation, Request)> + Unpin + '_ {
+    futures_util::stream::select_all(
+        endpoints
+            .iter_mut()
+            .map(|(operation, endpoint)| endpoint.map(move |r| (*operation, r))),
     )
 }
 
@@ -336,6 +349,10 @@ fn commit_error(error: CommitError) -> ApiError {
             reason: "the worker is stopping",
             retry_after_secs: 1,
         },
+        CommitError::NotPrimary => ApiError::ServiceUnavailable {
+            reason: "this instance is not the primary (failing over)",
+            retry_after_secs: 1,
+        },
         CommitError::OutboxFull => ApiError::ServiceUnavailable {
             reason: "events cannot be published (JetStream unreachable) and the outbox is full",
             retry_after_secs: 5,
@@ -356,11 +373,30 @@ async fn get(payload: &[u8], context: &Context) -> Reply {
     else {
         return Reply::error(&ApiError::CustomerNotFound);
     };
-    let store = context.store.clone();
-    match blocking(move || store.get(id)).await {
+    let lookup = || {
+        let store = context.store.clone();
+        blocking(move || store.get(id))
+    };
+    let mut found = lookup().await;
+    if let (Ok(None), Some(barrier)) = (&found, &context.read_barrier) {
+        // A standby may not have applied a create its client was already told about.
+        if !barrier.caught_up().await {
+            return Reply::error(&behind());
+        }
+        found = lookup().await;
+    }
+    match found {
         Ok(Some(json)) => Reply::ok(Bytes::copy_from_slice(&json)),
         Ok(None) => Reply::error(&ApiError::CustomerNotFound),
         Err(e) => Reply::error(&e),
+    }
+}
+
+/// A standby that cannot catch up with the log within its barrier's wait.
+fn behind() -> ApiError {
+    ApiError::ServiceUnavailable {
+        reason: "this replica is behind the log",
+        retry_after_secs: 1,
     }
 }
 
@@ -372,6 +408,11 @@ async fn list(payload: &[u8], context: &Context) -> Reply {
         Err(e) => return Reply::error(&e),
     };
     let max_bytes = context.client.max_payload().saturating_sub(REPLY_HEADROOM);
+    if let Some(barrier) = &context.read_barrier
+        && !barrier.caught_up().await
+    {
+        return Reply::error(&behind());
+    }
     let store = context.store.clone();
     match blocking(move || store.list(&query, max_bytes)).await {
         Ok((customers, has_more)) => Reply::ok(Bytes::from(list_body(

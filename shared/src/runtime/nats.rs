@@ -94,6 +94,16 @@ pub struct NatsOptions {
 }
 
 impl NatsOptions {
+    /// The servers of `url`, a comma-separated list (a cluster's nodes): the client
+    /// connects to one and fails over to the others.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .collect()
+    }
+
     /// The defaults with `url`: no authentication, no TLS.
     pub fn new(url: impl Into<String>) -> Self {
         #[derive(clap::Parser)]
@@ -184,7 +194,9 @@ pub async fn connect(
                 }
             }
         });
-    let client = connect_options.connect(options.url.as_str()).await?;
+    let client = connect_options
+        .connect(options.servers().as_slice())
+        .await?;
     // The event of this first connection may not have been handled yet.
     state.send_replace(client.connection_state() == async_nats::connection::State::Connected);
     Ok(NatsConnection { client, connected })
@@ -273,5 +285,9 @@ mod tests {
         assert!(parse(&["--nats-token", "t", "--nats-creds-file", "x.creds"]).is_err());
         assert!(parse(&["--nats-tls-cert", "c.pem"]).is_err(), "key missing");
         assert_eq!(NatsOptions::new("nats://h:1").url, "nats://h:1");
+        assert_eq!(
+            NatsOptions::new("nats://a:1, nats://b:2,").servers(),
+            ["nats://a:1", "nats://b:2"]
+        );
     }
 }

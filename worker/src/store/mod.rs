@@ -1,8 +1,9 @@
 //! The sled database and its recovery. Trees: `customers` (16-byte UUID → the customer's
-//! JSON, exactly as replied), `emails` (lower-cased email → 16-byte UUID) and `idempotency`
-//! (its layout belongs to `crate::idempotency`) and `relayed` (the newest id whose
-//! `customer.created` event JetStream acknowledged; see `outbox`). sled holds only what the journal has made
-//! durable: the committer applies a group after its journal sync, so a read never sees a
+//! JSON, exactly as replied), `emails` (lower-cased email → 16-byte UUID), `idempotency`
+//! (its layout belongs to `crate::idempotency`), `relayed` (the newest id whose
+//! `customer.created` event JetStream acknowledged; see `outbox`) and `replication` (in
+//! replicated mode, the log sequence of the newest group applied here). sled holds only what
+//! the journal (or, replicated, the log) has made durable: the committer applies a group after its journal sync, so a read never sees a
 //! write that a crash could take back, and no bookkeeping of "unsynced" writes is needed.
 //!
 //! By job:
@@ -34,6 +35,10 @@ pub const EMAILS_TREE: &str = "emails";
 pub const IDEMPOTENCY_TREE: &str = "idempotency";
 /// Name of the tree that remembers how far the relay got (one key).
 pub const RELAYED_TREE: &str = "relayed";
+/// Name of the tree that remembers how much of the replicated log is applied (one key).
+pub const REPLICATION_TREE: &str = "replication";
+/// The one key of the replication tree: the log sequence of the newest applied group.
+pub const APPLIED_KEY: &[u8] = b"applied";
 /// The journal's directory inside the data directory (sled's files are beside it).
 pub const JOURNAL_DIR: &str = "journal";
 /// sled writes a log buffer larger than a quarter segment to a separate blob file. A leaf
@@ -67,6 +72,7 @@ pub struct Store {
     emails: sled::Tree,
     idempotency: sled::Tree,
     relayed: sled::Tree,
+    replication: sled::Tree,
     dir: PathBuf,
 }
 
@@ -105,6 +111,7 @@ impl Store {
             emails: db.open_tree(EMAILS_TREE)?,
             idempotency: db.open_tree(IDEMPOTENCY_TREE)?,
             relayed: db.open_tree(RELAYED_TREE)?,
+            replication: db.open_tree(REPLICATION_TREE)?,
             db,
             dir: dir.to_owned(),
         };
@@ -134,12 +141,22 @@ impl Store {
             TreeId::Emails => &self.emails,
             TreeId::Idempotency => &self.idempotency,
             TreeId::Relayed => &self.relayed,
+            TreeId::Replication => &self.replication,
         }
     }
 
     /// The journal's directory.
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.join(JOURNAL_DIR)
+    }
+
+    /// The log sequence of the newest replicated group applied here (0: none).
+    pub fn applied_log_sequence(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .replication
+            .get(APPLIED_KEY)?
+            .and_then(|bytes| bytes.as_ref().try_into().ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {

@@ -9,7 +9,9 @@
 //! * the peer: the same service on PostgreSQL (`bench/peer-postgres`), when a PostgreSQL
 //!   server is available (`scripts/bench` finds one);
 //! * the service over HTTP (ingress → worker) and over NATS direct, with `customer.created`
-//!   events on (the default), and over HTTP with events off (what the events cost).
+//!   events on (the default), and over HTTP with events off (what the events cost);
+//! * the replicated topology over HTTP: a 3-node NATS cluster, three workers in replicated
+//!   mode, the ingress (what replication costs).
 //!
 //! Then the cost as data grows (a preload through the create path), and the time to
 //! recover a journal of N creates after `kill -9`. Writes a Markdown report with ratios,
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use clap::Args;
 use customers_ingress::auth::keys_file::Scope;
-use customers_tests::{NatsServer, ServiceProcess, UNLIMITED, mint_key};
+use customers_tests::{NatsCluster, NatsServer, ServiceProcess, UNLIMITED, mint_key};
 
 use crate::load::{self, Plan, Shape, Summary, Target};
 
@@ -52,6 +54,9 @@ pub struct BenchArgs {
     /// Where that PostgreSQL comes from, for the report.
     #[arg(long, env = "PG_SOURCE", default_value = "unknown")]
     pg_source: String,
+    /// Also measure the replicated topology (a 3-node NATS cluster, three workers).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    replicated: bool,
     /// Markdown report.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -66,6 +71,7 @@ const DURABLE: &str = "durable bound: forwarder → NATS → append + fdatasync"
 const PEER: &str = "peer: axum + PostgreSQL";
 const HTTP: &str = "service over HTTP";
 const HTTP_EVENTS_OFF: &str = "service over HTTP, events off";
+const HTTP_REPLICATED: &str = "service over HTTP, replicated (3 NATS nodes, 3 workers)";
 const NATS: &str = "service over NATS direct";
 const HTTP_LOADED: &str = "service over HTTP, after preload";
 const NATS_LOADED: &str = "service over NATS direct, after preload";
@@ -277,6 +283,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         None
     };
 
+    if args.replicated {
+        replicated_line(&mut bench, scratch.path(), &keys_file_arg).await?;
+    }
+
     let stolen = stolen_share(&cpu_times_before, &machine_cpu_times());
     let rows = bench.rows;
     let mut report = report(&rows, &args, &peer_note, stolen);
@@ -288,6 +298,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if let Some(recovery) = &recovery {
         recovery_section(&mut report, recovery);
     }
+    replication_section(&mut report, &rows);
     std::fs::write(&args.out, report)
         .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
     if let Some(dir) = args.chart.parent() {
@@ -1049,6 +1060,120 @@ fn growth_section(out: &mut String, rows: &[Row], [fresh, at_target, grown]: &[F
     );
 }
 
+/// The replicated topology over HTTP at every concurrency: a 3-node NATS cluster with
+/// JetStream, three workers in replicated mode (the primary appends each group to a
+/// 3-replica stream before it answers; the standbys apply it too) and the ingress.
+async fn replicated_line(
+    bench: &mut Bench<'_>,
+    scratch: &Path,
+    keys_file: &str,
+) -> Result<(), String> {
+    settle().await;
+    let cluster = NatsCluster::start().await;
+    let urls = cluster.urls();
+    let mut workers = Vec::new();
+    for n in 0..3 {
+        let dir = scratch.join(format!("replica-{n}"));
+        let dir = dir.to_str().unwrap_or_default();
+        let args = [
+            "--nats-url",
+            &urls,
+            "--data-dir",
+            dir,
+            "--replication",
+            "jetstream",
+            "--replication-replicas",
+            "3",
+            "--events-replicas",
+            "3",
+        ];
+        workers.push(ServiceProcess::start("customers-worker", &args, "serving").await);
+    }
+    let ingress = ServiceProcess::start(
+        "customers-ingress",
+        &[
+            "--nats-url",
+            &urls,
+            "--listen",
+            "127.0.0.1:0",
+            "--keys-file",
+            keys_file,
+        ],
+        "serving",
+    )
+    .await;
+    let url = listen_url(&ingress.ready_line, "listen=");
+    // One of the workers takes the lease a moment after they start.
+    let client = cluster.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = client
+            .request(
+                "customers.v1.create",
+                r#"{"name":"Warm Up","email":"warm-up@bench.example.com"}"#.into(),
+            )
+            .await;
+        if reply.is_ok_and(|r| {
+            r.headers
+                .is_none_or(|h| h.get("Nats-Service-Error-Code") != Some(&"503".into()))
+        }) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("no replicated worker became the primary".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for &c in &bench.args.concurrency {
+        let pids: Pids = [
+            ingress.pid().into_iter().collect(),
+            workers.iter().filter_map(ServiceProcess::pid).collect(),
+            cluster.nodes.iter().map(NatsServer::pid).collect(),
+            Vec::new(),
+            vec![bench.own_pid],
+        ];
+        let target = Target::http(&url, Some(&bench.api_key)).await?;
+        bench.measure(HTTP_REPLICATED, target, c, pids).await;
+    }
+    ingress.terminate().await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+    Ok(())
+}
+
+/// Replicated mode beside the single worker, from this run.
+fn replication_section(w: &mut String, rows: &[Row]) {
+    if find(rows, HTTP_REPLICATED, 64).is_none() {
+        return;
+    }
+    let _ = writeln!(w, "\n## Replicated mode (issue 14)\n");
+    let _ = writeln!(
+        w,
+        "Three workers in replicated mode on a 3-node NATS cluster (all on this machine's two cores), over HTTP, beside one worker on its own disk. Replicated, a group is durable once JetStream's quorum (2 of 3 nodes) has it: the primary's local journal is not fsynced, the append is one request–reply to the stream's leader, which replicates to a follower before it acknowledges; the two standbys apply every group too.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| concurrency | single worker creates/s (p99 ms) | replicated creates/s (p99 ms) | replicated ÷ single |"
+    );
+    let _ = writeln!(w, "|---:|---:|---:|---:|");
+    for row in rows.iter().filter(|r| r.line == HTTP_REPLICATED) {
+        let c = row.concurrency;
+        let single = find(rows, HTTP, c);
+        let _ = writeln!(
+            w,
+            "| {c} | {} | {:.0} ({:.2}) | {} |",
+            single.map_or("–".to_owned(), |s| format!(
+                "{:.0} ({:.2})",
+                s.throughput, s.latency_ms[2]
+            )),
+            row.summary.throughput,
+            row.summary.latency_ms[2],
+            fmt_ratio(ratio(rows, HTTP_REPLICATED, HTTP, c)),
+        );
+    }
+}
+
 fn recovery_section(out: &mut String, recovery: &Recovery) {
     let _ = writeln!(out, "\n## Recovery after `kill -9`\n");
     let _ = writeln!(
@@ -1069,13 +1194,14 @@ type Metric = fn(&Summary) -> f64;
 
 /// Two panels (throughput, p99) with one line per series, concurrency on a log scale.
 fn chart(rows: &[Row], levels: &[usize]) -> String {
-    const SERIES: [(&str, &str); 6] = [
+    const SERIES: [(&str, &str); 7] = [
         (CEILING, "#888888"),
         (DURABLE, "#2ca02c"),
         (PEER, "#9467bd"),
         (HTTP_EVENTS_OFF, "#17becf"),
         (HTTP, "#1f77b4"),
         (NATS, "#d62728"),
+        (HTTP_REPLICATED, "#ff7f0e"),
     ];
     let (width, height, margin) = (960.0, 420.0, 60.0);
     let panel_width = (width - 3.0 * margin) / 2.0;

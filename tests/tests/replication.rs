@@ -1,0 +1,452 @@
+//! Replicated mode on a real 3-node nats-server cluster on loopback, with three worker
+//! processes (`--replication jetstream`) and the ingress: failover after kill -9 of the
+//! primary under load (five rounds, each first 201 within 5 s), fencing of a paused primary,
+//! a NATS node killed under load, and a standby rebuilt from an empty data directory. After
+//! each: nothing acknowledged lost, no email twice, and every instance's database a copy of
+//! the same log.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use customers_shared::CustomerId;
+use customers_shared::wire::protocol::headers;
+use customers_tests::ledger::Load;
+use customers_tests::{
+    HttpClient, KillMoments, NatsCluster, PATIENCE, ServiceProcess, TestIngress,
+    customer_with_email, free_port, nats_header, start_worker_process,
+};
+use customers_worker::store::Store;
+
+/// Each test runs a cluster, three workers and a load on the machine's two cores: one at a
+/// time, so that none is starved by the others.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One worker instance: its process (while it runs), data directory and admin port.
+struct Instance {
+    process: Option<ServiceProcess>,
+    data_dir: tempfile::TempDir,
+    admin_port: u16,
+}
+
+impl Instance {
+    async fn start(urls: &str) -> Self {
+        let mut instance = Self {
+            process: None,
+            data_dir: tempfile::tempdir().unwrap(),
+            admin_port: free_port(),
+        };
+        instance.restart(urls).await;
+        instance
+    }
+
+    async fn restart(&mut self, urls: &str) {
+        let admin = format!("127.0.0.1:{}", self.admin_port);
+        let args = [
+            "--replication",
+            "jetstream",
+            "--replication-replicas",
+            "3",
+            "--lease-ttl",
+            "2s",
+            "--admin-listen",
+            &admin,
+        ];
+        self.process = Some(start_worker_process(urls, self.data_dir.path(), &args).await);
+    }
+
+    /// Whether its admin listener accepts connections (the process runs and is not paused
+    /// at the kernel's accept queue; a dead one refuses).
+    fn listening(&self) -> bool {
+        std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.admin_port).into(),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+    }
+
+    /// A supervisor's job: an instance that exited (a primary that lost its lease exits 75)
+    /// is started again, as a standby.
+    async fn restart_if_exited(&mut self, urls: &str) {
+        if self.process.is_some() && !self.listening() {
+            let (status, _) = self.process.take().unwrap().exited().await;
+            assert_eq!(status.code(), Some(75), "only a lost lease ends a worker");
+            self.restart(urls).await;
+        }
+    }
+
+    /// `primary` or `standby` from the admin listener's readiness (none when it does not
+    /// answer at once: stopped, paused or not ready).
+    async fn role(&self) -> Option<String> {
+        if !self.listening() {
+            return None;
+        }
+        let admin = HttpClient::new(([127, 0, 0, 1], self.admin_port).into());
+        let ready = tokio::time::timeout(Duration::from_millis(300), admin.get("/readyz"))
+            .await
+            .ok()?;
+        let body = String::from_utf8_lossy(&ready.body).into_owned();
+        body.trim().strip_prefix("ready: ").map(str::to_owned)
+    }
+
+    async fn applied(&self) -> f64 {
+        let admin = HttpClient::new(([127, 0, 0, 1], self.admin_port).into());
+        admin.metric("customers_worker_log_applied_sequence").await
+    }
+}
+
+/// A 3-node cluster, its URLs and three worker instances in replicated mode on it.
+async fn three_instances() -> (NatsCluster, String, Vec<Instance>) {
+    let cluster = NatsCluster::start().await;
+    let urls = cluster.urls();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Instance::start(&urls).await);
+    }
+    (cluster, urls, instances)
+}
+
+/// The index of the one instance that reports being the primary (waits for it).
+async fn primary(instances: &[Instance]) -> usize {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            for (n, instance) in instances.iter().enumerate() {
+                if instance.process.is_some() && instance.role().await.as_deref() == Some("primary")
+                {
+                    return n;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("an instance becomes the primary")
+}
+
+/// Waits until every running instance applied the log as far as `sequence`.
+async fn all_applied(instances: &[Instance], sequence: f64) {
+    for instance in instances.iter().filter(|i| i.process.is_some()) {
+        tokio::time::timeout(PATIENCE, async {
+            while instance.applied().await < sequence {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the instance catches up with the log");
+    }
+}
+
+/// Stops every instance, then checks that each database is consistent and holds the same
+/// customers, byte for byte: copies of one log.
+async fn assert_copies_of_one_log(instances: &mut [Instance]) -> usize {
+    for instance in instances.iter_mut() {
+        if let Some(process) = instance.process.take() {
+            assert_eq!(process.terminate().await.code(), Some(0));
+        }
+    }
+    let mut reference: Option<Vec<(CustomerId, Vec<u8>)>> = None;
+    for instance in instances.iter() {
+        let store = Store::open(instance.data_dir.path(), 16 << 20)
+            .unwrap()
+            .store;
+        let consistency = store.verify().unwrap();
+        assert!(consistency.is_consistent(), "{consistency:?}");
+        let customers = records(&store);
+        match &reference {
+            None => reference = Some(customers),
+            Some(reference) => assert!(reference == &customers, "the instances diverged"),
+        }
+    }
+    reference.map_or(0, |r| r.len())
+}
+
+/// Every stored customer, oldest first.
+fn records(store: &Store) -> Vec<(CustomerId, Vec<u8>)> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.customers_after(after, 1000).unwrap();
+        let Some((last, _)) = page.last() else {
+            return all;
+        };
+        after = Some(*last);
+        all.extend(page.into_iter().map(|(id, json)| (id, json.to_vec())));
+    }
+}
+
+/// The `role` in the `$SRV.INFO.customers` metadata of every instance that answers, sorted.
+async fn service_roles(client: &async_nats::Client) -> Vec<String> {
+    use futures_util::StreamExt;
+    // Waits for the primary first: right after the start, nobody may hold the lease yet.
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let inbox = client.new_inbox();
+            let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+            client
+                .publish_with_reply("$SRV.INFO.customers", inbox, "".into())
+                .await
+                .unwrap();
+            let mut roles = Vec::new();
+            while let Ok(Some(reply)) =
+                tokio::time::timeout(Duration::from_millis(300), replies.next()).await
+            {
+                let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+                roles.push(info["metadata"]["role"].as_str().unwrap_or("").to_owned());
+            }
+            roles.sort();
+            if roles.first().map(String::as_str) == Some("primary") {
+                return roles;
+            }
+        }
+    })
+    .await
+    .expect("a primary answers $SRV.INFO")
+}
+
+async fn ingress(urls: &str) -> TestIngress {
+    let mut config = customers_ingress::Config::new(urls);
+    config.request_timeout = Duration::from_millis(1500);
+    TestIngress::start_with(config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_primary_under_load_fails_over_within_5_s_five_times() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    const ROUNDS: usize = 5;
+    let (cluster, urls, mut instances) = three_instances().await;
+    let ingress = ingress(&urls).await;
+    let load = Load::start(&ingress.http(), 16, "failover");
+    let mut moments = KillMoments::seeded_from_clock();
+    let mut failovers = Vec::new();
+    for _ in 0..ROUNDS {
+        let current = primary(&instances).await;
+        load.wait_for_acknowledged(load.acknowledged() + 50 + moments.below(200) as usize)
+            .await;
+        instances[current].process.take().unwrap().kill().await;
+        let killed_at = Instant::now();
+        // At most one request per client was in flight: the 17th acknowledgement from now is
+        // one the new primary gave.
+        load.wait_for_acknowledged(load.acknowledged() + 17).await;
+        failovers.push(killed_at.elapsed());
+        instances[current].restart(&urls).await;
+    }
+    let ledger = load.stop().await;
+    let client = cluster.client().await;
+    let verdict = ledger.verify(&client).await;
+    customers_tests::report(&format!(
+        "failovers (kill -9 → first new 201): {failovers:?}; {verdict}"
+    ));
+    verdict.assert_nothing_lost();
+    for failover in &failovers {
+        assert!(*failover < Duration::from_secs(5), "{failovers:?}");
+    }
+    // Events carried over the failovers: one per stored customer, none twice.
+    let leader = primary(&instances).await;
+    let admin = HttpClient::new(([127, 0, 0, 1], instances[leader].admin_port).into());
+    tokio::time::timeout(PATIENCE, async {
+        while admin.metric("customers_worker_events_pending").await > 0.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the new primary's relay catches up");
+    let listed = customers_tests::events::stored_count(&client).await;
+    let newest = instances[leader].applied().await;
+    all_applied(&instances, newest).await;
+    // The verdict's retries of keyed creates may have created some more; every copy holds
+    // the same customers, one per email.
+    let stored = assert_copies_of_one_log(&mut instances).await;
+    assert!(stored >= verdict.acknowledged + verdict.stored_anyway);
+    let events = customers_tests::events::first_events(&client, stored).await;
+    let distinct: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.customer_id()).collect();
+    assert_eq!(
+        (listed as usize, distinct.len()),
+        (stored, stored),
+        "one event per customer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_primary_acknowledges_nothing_after_it_resumes() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (cluster, urls, mut instances) = three_instances().await;
+    let client = cluster.client().await;
+    let create = |email: String| {
+        let client = client.clone();
+        async move {
+            // Until the server drops the paused instance's connection, the queue group may
+            // hand a create to it: that one goes unanswered, and the client tries again.
+            let reply = tokio::time::timeout(
+                Duration::from_millis(1000),
+                client.request("customers.v1.create", customer_with_email(&email).into()),
+            )
+            .await;
+            reply.ok().and_then(Result::ok).map(|reply| {
+                (
+                    nats_header(&reply, headers::SERVICE_ERROR_CODE).map(str::to_owned),
+                    nats_header(&reply, headers::CUSTOMER_ID).map(str::to_owned),
+                )
+            })
+        }
+    };
+    for n in 0..20 {
+        create(format!("before{n}@pause.example.com")).await;
+    }
+    let paused = primary(&instances).await;
+    instances[paused]
+        .process
+        .as_ref()
+        .unwrap()
+        .send_signal("STOP");
+    // Creates sent while it is paused: some are queued on its connection, unanswered.
+    let mut waiting = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        waiting.spawn(create(format!("during{n}@pause.example.com")));
+    }
+    // Longer than the lease: another instance takes over and commits.
+    let successor = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let found = primary(&instances).await;
+            if found != paused {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("a standby takes over");
+    let taken = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some((None, Some(id))) = create("after@pause.example.com".into()).await {
+                return id;
+            }
+        }
+    })
+    .await
+    .expect("the new primary commits");
+    instances[paused]
+        .process
+        .as_ref()
+        .unwrap()
+        .send_signal("CONT");
+    let (status, log) = instances[paused].process.take().unwrap().exited().await;
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "fail-stop after losing the lease: {log:#?}"
+    );
+    let mut acknowledged = HashMap::new();
+    while let Some(outcome) = waiting.join_next().await {
+        if let Some((None, Some(id))) = outcome.unwrap() {
+            acknowledged.insert(id, ());
+        }
+    }
+    // Every create answered 201, by whichever instance, is in the log: the survivors have it.
+    for id in acknowledged.keys().chain([&taken]) {
+        let reply = client
+            .request("customers.v1.get", id.clone().into())
+            .await
+            .unwrap();
+        assert_eq!(
+            nats_header(&reply, headers::SERVICE_ERROR_CODE),
+            None,
+            "{id}"
+        );
+    }
+    customers_tests::report(&format!(
+        "paused primary: {} creates acknowledged while it was paused or after, successor instance {successor}",
+        acknowledged.len()
+    ));
+    instances[paused].restart(&urls).await;
+    let newest = instances[successor].applied().await;
+    all_applied(&instances, newest).await;
+    assert_copies_of_one_log(&mut instances).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_under_load_stops_nothing_and_rejoins() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (mut cluster, urls, mut instances) = three_instances().await;
+    let ingress = ingress(&urls).await;
+    let load = Load::start(&ingress.http(), 16, "node");
+    load.wait_for_acknowledged(200).await;
+    cluster.nodes[0].stop();
+    let killed_at = Instant::now();
+    // When the node led the log's or the lease's stream, JetStream elects a new leader first
+    // (nats-server's Raft election timeout: seconds), and a primary whose lease ran out
+    // meanwhile hands over: creates pause for that long, then go on.
+    load.wait_for_acknowledged_within(load.acknowledged() + 17, Duration::from_secs(30))
+        .await;
+    let stall = killed_at.elapsed();
+    load.wait_for_acknowledged(load.acknowledged() + 300).await;
+    cluster.nodes[0].restart();
+    customers_tests::wait_for_jetstream(&cluster.nodes[0].url()).await;
+    load.wait_for_acknowledged(load.acknowledged() + 300).await;
+    let ledger = load.stop().await;
+    for instance in &mut instances {
+        instance.restart_if_exited(&urls).await;
+    }
+    let client = cluster.client().await;
+    let verdict = ledger.verify(&client).await;
+    customers_tests::report(&format!(
+        "a NATS node killed and restarted under load: first new 201 {stall:?} after the kill; {verdict}"
+    ));
+    assert!(stall < Duration::from_secs(20), "{stall:?}");
+    verdict.assert_nothing_lost();
+    let newest = instances[primary(&instances).await].applied().await;
+    all_applied(&instances, newest).await;
+    assert_copies_of_one_log(&mut instances).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (cluster, urls, mut instances) = three_instances().await;
+    let client = cluster.client().await;
+    assert_eq!(
+        service_roles(&client).await,
+        ["primary", "standby", "standby"],
+        "$SRV.INFO metadata"
+    );
+    let mut created = HashMap::new();
+    for n in 0..300 {
+        let reply = client
+            .request(
+                "customers.v1.create",
+                customer_with_email(&format!("c{n}@wipe.example.com")).into(),
+            )
+            .await
+            .unwrap();
+        let id = nats_header(&reply, headers::CUSTOMER_ID)
+            .unwrap()
+            .to_owned();
+        created.insert(id, reply.payload.clone());
+    }
+    let leader = primary(&instances).await;
+    let wiped = (leader + 1) % 3;
+    instances[wiped].process.take().unwrap().kill().await;
+    instances[wiped].data_dir = tempfile::tempdir().unwrap();
+    instances[wiped].restart(&urls).await;
+    let newest = instances[leader].applied().await;
+    all_applied(&instances, newest).await;
+
+    // Only the rebuilt instance left: every read is its answer, and matches what was created.
+    let other = 3 - leader - wiped;
+    for n in [other, leader] {
+        let process = instances[n].process.take().unwrap();
+        assert_eq!(process.terminate().await.code(), Some(0));
+    }
+    assert_eq!(primary(&instances).await, wiped, "the survivor takes over");
+    for (id, body) in &created {
+        let reply = client
+            .request("customers.v1.get", id.clone().into())
+            .await
+            .unwrap();
+        assert_eq!(&reply.payload, body, "{id}");
+    }
+    for n in [other, leader] {
+        instances[n].restart(&urls).await;
+    }
+    let newest = instances[wiped].applied().await;
+    all_applied(&instances, newest).await;
+    assert_eq!(assert_copies_of_one_log(&mut instances).await, 300);
+}
