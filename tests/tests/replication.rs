@@ -423,6 +423,19 @@ async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
     }
     let leader = primary(&instances).await;
     let wiped = (leader + 1) % 3;
+    for (n, instance) in instances.iter().enumerate() {
+        let admin = HttpClient::new(([127, 0, 0, 1], instance.admin_port).into());
+        let is_primary = admin
+            .metric(r#"customers_worker_role{role="primary"}"#)
+            .await;
+        let is_standby = admin
+            .metric(r#"customers_worker_role{role="standby"}"#)
+            .await;
+        assert_eq!(
+            (is_primary, is_standby),
+            if n == leader { (1.0, 0.0) } else { (0.0, 1.0) }
+        );
+    }
     instances[wiped].process.take().unwrap().kill().await;
     instances[wiped].data_dir = tempfile::tempdir().unwrap();
     instances[wiped].restart(&urls).await;
