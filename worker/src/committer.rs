@@ -265,11 +265,7 @@ impl Prepared {
     /// The outbox of `store` as it is: the customers above the relayed mark are pending.
     pub fn outbox_for(store: &Store, max_pending: usize) -> Result<Outbox, StoreError> {
         Ok(match store.relayed_through()? {
-            Some(mark) => Outbox::new(
-                max_pending,
-                store.count_after(Some(mark), usize::MAX)?,
-                Some(mark),
-            ),
+            Some(mark) => Outbox::new(max_pending, store.count_after(Some(mark))?, Some(mark)),
             // Customers stored before events were ever on get none: events start here (the
             // first group journals the mark).
             None => Outbox::starting_after(max_pending, store.newest_id()?),

@@ -42,15 +42,11 @@ impl Store {
             .collect()
     }
 
-    /// How many customers were created after `after`, counting no further than `limit`.
-    pub fn count_after(
-        &self,
-        after: Option<CustomerId>,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
+    /// How many customers were created after `after` (all when `None`).
+    pub fn count_after(&self, after: Option<CustomerId>) -> Result<usize, StoreError> {
         let start = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_bytes()));
         let mut count = 0;
-        for entry in self.records.range((start, Bound::Unbounded)).take(limit) {
+        for entry in self.records.range((start, Bound::Unbounded)) {
             entry?;
             count += 1;
         }
@@ -84,12 +80,7 @@ mod tests {
             .map(|(id, _)| id)
             .collect();
         assert_eq!(pending, ids[2..]);
-        assert_eq!(store.count_after(mark, 10).unwrap(), 3);
-        assert_eq!(
-            store.count_after(mark, 2).unwrap(),
-            2,
-            "counting stops at the limit"
-        );
-        assert_eq!(store.count_after(None, 10).unwrap(), 5);
+        assert_eq!(store.count_after(mark).unwrap(), 3);
+        assert_eq!(store.count_after(None).unwrap(), 5);
     }
 }
