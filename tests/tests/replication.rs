@@ -385,6 +385,10 @@ async fn a_nats_node_killed_under_load_stops_nothing_and_rejoins() {
     for instance in &mut instances {
         instance.restart_if_exited(&urls).await;
     }
+    // The check reads through every instance: first let them all catch up with the log (a
+    // standby whose consumer was on the killed node re-makes it within seconds).
+    let newest = instances[primary(&instances).await].applied().await;
+    all_applied(&instances, newest).await;
     let client = cluster.client().await;
     let verdict = ledger.verify(&client).await;
     customers_tests::report(&format!(

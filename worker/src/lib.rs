@@ -449,8 +449,6 @@ impl Worker {
                 &self.health,
             )?);
         }
-        self.role.send_replace(Some(Role::Primary));
-        context.metrics.role(Some(Role::Primary));
         let primary_context = Arc::new(Context {
             read_barrier: None,
             ..Context::clone(context)
@@ -462,6 +460,9 @@ impl Worker {
             Some(Role::Primary),
         )
         .await?;
+        // Announced as the primary only once creates reach it.
+        self.role.send_replace(Some(Role::Primary));
+        primary_context.metrics.role(Some(Role::Primary));
         self.context = primary_context;
         tracing::info!(
             log_sequence = promoted.took_over_at,
