@@ -140,7 +140,7 @@ async fn all_applied(instances: &[Instance], sequence: f64) {
 async fn assert_copies_of_one_log(instances: &mut [Instance]) -> usize {
     for instance in instances.iter_mut() {
         if let Some(process) = instance.process.take() {
-            assert_eq!(process.terminate().await.code(), Some(0));
+            stop_cleanly(process).await;
         }
     }
     let mut reference: Option<Vec<(CustomerId, Vec<u8>)>> = None;
@@ -157,6 +157,18 @@ async fn assert_copies_of_one_log(instances: &mut [Instance]) -> usize {
         }
     }
     reference.map_or(0, |r| r.len())
+}
+
+/// SIGTERM; the instance must stop cleanly (its last log lines tell why when it does not).
+async fn stop_cleanly(process: ServiceProcess) {
+    process.send_signal("TERM");
+    let (status, log) = process.exited().await;
+    let tail = &log[log.len().saturating_sub(30)..];
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean stop; its log ends: {tail:#?}"
+    );
 }
 
 /// Every stored customer, oldest first.
@@ -450,7 +462,7 @@ async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
     let other = 3 - leader - wiped;
     for n in [other, leader] {
         let process = instances[n].process.take().unwrap();
-        assert_eq!(process.terminate().await.code(), Some(0));
+        stop_cleanly(process).await;
     }
     assert_eq!(primary(&instances).await, wiped, "the survivor takes over");
     for (id, body) in &created {

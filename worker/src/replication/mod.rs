@@ -133,6 +133,21 @@ pub async fn follow(
             };
             delivered_since_check = true;
             match group {
+                Some(Ok((sequence, _)))
+                    if sequence > next && !log_trimmed_below(&log, next).await =>
+                {
+                    // The log has no holes: a consumer that skips some served a replica that
+                    // was still catching up (a NATS node that just rejoined). Ask again.
+                    tracing::warn!(
+                        from = next,
+                        skipped_to = sequence,
+                        "the log's consumer skipped groups; following again"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue 'consumers,
+                        _ = stop.changed() => break 'consumers,
+                    }
+                }
                 Some(Ok((sequence, record))) => {
                     match committer
                         .submit(Write::Replicated { sequence, record })
@@ -161,11 +176,33 @@ pub async fn follow(
     }
 }
 
+/// Whether the log no longer holds the group `next` (trimmed after a snapshot); when that
+/// cannot be read, the answer is no, so that the caller asks again rather than gives up.
+async fn log_trimmed_below(log: &log::Log, next: u64) -> bool {
+    log.first_sequence().await.is_ok_and(|first| first > next)
+}
+
+/// The task renewing the lease; dropping it stops the renewal, so that a take-over given up
+/// half-way (the instance was told to stop) does not keep the lease alive behind it.
+pub struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Renewal {
+    pub fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A standby that became the primary: the lease it holds and the task renewing it.
 pub struct Promoted {
     pub lease: Arc<lease::Lease>,
     pub revision: Arc<AtomicU64>,
-    pub renewing: tokio::task::JoinHandle<()>,
+    pub renewing: Renewal,
     pub clock: lease::LeaseClock,
     /// The log's last sequence when this instance took over.
     pub took_over_at: u64,
@@ -183,7 +220,7 @@ pub async fn take_over(
 ) -> Promoted {
     let (revision, clock) = lease.acquire().await;
     let revision = Arc::new(AtomicU64::new(revision));
-    let renewing = tokio::spawn({
+    let renewing = Renewal(tokio::spawn({
         let (lease, revision, clock, health) = (
             lease.clone(),
             revision.clone(),
@@ -194,7 +231,7 @@ pub async fn take_over(
             lease.hold(&revision, &clock).await;
             health.fail(Failure::fenced("lost the primary lease"));
         }
-    });
+    }));
     let last = loop {
         match log.last_sequence().await {
             Ok(last) => break last,
