@@ -328,34 +328,27 @@ async fn each_nats_role_may_do_only_its_job() {
     assert!(refused.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicated_workers_run_on_the_deployed_grants() {
-    let server = deployed_server();
-    let url = server.url();
-    let data_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut workers = Vec::new();
-    for data_dir in &data_dirs {
-        let mut worker_config = customers_worker::Config::new(&url, data_dir.path());
-        let mut nats = NatsOptions::new(&url);
-        nats.user = Some("customers-worker".into());
-        nats.password = Some("worker-secret".into());
-        nats.inbox_prefix = "_INBOX_customers_worker".into();
-        worker_config.nats = nats;
-        worker_config.replication.mode = customers_worker::config::ReplicationMode::Jetstream;
-        // One server: one replica of the log and the lease.
-        worker_config.replication.replicas = 1;
-        workers.push(TestWorker::start_with(worker_config).await);
-    }
-    // The primary (log appends, the lease) and the standby (following the log) on the worker
-    // role's grants: a create goes through and every read finds it, whichever answers.
-    let (billing, _) = client_as(&url, "billing", "billing-secret", "_INBOX_billing").await;
-    let id = tokio::time::timeout(PATIENCE, async {
+/// A replicated worker on the worker role's grants, on the one-server deployment (one replica
+/// of the log, the lease and the snapshot bucket), storing a snapshot every 200 ms.
+async fn replicated_worker(url: &str, data_dir: &Path) -> TestWorker {
+    let mut config = customers_worker::Config::new(url, data_dir);
+    let mut nats = NatsOptions::new(url);
+    nats.user = Some("customers-worker".into());
+    nats.password = Some("worker-secret".into());
+    nats.inbox_prefix = "_INBOX_customers_worker".into();
+    config.nats = nats;
+    config.replication.mode = customers_worker::config::ReplicationMode::Jetstream;
+    config.replication.replicas = 1;
+    config.replication.snapshot_interval = Duration::from_millis(200);
+    TestWorker::start_with(config).await
+}
+
+/// Creates a customer as billing (retrying while no instance is the primary yet); its id.
+async fn create_as_billing(billing: &async_nats::Client, email: &str) -> String {
+    tokio::time::timeout(PATIENCE, async {
         loop {
             let reply = billing
-                .request(
-                    "customers.v1.create",
-                    customer_with_email("replicated@example.com").into(),
-                )
+                .request("customers.v1.create", customer_with_email(email).into())
                 .await
                 .unwrap();
             if let Some(id) = nats_header(&reply, headers::CUSTOMER_ID) {
@@ -365,15 +358,64 @@ async fn replicated_workers_run_on_the_deployed_grants() {
         }
     })
     .await
-    .expect("one worker becomes the primary and creates");
-    for _ in 0..10 {
+    .expect("one worker is the primary and creates")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_workers_run_on_the_deployed_grants() {
+    let server = deployed_server();
+    let url = server.url();
+    let data_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut workers = Vec::new();
+    for data_dir in &data_dirs {
+        workers.push(replicated_worker(&url, data_dir.path()).await);
+    }
+    // The primary (log appends, the lease, snapshots, trimming) and the standby (following
+    // the log) on the worker role's grants.
+    let (billing, _) = client_as(&url, "billing", "billing-secret", "_INBOX_billing").await;
+    let (observer, _) = client_as(
+        &url,
+        "customers-worker",
+        "worker-secret",
+        "_INBOX_customers_worker",
+    )
+    .await;
+    let log = async_nats::jetstream::new(observer);
+    let mut ids = Vec::new();
+    // Two snapshots with creates between them: the log is trimmed below the first.
+    let trimmed = tokio::time::timeout(PATIENCE, async {
+        let mut n = 0;
+        loop {
+            ids.push(create_as_billing(&billing, &format!("replicated{n}@example.com")).await);
+            n += 1;
+            let mut stream = log.get_stream("CUSTOMERS_LOG").await.unwrap();
+            let first = stream.info().await.unwrap().state.first_sequence;
+            if first > 1 {
+                return first;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the primary stores snapshots and trims the log");
+    // A new instance on an empty disk starts from the snapshot (fetched on the same grants)
+    // and then the log; alone, it takes over and finds every customer.
+    let third = tempfile::tempdir().unwrap();
+    workers.push(replicated_worker(&url, third.path()).await);
+    let newest = workers.pop().unwrap();
+    for worker in workers {
+        worker.stop().await;
+    }
+    for id in &ids {
         let reply = billing
             .request("customers.v1.get", id.clone().into())
             .await
             .unwrap();
-        assert_eq!(nats_header(&reply, headers::SERVICE_ERROR_CODE), None);
+        assert_eq!(
+            nats_header(&reply, headers::SERVICE_ERROR_CODE),
+            None,
+            "{id} (log trimmed below {trimmed})"
+        );
     }
-    for worker in workers {
-        worker.stop().await;
-    }
+    newest.stop().await;
 }

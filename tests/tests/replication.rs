@@ -26,14 +26,17 @@ struct Instance {
     process: Option<ServiceProcess>,
     data_dir: tempfile::TempDir,
     admin_port: u16,
+    /// Flags beyond the replicated mode's own.
+    flags: Vec<String>,
 }
 
 impl Instance {
-    async fn start(urls: &str) -> Self {
+    async fn start(urls: &str, flags: &[&str]) -> Self {
         let mut instance = Self {
             process: None,
             data_dir: tempfile::tempdir().unwrap(),
             admin_port: free_port(),
+            flags: flags.iter().map(|flag| (*flag).to_owned()).collect(),
         };
         instance.restart(urls).await;
         instance
@@ -41,7 +44,7 @@ impl Instance {
 
     async fn restart(&mut self, urls: &str) {
         let admin = format!("127.0.0.1:{}", self.admin_port);
-        let args = [
+        let mut args = vec![
             "--replication",
             "jetstream",
             "--replication-replicas",
@@ -51,6 +54,7 @@ impl Instance {
             "--admin-listen",
             &admin,
         ];
+        args.extend(self.flags.iter().map(String::as_str));
         self.process = Some(start_worker_process(urls, self.data_dir.path(), &args).await);
     }
 
@@ -89,20 +93,57 @@ impl Instance {
     }
 
     async fn applied(&self) -> f64 {
+        self.metric("customers_worker_log_applied_sequence").await
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
         let admin = HttpClient::new(([127, 0, 0, 1], self.admin_port).into());
-        admin.metric("customers_worker_log_applied_sequence").await
+        admin.metric(series).await
     }
 }
 
 /// A 3-node cluster, its URLs and three worker instances in replicated mode on it.
 async fn three_instances() -> (NatsCluster, String, Vec<Instance>) {
+    three_instances_with(&[]).await
+}
+
+async fn three_instances_with(flags: &[&str]) -> (NatsCluster, String, Vec<Instance>) {
     let cluster = NatsCluster::start().await;
     let urls = cluster.urls();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        instances.push(Instance::start(&urls).await);
+        instances.push(Instance::start(&urls, flags).await);
     }
     (cluster, urls, instances)
+}
+
+/// Creates customers `{from}..{to}@{domain}` over NATS, each answered 201.
+async fn create_customers(
+    client: &async_nats::Client,
+    domain: &str,
+    numbers: std::ops::Range<u32>,
+) {
+    for n in numbers {
+        let reply = client
+            .request(
+                "customers.v1.create",
+                customer_with_email(&format!("c{n}@{domain}")).into(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            nats_header(&reply, headers::CUSTOMER_ID).is_some(),
+            "{:?}",
+            String::from_utf8_lossy(&reply.payload)
+        );
+    }
+}
+
+/// The log's first sequence (above 1 once it was trimmed after a snapshot).
+async fn log_first_sequence(client: &async_nats::Client) -> u64 {
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let mut log = jetstream.get_stream("CUSTOMERS_LOG").await.unwrap();
+    log.info().await.unwrap().state.first_sequence
 }
 
 /// The index of the one instance that reports being the primary (waits for it).
@@ -478,4 +519,60 @@ async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
     let newest = instances[wiped].applied().await;
     all_applied(&instances, newest).await;
     assert_eq!(assert_copies_of_one_log(&mut instances).await, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_behind_the_trimmed_log_start_from_the_snapshot() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (cluster, urls, mut instances) =
+        three_instances_with(&["--snapshot-interval", "300ms"]).await;
+    let client = cluster.client().await;
+    service_roles(&client).await; // a primary is serving
+    create_customers(&client, "snapshot.example.com", 0..100).await;
+    let leader = primary(&instances).await;
+    let (stale, wiped) = ((leader + 1) % 3, (leader + 2) % 3);
+    // One standby stops with its data (applied up to where the log is now) ...
+    all_applied(&instances, instances[leader].applied().await).await;
+    let stale_applied = instances[stale].applied().await as u64;
+    stop_cleanly(instances[stale].process.take().unwrap()).await;
+    // ... while the primary goes on, stores snapshots and trims the log past that point.
+    let mut created = 100;
+    tokio::time::timeout(PATIENCE, async {
+        while log_first_sequence(&client).await <= stale_applied + 1 {
+            create_customers(&client, "snapshot.example.com", created..created + 20).await;
+            created += 20;
+        }
+    })
+    .await
+    .expect("the log is trimmed after snapshots");
+    // The other standby loses its disk.
+    instances[wiped].process.take().unwrap().kill().await;
+    instances[wiped].data_dir = tempfile::tempdir().unwrap();
+    for n in [stale, wiped] {
+        instances[n].restart(&urls).await;
+    }
+    let first = log_first_sequence(&client).await;
+    for n in [stale, wiped] {
+        let snapshot = instances[n]
+            .metric("customers_worker_snapshot_log_sequence")
+            .await;
+        assert!(
+            snapshot as u64 + 1 >= first && snapshot as u64 > stale_applied,
+            "instance {n} started from the snapshot through {snapshot} (log starts at {first})"
+        );
+    }
+    let stored = instances[leader]
+        .metric(r#"customers_worker_snapshots_total{result="ok"}"#)
+        .await;
+    customers_tests::report(&format!(
+        "snapshots: {stored} stored, the log trimmed to start at {first}; two standbys restarted from the snapshot"
+    ));
+    // Both followed the log from the snapshot on: every instance holds the same customers.
+    create_customers(&client, "snapshot.example.com", created..created + 20).await;
+    created += 20;
+    all_applied(&instances, instances[leader].applied().await).await;
+    assert_eq!(
+        assert_copies_of_one_log(&mut instances).await,
+        created as usize
+    );
 }

@@ -198,8 +198,24 @@ pub struct ReplicationOptions {
 
     /// How long the primary's lease lasts without renewal: a standby takes over within about
     /// this long after the primary dies. Renewed every quarter of it.
-    #[arg(id = "lease_ttl", long = "lease-ttl", env = "CUSTOMERS_LEASE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(id = "lease_ttl", long = "lease-ttl", env = "CUSTOMERS_LEASE_TTL", default_value = "2s", value_parser = positive_duration)]
     pub lease_ttl: Duration,
+
+    /// How often the primary stores a snapshot of the database in JetStream object storage
+    /// (the bucket `{stream}_SNAPSHOTS`) and trims the log below the previous one. Creates
+    /// wait while the database is copied.
+    #[arg(id = "snapshot_interval", long = "snapshot-interval", env = "CUSTOMERS_SNAPSHOT_INTERVAL", default_value = "10m", value_parser = positive_duration)]
+    pub snapshot_interval: Duration,
+}
+
+/// A duration above zero (`humantime` syntax): for a lease or an interval, zero would mean
+/// "never expires" or a busy loop.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than zero".into()),
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

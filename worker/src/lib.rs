@@ -62,6 +62,7 @@ use crate::health::Health;
 use crate::idempotency::Claims;
 use crate::replication::lease::Lease;
 use crate::replication::log::Log;
+use crate::replication::snapshots::Snapshots;
 use crate::replication::{ReplicationError, Role};
 use crate::service::{Context, CustomersService};
 use crate::store::{Opened, Store, StoreError};
@@ -112,6 +113,8 @@ pub struct Worker {
     admin: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
     /// Replicated mode: what a standby needs to follow the log and take over.
     standby: Option<Standby>,
+    /// Replicated mode, the primary: the periodic snapshot.
+    snapshotting: Option<tokio::task::JoinHandle<()>>,
     role: tokio::sync::watch::Sender<Option<Role>>,
 }
 
@@ -119,6 +122,7 @@ pub struct Worker {
 struct Standby {
     log: Arc<Log>,
     lease: Arc<Lease>,
+    snapshots: Arc<Snapshots>,
     applied: tokio::sync::watch::Receiver<u64>,
     following: (
         tokio::sync::watch::Sender<bool>,
@@ -150,21 +154,39 @@ impl Worker {
             }
             config::ReplicationMode::None => None,
         };
-        let data_dir = config.data_dir.clone();
-        let cache = config.cache_capacity_bytes;
-        let max_pending_events = config.events.max_pending();
-        let (store, recovery, prepared, prepare_time) = tokio::task::spawn_blocking(move || {
-            let Opened {
-                store,
-                journal,
-                recovery,
-            } = Store::open(&data_dir, cache)?;
-            let started = std::time::Instant::now();
-            let prepared = committer::Prepared::new(&store, journal, max_pending_events)?;
-            Ok::<_, StoreError>((store, recovery, prepared, started.elapsed()))
-        })
-        .await
-        .expect("opening the store does not panic")?;
+        let mut opened = open_store(&config).await?;
+        let mut started_from_snapshot = None;
+        if let Some(parts) = &replicated {
+            let applied = opened.store.applied_log_sequence()?;
+            if replication::snapshots::behind(&parts.log, applied).await? {
+                if applied == 0 && opened.store.newest_id()?.is_some() {
+                    return Err(ReplicationError::NotReplicatedData.into());
+                }
+                tracing::warn!(
+                    applied,
+                    "the log was trimmed past this data directory: starting from the stored snapshot"
+                );
+                drop(opened);
+                let summary = parts
+                    .snapshots
+                    .rebuild(&parts.log, &config.data_dir, config.cache_capacity_bytes)
+                    .await?;
+                tracing::info!(
+                    log_sequence = summary.log_sequence,
+                    entries = summary.puts,
+                    bytes = summary.bytes,
+                    "started from the snapshot"
+                );
+                started_from_snapshot = Some(summary.log_sequence);
+                opened = open_store(&config).await?;
+            }
+        }
+        let OpenedStore {
+            store,
+            recovery,
+            prepared,
+            prepare_time,
+        } = opened;
         let replayed = &recovery.replayed;
         tracing::info!(
             data_dir = %config.data_dir.display(),
@@ -193,19 +215,19 @@ impl Worker {
         if replicated.is_some() {
             metrics.log_applied(applied_at_start);
         }
+        if let Some(sequence) = started_from_snapshot {
+            metrics.started_from_snapshot(sequence);
+        }
         let store = Arc::new(store);
         let health = Health::default();
         let (applied_tx, applied) = tokio::sync::watch::channel(applied_at_start);
         let prepared = match &replicated {
-            Some((log, _, instance)) => {
-                check_not_behind(log, applied_at_start).await?;
-                prepared.replicated(committer::Replicated {
-                    log: log.clone(),
-                    runtime: tokio::runtime::Handle::current(),
-                    applied: applied_tx,
-                    instance: instance.clone(),
-                })
-            }
+            Some(parts) => prepared.replicated(committer::Replicated {
+                log: parts.log.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                applied: applied_tx,
+                instance: parts.instance.clone(),
+            }),
             None => prepared,
         };
         // A standby has no outbox: only the primary publishes events.
@@ -251,17 +273,18 @@ impl Worker {
             store.clone(),
             config.idempotency_retention,
         ));
-        let standby = replicated.map(|(log, lease, _)| {
+        let standby = replicated.map(|parts| {
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let follower = tokio::spawn(replication::follow(
-                log.clone(),
+                parts.log.clone(),
                 applied_at_start + 1,
                 handle.clone(),
                 stopped,
             ));
             Standby {
-                log,
-                lease,
+                log: parts.log,
+                lease: parts.lease,
+                snapshots: parts.snapshots,
                 applied: applied.clone(),
                 following: (stop, follower),
             }
@@ -295,6 +318,7 @@ impl Worker {
             relay,
             admin,
             standby,
+            snapshotting: None,
             role,
         })
     }
@@ -313,6 +337,8 @@ impl Worker {
         tokio::pin!(shutdown);
         let mut primacy = None;
         if let Some(standby) = self.standby.take() {
+            let snapshots = standby.snapshots.clone();
+            let log = standby.log.clone();
             let taking_over = replication::take_over(
                 standby.lease,
                 standby.log,
@@ -333,7 +359,7 @@ impl Worker {
             };
             self.service.serve(stop, self.config.shutdown_grace).await;
             if let Some(promoted) = took_over {
-                match self.become_primary(&promoted).await {
+                match self.become_primary(&promoted, snapshots, log).await {
                     Ok(()) => primacy = Some(promoted),
                     Err(e) => {
                         health.fail(Failure::fenced(format!("could not take over: {e}")));
@@ -352,6 +378,11 @@ impl Worker {
                 }
             };
             self.service.serve(stop, self.config.shutdown_grace).await;
+        }
+        // A snapshot being stored is abandoned (the next primary takes one); the one stored
+        // before stays in force.
+        if let Some(snapshotting) = self.snapshotting.take() {
+            snapshotting.abort();
         }
         // The relay holds a commit handle: it stops (recording how far it got) before the
         // committer can drain. Events it did not publish wait for the next start.
@@ -416,6 +447,8 @@ impl Worker {
     async fn become_primary(
         &mut self,
         promoted: &replication::Promoted,
+        snapshots: Arc<Snapshots>,
+        log: Arc<Log>,
     ) -> Result<(), WorkerError> {
         let context = &self.context;
         let outbox = match self.config.events.max_pending() {
@@ -460,6 +493,17 @@ impl Worker {
             Some(Role::Primary),
         )
         .await?;
+        self.snapshotting = Some(tokio::spawn(
+            replication::snapshots::SnapshotTask {
+                snapshots,
+                log,
+                committer: context.committer.probe(),
+                metrics: context.metrics.clone(),
+                scratch: self.config.data_dir.join(SNAPSHOT_SCRATCH),
+                interval: self.config.replication.snapshot_interval,
+            }
+            .run(),
+        ));
         // Announced as the primary only once creates reach it.
         self.role.send_replace(Some(Role::Primary));
         primary_context.metrics.role(Some(Role::Primary));
@@ -489,11 +533,24 @@ async fn retrying<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
     }
 }
 
-/// Replicated mode's log and lease, and this instance's name.
+/// Where the primary writes a snapshot before storing it (in the data directory: on the
+/// volume that has room for the database).
+const SNAPSHOT_SCRATCH: &str = "snapshot.partial";
+
+/// Replicated mode's parts, shared by every instance.
+struct ReplicationParts {
+    log: Arc<Log>,
+    lease: Arc<Lease>,
+    snapshots: Arc<Snapshots>,
+    /// This instance's name (in the lease and in the ids of its appends).
+    instance: String,
+}
+
+/// Replicated mode's log, lease and snapshot bucket (made when missing).
 async fn replication_setup(
     config: &Config,
     jetstream: &async_nats::jetstream::Context,
-) -> Result<(Arc<Log>, Arc<Lease>, String), WorkerError> {
+) -> Result<ReplicationParts, WorkerError> {
     let options = &config.replication;
     let instance = uuid::Uuid::now_v7().simple().to_string();
     let log = Log::ensure(
@@ -511,27 +568,51 @@ async fn replication_setup(
         instance.clone(),
     )
     .await?;
+    let snapshots = Snapshots::ensure(
+        jetstream,
+        &format!("{}_SNAPSHOTS", options.stream),
+        options.replicas,
+    )
+    .await?;
     tracing::info!(%instance, stream = %options.stream, lease_ttl_ms = lease.ttl().as_millis() as u64, "replicated mode");
-    Ok((Arc::new(log), Arc::new(lease), instance))
+    Ok(ReplicationParts {
+        log: Arc::new(log),
+        lease: Arc::new(lease),
+        snapshots: Arc::new(snapshots),
+        instance,
+    })
 }
 
-/// Refuses a data directory whose applied log was trimmed away since (it cannot catch up).
-async fn check_not_behind(log: &Log, applied: u64) -> Result<(), WorkerError> {
-    let first = log
-        .first_sequence()
-        .await
-        .map_err(|e| WorkerError::Replication(ReplicationError::Setup(e)))?;
-    let last = log
-        .last_sequence()
-        .await
-        .map_err(|e| WorkerError::Replication(ReplicationError::Setup(e)))?;
-    if last >= first && first > applied + 1 {
-        return Err(WorkerError::Replication(ReplicationError::Behind {
-            applied,
-            first,
-        }));
-    }
-    Ok(())
+/// The database with its journal replayed, and what the committer starts from.
+struct OpenedStore {
+    store: Store,
+    recovery: store::Recovery,
+    prepared: committer::Prepared,
+    /// How long reading the emails (and the outbox) took.
+    prepare_time: std::time::Duration,
+}
+
+async fn open_store(config: &Config) -> Result<OpenedStore, StoreError> {
+    let data_dir = config.data_dir.clone();
+    let cache = config.cache_capacity_bytes;
+    let max_pending_events = config.events.max_pending();
+    tokio::task::spawn_blocking(move || {
+        let Opened {
+            store,
+            journal,
+            recovery,
+        } = Store::open(&data_dir, cache)?;
+        let started = std::time::Instant::now();
+        let prepared = committer::Prepared::new(&store, journal, max_pending_events)?;
+        Ok(OpenedStore {
+            store,
+            recovery,
+            prepared,
+            prepare_time: started.elapsed(),
+        })
+    })
+    .await
+    .expect("opening the store does not panic")
 }
 
 fn start_relay(

@@ -3,7 +3,7 @@
 //! replays, group commit size, bytes and time, journal fsync time, checkpoint time, the last
 //! recovery's time, commit queue depth and database size; and the event relay: events
 //! published, re-publications the stream dropped, publish failures, pending events and the
-//! age of the oldest.
+//! age of the oldest; replicated mode's role, applied log sequence and snapshots.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,6 +49,11 @@ struct RoleLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplyLabels {
     operation: Operation,
     status: u16,
@@ -76,6 +81,9 @@ pub struct Metrics {
     oldest_pending_event_age: Gauge<f64, AtomicU64>,
     role: Family<RoleLabel, Gauge>,
     log_applied: Gauge,
+    snapshots: Family<ResultLabel, Counter>,
+    snapshot_sequence: Gauge,
+    snapshot_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -101,6 +109,9 @@ impl Default for Metrics {
             oldest_pending_event_age: Gauge::default(),
             role: Family::default(),
             log_applied: Gauge::default(),
+            snapshots: Family::default(),
+            snapshot_sequence: Gauge::default(),
+            snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
         };
         metrics.registry.register(
             "replies",
@@ -188,6 +199,21 @@ impl Default for Metrics {
             metrics.log_applied.clone(),
         );
         metrics.registry.register(
+            "snapshots",
+            "Replicated mode: snapshots the primary stored in JetStream object storage, by result (ok, failed)",
+            metrics.snapshots.clone(),
+        );
+        metrics.registry.register(
+            "snapshot_log_sequence",
+            "Replicated mode: the log sequence of the newest snapshot this instance stored or started from",
+            metrics.snapshot_sequence.clone(),
+        );
+        metrics.registry.register(
+            "snapshot_seconds",
+            "Replicated mode: time of a snapshot, of which creates wait for the copy of the database",
+            metrics.snapshot_seconds.clone(),
+        );
+        metrics.registry.register(
             "role",
             "Replicated mode: 1 for this instance's role (primary or standby), 0 for the other",
             metrics.role.clone(),
@@ -273,6 +299,28 @@ impl Metrics {
     /// Replicated mode: the log is applied here through `sequence`.
     pub fn log_applied(&self, sequence: u64) {
         self.log_applied
+            .set(i64::try_from(sequence).unwrap_or(i64::MAX));
+    }
+
+    /// Replicated mode: a snapshot through log `sequence` was stored (taking `elapsed`).
+    pub fn snapshot_stored(&self, sequence: u64, elapsed: Duration) {
+        self.snapshots
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
+        self.snapshot_sequence
+            .set(i64::try_from(sequence).unwrap_or(i64::MAX));
+        self.snapshot_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn snapshot_failed(&self) {
+        self.snapshots
+            .get_or_create(&ResultLabel { result: "failed" })
+            .inc();
+    }
+
+    /// Replicated mode: this instance was rebuilt from the snapshot through `sequence`.
+    pub fn started_from_snapshot(&self, sequence: u64) {
+        self.snapshot_sequence
             .set(i64::try_from(sequence).unwrap_or(i64::MAX));
     }
 

@@ -36,6 +36,8 @@ pub enum SnapshotError {
 pub struct Summary {
     pub puts: u64,
     pub bytes: u64,
+    /// Replicated mode: the log's last group the snapshot holds (0 in the single-node mode).
+    pub log_sequence: u64,
 }
 
 impl Store {
@@ -50,7 +52,10 @@ impl Store {
         let mut out = BufWriter::new(file);
         out.write_all(MAGIC).map_err(io_error)?;
         let mut batch = Batch::default();
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            log_sequence: self.applied_log_sequence()?,
+            ..Summary::default()
+        };
         for tree in TreeId::ALL {
             for entry in self.tree(tree).iter() {
                 let (key, value) = entry.map_err(StoreError::from)?;
@@ -82,10 +87,6 @@ pub fn restore(
     data_dir: &Path,
     cache_capacity_bytes: u64,
 ) -> Result<Summary, SnapshotError> {
-    let invalid = |reason| SnapshotError::Invalid {
-        path: from.to_owned(),
-        reason,
-    };
     let mut bytes = Vec::new();
     File::open(from)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -93,8 +94,7 @@ pub fn restore(
             path: from.to_owned(),
             source,
         })?;
-    let records =
-        check(&bytes).ok_or_else(|| invalid("bad magic, checksum, structure or count"))?;
+    let snapshot = Snapshot::parse(&bytes, from)?;
     if std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(SnapshotError::Io {
             path: data_dir.to_owned(),
@@ -104,22 +104,54 @@ pub fn restore(
             ),
         });
     }
-    let opened = Store::open(data_dir, cache_capacity_bytes)?;
-    for payload in &records {
-        opened.store.apply(journal::Puts::from_payload(payload))?;
-    }
-    opened.store.checkpoint()?;
-    Ok(Summary {
-        puts: records
-            .iter()
-            .map(|p| journal::Puts::from_payload(p).count() as u64)
-            .sum(),
-        bytes: bytes.len() as u64,
-    })
+    snapshot.load_into(data_dir, cache_capacity_bytes)
 }
 
-/// The payloads of a complete, intact snapshot; `None` for anything else.
-fn check(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+/// A complete, intact snapshot, checked as a whole and ready to load.
+pub struct Snapshot<'a> {
+    payloads: Vec<&'a [u8]>,
+    puts: u64,
+    bytes: u64,
+}
+
+impl<'a> Snapshot<'a> {
+    /// Checks `bytes` (read from `origin`, named in errors): magic, every record's checksum,
+    /// the end marker and the count of puts.
+    pub fn parse(bytes: &'a [u8], origin: &Path) -> Result<Self, SnapshotError> {
+        let (payloads, puts) = check(bytes).ok_or_else(|| SnapshotError::Invalid {
+            path: origin.to_owned(),
+            reason: "bad magic, checksum, structure or count",
+        })?;
+        Ok(Self {
+            payloads,
+            puts,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Writes every entry into a new database in `data_dir` (its caller made sure nothing
+    /// else is there) and checkpoints it.
+    pub fn load_into(
+        &self,
+        data_dir: &Path,
+        cache_capacity_bytes: u64,
+    ) -> Result<Summary, SnapshotError> {
+        let opened = Store::open(data_dir, cache_capacity_bytes)?;
+        for payload in &self.payloads {
+            opened.store.apply(journal::Puts::from_payload(payload))?;
+        }
+        opened.store.checkpoint()?;
+        Ok(Summary {
+            puts: self.puts,
+            bytes: self.bytes,
+            log_sequence: opened.store.applied_log_sequence()?,
+        })
+    }
+}
+
+/// The payloads of a complete, intact snapshot and its count of puts; `None` for anything
+/// else.
+fn check(bytes: &[u8]) -> Option<(Vec<&[u8]>, u64)> {
     let body = bytes.strip_prefix(MAGIC.as_slice())?;
     let trailer_at = body.len().checked_sub(END.len() + 8)?;
     let (mut records, trailer) = body.split_at(trailer_at);
@@ -132,7 +164,7 @@ fn check(bytes: &[u8]) -> Option<Vec<&[u8]>> {
         payloads.push(payload);
         records = rest;
     }
-    (puts == count).then_some(payloads)
+    (puts == count).then_some((payloads, puts))
 }
 
 #[cfg(test)]

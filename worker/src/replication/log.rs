@@ -85,6 +85,19 @@ impl Log {
         Ok(self.state().await?.first_sequence)
     }
 
+    /// Removes the groups below `sequence` (a stored snapshot holds them).
+    pub async fn trim_below(&self, sequence: u64) -> Result<(), String> {
+        self.jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?
+            .purge()
+            .sequence(sequence)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     /// Appends `record` after `expected_last`; returns its sequence (`expected_last + 1`).
     /// An attempt whose outcome is unknown (a timeout, a node failing over) is resolved by
     /// reading the log: the record found there under `id` counts as appended. Gives up after

@@ -14,6 +14,7 @@
 
 pub mod lease;
 pub mod log;
+pub mod snapshots;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,9 +32,13 @@ pub enum ReplicationError {
     #[error("replicated mode: cannot set up {0}")]
     Setup(String),
     #[error(
-        "replicated mode: this data directory has the log up to {applied}, but the log now starts at {first} (trimmed after a snapshot); start on an empty data directory to rebuild from the snapshot"
+        "replicated mode: the newest snapshot holds the log up to {snapshot}, but the log now starts at {first}: groups in between are lost"
     )]
-    Behind { applied: u64, first: u64 },
+    SnapshotBehindLog { snapshot: u64, first: u64 },
+    #[error(
+        "replicated mode: this data directory holds customers but was never part of a replicated log (single-node data); start replicated mode on an empty data directory"
+    )]
+    NotReplicatedData,
 }
 
 /// What an instance is doing now.
