@@ -75,6 +75,10 @@ const HTTP_REPLICATED: &str = "service over HTTP, replicated (3 NATS nodes, 3 wo
 const NATS: &str = "service over NATS direct";
 const HTTP_LOADED: &str = "service over HTTP, after preload";
 const NATS_LOADED: &str = "service over NATS direct, after preload";
+const EVENTS_OFF_APART: &str = "events off, nats-server on cores of its own (median of 3)";
+const EVENTS_ON_APART: &str = "events on, nats-server on cores of its own (median of 3)";
+/// Rounds of the events on/off comparison with the broker apart; each line's median counts.
+const EVENTS_ROUNDS: usize = 3;
 const GROWTH_CONCURRENCY: usize = 64;
 
 /// The processes whose CPU time the benchmark accounts for.
@@ -269,6 +273,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         growth = Some([fresh, at_target, grown]);
     }
     worker.terminate().await;
+    let events_apart =
+        events_with_the_broker_apart(&mut bench, &url, &ingress, &ingress_url, scratch.path())
+            .await?;
     ingress.terminate().await;
     let recovery = if args.recovery_creates > 0 {
         Some(
@@ -290,6 +297,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let stolen = stolen_share(&cpu_times_before, &machine_cpu_times());
     let rows = bench.rows;
     let mut report = report(&rows, &args, &peer_note, stolen);
+    if let Some(note) = events_apart {
+        let _ = writeln!(report, "\n{note}");
+    }
     targets_section(&mut report, &rows, growth.as_ref(), recovery.as_ref());
     cpu_section(&mut report, &rows);
     if let Some(growth) = &growth {
@@ -454,6 +464,87 @@ impl Bench<'_> {
             .map(|r| r.summary.statuses.get(&201).copied().unwrap_or(0))
             .sum()
     }
+}
+
+/// Events on against events off with nats-server on cores of its own (the upper half; the
+/// ingress, the worker and the load generator on the lower half), as deployed, where the
+/// broker runs on machines of its own: what the events cost the service, apart from the
+/// broker's work of storing them. Alternating rounds, each worker fresh; each line's median
+/// round counts, since one round on a shared machine is noisy. Skipped (`None`) on one core or
+/// without `taskset`; otherwise returns the report's note.
+async fn events_with_the_broker_apart(
+    bench: &mut Bench<'_>,
+    url: &str,
+    ingress: &ServiceProcess,
+    ingress_url: &str,
+    scratch: &Path,
+) -> Result<Option<String>, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = |pid: Option<u32>, cpus: &str| {
+        pid.is_some_and(|pid| {
+            std::process::Command::new("taskset")
+                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        })
+    };
+    let (service, broker, all) = (
+        format!("0-{}", cores / 2 - 1),
+        format!("{}-{}", cores / 2, cores.max(2) - 1),
+        format!("0-{}", cores.max(1) - 1),
+    );
+    if cores < 2 || !pin(Some(bench.nats_pid), &broker) {
+        eprintln!("bench: events with the broker apart skipped (needs 2 cores and taskset)");
+        return Ok(None);
+    }
+    pin(Some(bench.own_pid), &service);
+    pin(ingress.pid(), &service);
+    let mut rounds: Vec<Row> = Vec::new();
+    for round in 0..EVENTS_ROUNDS {
+        for (line, events) in [(EVENTS_OFF_APART, "off"), (EVENTS_ON_APART, "on")] {
+            let dir = scratch.join(format!("worker-apart-{events}-{round}"));
+            let worker = ServiceProcess::start(
+                "customers-worker",
+                &[
+                    "--nats-url",
+                    url,
+                    "--data-dir",
+                    dir.to_str().unwrap_or_default(),
+                    "--events",
+                    events,
+                ],
+                "serving",
+            )
+            .await;
+            pin(worker.pid(), &service);
+            bench
+                .http_line(line, ingress_url, ingress, &worker, None)
+                .await?;
+            worker.terminate().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let measured = bench.rows.len() - bench.args.concurrency.len();
+            rounds.extend(bench.rows.drain(measured..));
+        }
+    }
+    for who in [Some(bench.nats_pid), Some(bench.own_pid), ingress.pid()] {
+        pin(who, &all);
+    }
+    for line in [EVENTS_OFF_APART, EVENTS_ON_APART] {
+        for &c in &bench.args.concurrency {
+            let mut samples: Vec<Row> = rounds
+                .extract_if(.., |r| r.line == line && r.concurrency == c)
+                .collect();
+            samples.sort_by(|a, b| a.summary.throughput.total_cmp(&b.summary.throughput));
+            if !samples.is_empty() {
+                let median = samples.swap_remove(samples.len() / 2);
+                bench.rows.push(median);
+            }
+        }
+    }
+    Ok(Some(format!(
+        "The two \"nats-server on cores of its own\" lines pin nats-server to cores {broker} and the ingress, the worker and the load generator to cores {service} (`taskset`), as deployed, where the broker has machines of its own; they alternate {EVENTS_ROUNDS} rounds (off, on, off, on, ...) with a fresh worker each, and each shows its median round by throughput."
+    )))
 }
 
 /// A throwaway PostgreSQL server on 127.0.0.1 and a free port, its data in `scratch`.
@@ -922,7 +1013,19 @@ fn targets_section(
     }
     for c in [1, 16, 64, 256] {
         row(
-            format!("events on ≥ 0.9× events off (HTTP) at c={c} (issue 13)"),
+            format!(
+                "events on ≥ 0.9× events off (HTTP), nats-server on cores of its own, median of {EVENTS_ROUNDS} rounds, at c={c} (issue 13)"
+            ),
+            ratio(rows, EVENTS_ON_APART, EVENTS_OFF_APART, c),
+            "×",
+            &|v| v >= 0.9,
+        );
+    }
+    for c in [1, 16, 64, 256] {
+        row(
+            format!(
+                "events on ≥ 0.9× events off (HTTP), every process sharing the cores, one round, at c={c}"
+            ),
             ratio(rows, HTTP, HTTP_EVENTS_OFF, c),
             "×",
             &|v| v >= 0.9,
