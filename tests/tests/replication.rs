@@ -426,7 +426,8 @@ async fn a_nats_node_killed_under_load_stops_nothing_and_rejoins() {
     let killed_at = Instant::now();
     // When the node led the log's or the lease's stream, JetStream elects a new leader first
     // (nats-server's Raft election timeout: seconds), and a primary whose lease ran out
-    // meanwhile hands over: creates pause for that long, then go on.
+    // meanwhile hands over: creates pause for that long, then go on (12–15 s measured here;
+    // an election alone may take up to 9 s, so a slower machine gets some room).
     load.wait_for_acknowledged_within(load.acknowledged() + 17, Duration::from_secs(30))
         .await;
     let stall = killed_at.elapsed();
@@ -447,7 +448,7 @@ async fn a_nats_node_killed_under_load_stops_nothing_and_rejoins() {
     customers_tests::report(&format!(
         "a NATS node killed and restarted under load: first new 201 {stall:?} after the kill; {verdict}"
     ));
-    assert!(stall < Duration::from_secs(20), "{stall:?}");
+    assert!(stall < Duration::from_secs(25), "{stall:?}");
     verdict.assert_nothing_lost();
     let newest = instances[primary(&instances).await].applied().await;
     all_applied(&instances, newest).await;
