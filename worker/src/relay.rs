@@ -6,8 +6,9 @@
 //!   JetStream stops the start with a clear error (unless events are off).
 //! * [`RelayThread`] runs the relay on a thread with its own runtime and NATS connection. It
 //!   takes pending events oldest first (recent ones from memory, older ones
-//!   from the store), publishes a batch with `Nats-Msg-Id` (the event id) and awaits the
-//!   acknowledgements in order. The acknowledged prefix leaves the outbox (the mark moves
+//!   from the store), publishes a batch with `Nats-Msg-Id` (the event id), each with a reply
+//!   subject naming its number on the relay's one acknowledgement subscription, and collects
+//!   the acknowledgements. The acknowledged prefix leaves the outbox (the mark moves
 //!   past it); the rest is published again, and the stream's duplicate window drops what was
 //!   already stored. While JetStream is unreachable it retries with backoff; creates go
 //!   on, and the outbox grows up to its bound (`outbox`).
@@ -21,6 +22,7 @@ use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use bytes::Bytes;
 use customers_shared::CustomerId;
 use customers_shared::wire::event;
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::committer::{CommitHandle, Write};
@@ -204,9 +206,19 @@ impl RelayThread {
                             return;
                         }
                     };
+                    let acks_prefix = client.new_inbox();
+                    let acks = match client.subscribe(format!("{acks_prefix}.*")).await {
+                        Ok(acks) => acks,
+                        Err(e) => {
+                            let _ = ready.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
                     let _ = ready.send(Ok(()));
                     let relay = Relay {
-                        jetstream: jetstream::new(client.clone()),
+                        client: client.clone(),
+                        acks_prefix,
+                        acks,
                         parts,
                     };
                     relay.run(stopped).await;
@@ -232,7 +244,11 @@ impl RelayThread {
 
 struct Relay {
     parts: RelayParts,
-    jetstream: jetstream::Context,
+    client: async_nats::Client,
+    /// JetStream acknowledges event number `n` on `{acks_prefix}.{n}`: one subscription for
+    /// all of them, rather than a request (a waiting future and a timer) per event.
+    acks_prefix: String,
+    acks: async_nats::Subscriber,
 }
 
 impl std::ops::Deref for Relay {
@@ -252,7 +268,7 @@ struct Position {
 
 impl Relay {
     /// Relays until `stop` turns true (or the worker fails); then journals how far it got.
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut position = Position {
             next_number: 0,
             relayed: self.outbox.relayed_through(),
@@ -365,48 +381,197 @@ impl Relay {
         }
     }
 
-    /// Publishes `batch` in order and awaits the acknowledgements in order: returns how many
-    /// (from the first) were acknowledged and, if one failed, why.
-    async fn publish(&self, batch: &[PendingEvent]) -> (usize, Option<String>) {
+    /// Publishes `batch` in order and awaits the acknowledgements: returns how many (from
+    /// the first) were acknowledged and, if one failed or none came in time, why.
+    async fn publish(&mut self, batch: &[PendingEvent]) -> (usize, Option<String>) {
         let mut failure = None;
-        let mut sent = Vec::with_capacity(batch.len());
+        let mut sent = 0;
         for event in batch {
             let payload = event::customer_created(&self.source, event.id, &event.record);
-            let message = jetstream::message::PublishMessage::build()
-                .message_id(event::created_event_id(&event.id.to_string()))
-                .header("Content-Type", event::CONTENT_TYPE)
-                .payload(payload.into());
-            match self
-                .jetstream
-                .send_publish(self.subject.clone(), message)
-                .await
-            {
-                Ok(acknowledgement) => sent.push(acknowledgement),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                event::created_event_id(&event.id.to_string()).as_str(),
+            );
+            headers.insert("Content-Type", event::CONTENT_TYPE);
+            let reply = format!("{}.{}", self.acks_prefix, event.number);
+            let published = self
+                .client
+                .publish_with_reply_and_headers(
+                    self.subject.clone(),
+                    reply,
+                    headers,
+                    payload.into(),
+                )
+                .await;
+            if let Err(e) = published {
+                failure = Some(e.to_string());
+                break;
             }
+            sent += 1;
         }
+        let outcomes = self.acknowledgements(batch, sent).await;
         let mut acknowledged = 0;
-        for acknowledgement in sent {
-            match acknowledgement.await {
-                Ok(ack) => {
-                    self.metrics.event_published(ack.duplicate);
+        for outcome in outcomes {
+            match outcome {
+                Some(Ok(duplicate)) => {
+                    self.metrics.event_published(duplicate);
                     acknowledged += 1;
                 }
-                Err(e) => {
-                    failure.get_or_insert_with(|| e.to_string());
+                Some(Err(e)) => {
+                    failure.get_or_insert(e);
+                    break;
+                }
+                None => {
+                    failure.get_or_insert_with(|| {
+                        "no acknowledgement from JetStream in time".to_owned()
+                    });
                     break;
                 }
             }
         }
         (acknowledged, failure)
     }
+
+    /// The acknowledgements of the first `sent` events of `batch`, by position (`None`: none
+    /// came within [`ACK_TIMEOUT`]). A late acknowledgement of an earlier attempt at the same
+    /// event says the same thing (the stream has it, or refused it) and counts; one of an
+    /// event before the batch is ignored.
+    async fn acknowledgements(
+        &mut self,
+        batch: &[PendingEvent],
+        sent: usize,
+    ) -> Vec<Option<Result<bool, String>>> {
+        let mut outcomes = vec![None; sent];
+        let Some(first) = batch.first().map(|event| event.number) else {
+            return outcomes;
+        };
+        let mut waiting = sent;
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        while waiting > 0 {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, self.acks.next()).await
+            else {
+                break;
+            };
+            let position = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|number| number.parse::<u64>().ok())
+                .and_then(|number| number.checked_sub(first))
+                .and_then(|position| usize::try_from(position).ok())
+                .filter(|&position| position < sent);
+            if let Some(position) = position {
+                if outcomes[position].is_none() {
+                    waiting -= 1;
+                }
+                outcomes[position] = Some(acknowledgement(&message));
+            }
+        }
+        outcomes
+    }
+}
+
+/// How long the relay waits for a batch's acknowledgements before it sends what is missing
+/// again (JetStream's own request timeout).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What JetStream answered to one event: stored (`true` when it was a duplicate the stream
+/// dropped), or why not.
+fn acknowledgement(message: &async_nats::Message) -> Result<bool, String> {
+    #[derive(serde::Deserialize)]
+    struct PublishAck {
+        seq: Option<u64>,
+        #[serde(default)]
+        duplicate: bool,
+        error: Option<ApiError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        #[serde(default)]
+        code: u16,
+        #[serde(default)]
+        description: String,
+    }
+    if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        return Err("no stream captures the events subject (no responders)".to_owned());
+    }
+    match serde_json::from_slice::<PublishAck>(&message.payload) {
+        Ok(PublishAck {
+            error: Some(error), ..
+        }) => Err(format!(
+            "JetStream refused the event: {} ({})",
+            error.description, error.code
+        )),
+        Ok(PublishAck {
+            seq: Some(_),
+            duplicate,
+            ..
+        }) => Ok(duplicate),
+        _ => Err("not a JetStream acknowledgement".to_owned()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    /// A description, the reply's payload and status, and what it means.
+    type AckCase = (
+        &'static str,
+        &'static [u8],
+        Option<async_nats::StatusCode>,
+        Result<bool, &'static str>,
+    );
+
+    #[test]
+    fn acknowledgements_are_read_as_jetstream_sends_them() {
+        let cases: [AckCase; 6] = [
+            (
+                "stored",
+                br#"{"stream":"CUSTOMERS_EVENTS","seq":7}"#,
+                None,
+                Ok(false),
+            ),
+            (
+                "a duplicate the stream dropped",
+                br#"{"stream":"CUSTOMERS_EVENTS","seq":7,"duplicate":true}"#,
+                None,
+                Ok(true),
+            ),
+            (
+                "refused",
+                br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#,
+                None,
+                Err("maximum messages exceeded"),
+            ),
+            (
+                "no stream captures the subject",
+                b"",
+                Some(async_nats::StatusCode::NO_RESPONDERS),
+                Err("no responders"),
+            ),
+            ("not JSON", b"+OK", None, Err("not a JetStream")),
+            ("JSON without a sequence", br#"{"stream":"S"}"#, None, Err("not a JetStream")),
+        ];
+        for (description, payload, status, expected) in cases {
+            let message = async_nats::Message {
+                subject: "_INBOX.x.1".into(),
+                reply: None,
+                payload: bytes::Bytes::from_static(payload),
+                headers: None,
+                status,
+                description: None,
+                length: payload.len(),
+            };
+            match (super::acknowledgement(&message), expected) {
+                (Ok(duplicate), Ok(expected)) => assert_eq!(duplicate, expected, "{description}"),
+                (Err(error), Err(expected)) => {
+                    assert!(error.contains(expected), "{description}: {error}")
+                }
+                (outcome, _) => panic!("{description}: {outcome:?}"),
+            }
+        }
+    }
+
     #[test]
     fn subject_filters_match_as_nats_does() {
         let subject = "customers.v1.events.created";
