@@ -633,6 +633,23 @@ pub fn customer_with_email(email: &str) -> String {
 /// Header value of a NATS message.
 pub use customers_shared::wire::protocol::headers::value as nats_header;
 
+/// Gets customer `id` over NATS and asserts it was found (no service error header); `case`
+/// names what is checked in the failure message.
+pub async fn assert_found_over_nats(client: &async_nats::Client, id: &str, case: &str) {
+    let reply = client
+        .request("customers.v1.get", id.to_owned().into())
+        .await
+        .unwrap();
+    assert_eq!(
+        nats_header(
+            &reply,
+            customers_shared::wire::protocol::headers::SERVICE_ERROR_CODE
+        ),
+        None,
+        "{id} ({case})"
+    );
+}
+
 /// A binary of this workspace: next to the running executable (a binary in
 /// `target/<profile>/`) or one level up (a test in `target/<profile>/deps/`), as built by
 /// `cargo build` or `cargo test --workspace`.

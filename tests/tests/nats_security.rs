@@ -9,7 +9,8 @@ use std::time::Duration;
 use customers_shared::runtime::nats::NatsOptions;
 use customers_shared::wire::protocol::headers;
 use customers_tests::{
-    NatsServer, PATIENCE, TestIngress, TestWorker, customer_with_email, nats_header,
+    NatsServer, PATIENCE, TestIngress, TestWorker, assert_found_over_nats, customer_with_email,
+    nats_header,
 };
 use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -407,15 +408,7 @@ async fn replicated_workers_run_on_the_deployed_grants() {
         worker.stop().await;
     }
     for id in &ids {
-        let reply = billing
-            .request("customers.v1.get", id.clone().into())
-            .await
-            .unwrap();
-        assert_eq!(
-            nats_header(&reply, headers::SERVICE_ERROR_CODE),
-            None,
-            "{id} (log trimmed below {trimmed})"
-        );
+        assert_found_over_nats(&billing, id, &format!("log trimmed below {trimmed}")).await;
     }
     newest.stop().await;
 }

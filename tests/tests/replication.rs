@@ -395,15 +395,7 @@ async fn a_paused_primary_acknowledges_nothing_after_it_resumes() {
     }
     // Every create answered 201, by whichever instance, is in the log: the survivors have it.
     for id in acknowledged.keys().chain([&taken]) {
-        let reply = client
-            .request("customers.v1.get", id.clone().into())
-            .await
-            .unwrap();
-        assert_eq!(
-            nats_header(&reply, headers::SERVICE_ERROR_CODE),
-            None,
-            "{id}"
-        );
+        customers_tests::assert_found_over_nats(&client, id, "acknowledged before the pause").await;
     }
     customers_tests::report(&format!(
         "paused primary: {} creates acknowledged while it was paused or after, successor instance {successor}",
