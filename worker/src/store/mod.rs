@@ -83,6 +83,29 @@ pub struct Opened {
     pub recovery: Recovery,
 }
 
+/// How long an open waits for the lock of a database closed a moment before.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Opens the database; when its lock is held, tries again for [`LOCK_RELEASE_WAIT`]. sled
+/// releases the lock when the last handle of a closed database goes, which its epoch-based
+/// reclamation may do on another thread a moment after the close: a reopen right after a close
+/// (a start from a snapshot, a test) would otherwise fail. A database another process holds
+/// still fails, after that wait.
+fn open_when_unlocked(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 impl Store {
     /// Opens the database in `dir` and brings it up to date with the journal: every
     /// segment left by the last run is replayed, checkpointed and removed, and a new segment
@@ -96,16 +119,15 @@ impl Store {
         // sled records what it finds in its log in a snapshot at open. After a crash, that log
         // may still be only in the page cache: make it durable before sled describes it.
         checkpoint::sync_database_files(dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
             .segment_size(SEGMENT_SIZE)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Open {
-                dir: dir.to_owned(),
-                source,
-            })?;
+            .flush_every_ms(None);
+        let db = open_when_unlocked(&config).map_err(|source| StoreError::Open {
+            dir: dir.to_owned(),
+            source,
+        })?;
         let store = Self {
             records: db.open_tree(RECORDS_TREE)?,
             emails: db.open_tree(EMAILS_TREE)?,
