@@ -117,12 +117,13 @@ async fn three_instances_with(flags: &[&str]) -> (NatsCluster, String, Vec<Insta
     (cluster, urls, instances)
 }
 
-/// Creates customers `{from}..{to}@{domain}` over NATS, each answered 201.
+/// Creates customers `c{n}@{domain}` over NATS, each answered 201; their ids and bodies.
 async fn create_customers(
     client: &async_nats::Client,
     domain: &str,
     numbers: std::ops::Range<u32>,
-) {
+) -> HashMap<String, bytes::Bytes> {
+    let mut created = HashMap::new();
     for n in numbers {
         let reply = client
             .request(
@@ -131,12 +132,12 @@ async fn create_customers(
             )
             .await
             .unwrap();
-        assert!(
-            nats_header(&reply, headers::CUSTOMER_ID).is_some(),
-            "{:?}",
-            String::from_utf8_lossy(&reply.payload)
-        );
+        let id = nats_header(&reply, headers::CUSTOMER_ID).unwrap_or_else(|| {
+            panic!("not created: {:?}", String::from_utf8_lossy(&reply.payload))
+        });
+        created.insert(id.to_owned(), reply.payload.clone());
     }
+    created
 }
 
 /// The log's first sequence (above 1 once it was trimmed after a snapshot).
@@ -457,20 +458,7 @@ async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
         ["primary", "standby", "standby"],
         "$SRV.INFO metadata"
     );
-    let mut created = HashMap::new();
-    for n in 0..300 {
-        let reply = client
-            .request(
-                "customers.v1.create",
-                customer_with_email(&format!("c{n}@wipe.example.com")).into(),
-            )
-            .await
-            .unwrap();
-        let id = nats_header(&reply, headers::CUSTOMER_ID)
-            .unwrap()
-            .to_owned();
-        created.insert(id, reply.payload.clone());
-    }
+    let created = create_customers(&client, "wipe.example.com", 0..300).await;
     let leader = primary(&instances).await;
     let wiped = (leader + 1) % 3;
     for (n, instance) in instances.iter().enumerate() {

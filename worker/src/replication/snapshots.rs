@@ -56,7 +56,7 @@ impl Snapshots {
     }
 
     /// The log sequence the newest stored snapshot holds; `None` when there is none yet.
-    pub async fn newest(&self) -> Result<Option<u64>, String> {
+    async fn newest(&self) -> Result<Option<u64>, String> {
         match self.bucket.info(OBJECT).await {
             Ok(info) if info.deleted => Ok(None),
             Ok(info) => sequence_of(&info.metadata).map(Some),
@@ -84,7 +84,7 @@ impl Snapshots {
     }
 
     /// The newest snapshot's bytes (checked against the digest stored with them).
-    pub async fn fetch(&self) -> Result<Vec<u8>, String> {
+    async fn fetch(&self) -> Result<Vec<u8>, String> {
         let mut object = self.bucket.get(OBJECT).await.map_err(|e| e.to_string())?;
         let mut bytes = Vec::with_capacity(object.info().size);
         object
@@ -92,6 +92,44 @@ impl Snapshots {
             .await
             .map_err(|e| e.to_string())?;
         Ok(bytes)
+    }
+
+    /// Replaces everything in `data_dir` (a copy of a log prefix that is trimmed now) with the
+    /// newest snapshot, checked whole before anything is removed; then the instance follows
+    /// the log from the sequence after the snapshot's.
+    pub async fn rebuild(
+        &self,
+        log: &Log,
+        data_dir: &Path,
+        cache_capacity_bytes: u64,
+    ) -> Result<crate::snapshot::Summary, ReplicationError> {
+        let bytes = self
+            .fetch()
+            .await
+            .map_err(|e| ReplicationError::Setup(format!("the stored snapshot: {e}")))?;
+        let data_dir = data_dir.to_owned();
+        let summary = tokio::task::spawn_blocking(move || {
+            let snapshot = crate::snapshot::Snapshot::parse(&bytes, Path::new(OBJECT))?;
+            empty_directory(&data_dir).map_err(|source| crate::snapshot::SnapshotError::Io {
+                path: data_dir.clone(),
+                source,
+            })?;
+            snapshot.load_into(&data_dir, cache_capacity_bytes)
+        })
+        .await
+        .expect("loading a snapshot does not panic")
+        .map_err(|e| ReplicationError::Setup(e.to_string()))?;
+        let first = log
+            .first_sequence()
+            .await
+            .map_err(ReplicationError::Setup)?;
+        if first > summary.log_sequence + 1 {
+            return Err(ReplicationError::SnapshotBehindLog {
+                snapshot: summary.log_sequence,
+                first,
+            });
+        }
+        Ok(summary)
     }
 }
 
@@ -171,46 +209,6 @@ pub async fn behind(log: &Log, applied: u64) -> Result<bool, ReplicationError> {
         .await
         .map_err(ReplicationError::Setup)?;
     Ok(first > applied + 1)
-}
-
-impl Snapshots {
-    /// Replaces everything in `data_dir` (a copy of a log prefix that is trimmed now) with the
-    /// newest snapshot, checked whole before anything is removed; then the instance follows
-    /// the log from the sequence after the snapshot's.
-    pub async fn rebuild(
-        &self,
-        log: &Log,
-        data_dir: &Path,
-        cache_capacity_bytes: u64,
-    ) -> Result<crate::snapshot::Summary, ReplicationError> {
-        let bytes = self
-            .fetch()
-            .await
-            .map_err(|e| ReplicationError::Setup(format!("the stored snapshot: {e}")))?;
-        let data_dir = data_dir.to_owned();
-        let summary = tokio::task::spawn_blocking(move || {
-            let snapshot = crate::snapshot::Snapshot::parse(&bytes, Path::new(OBJECT))?;
-            empty_directory(&data_dir).map_err(|source| crate::snapshot::SnapshotError::Io {
-                path: data_dir.clone(),
-                source,
-            })?;
-            snapshot.load_into(&data_dir, cache_capacity_bytes)
-        })
-        .await
-        .expect("loading a snapshot does not panic")
-        .map_err(|e| ReplicationError::Setup(e.to_string()))?;
-        let first = log
-            .first_sequence()
-            .await
-            .map_err(ReplicationError::Setup)?;
-        if first > summary.log_sequence + 1 {
-            return Err(ReplicationError::SnapshotBehindLog {
-                snapshot: summary.log_sequence,
-                first,
-            });
-        }
-        Ok(summary)
-    }
 }
 
 /// Removes what `dir` holds, not `dir` itself (it may be a mount point).
