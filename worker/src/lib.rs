@@ -627,8 +627,8 @@ fn start_relay(
         relay::RelayParts {
             store: store.clone(),
             outbox,
-            subject: customers_shared::wire::event::created_subject(&config.subject_prefix),
-            source: config.events.source.clone(),
+            subject: customers_shared::wire::event::created_subject(&config.subject_prefix).into(),
+            encoder: customers_shared::wire::event::CreatedEventEncoder::new(&config.events.source),
             committer: committer.clone(),
             metrics: metrics.clone(),
             health: health.clone(),

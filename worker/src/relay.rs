@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use customers_shared::CustomerId;
 use customers_shared::wire::event;
 use futures_util::StreamExt;
@@ -36,6 +36,10 @@ use crate::store::Store;
 /// events gather into fewer, larger batches, so the relay and nats-server wake up less often
 /// beside the creates, for at most this much more delay per event.
 const LINGER: Duration = Duration::from_millis(2);
+
+/// The header naming the envelope's media type (made once: a name given as `&str` is
+/// copied for every message).
+const CONTENT_TYPE: async_nats::HeaderName = async_nats::HeaderName::from_static("Content-Type");
 
 /// Events published (and acknowledged) at a time.
 const BATCH: usize = 256;
@@ -153,10 +157,10 @@ fn captures(filter: &str, subject: &str) -> bool {
 pub struct RelayParts {
     pub store: Arc<Store>,
     pub outbox: Arc<Outbox>,
-    /// `{prefix}.v1.events.created`.
-    pub subject: String,
-    /// The CloudEvents `source`.
-    pub source: String,
+    /// `{prefix}.v1.events.created` (a `Subject` shares its bytes with every publication).
+    pub subject: async_nats::Subject,
+    /// Writes the events, with their CloudEvents `source`.
+    pub encoder: event::CreatedEventEncoder,
     pub committer: CommitHandle,
     pub metrics: Arc<Metrics>,
     pub health: Health,
@@ -386,23 +390,23 @@ impl Relay {
     async fn publish(&mut self, batch: &[PendingEvent]) -> (usize, Option<String>) {
         let mut failure = None;
         let mut sent = 0;
+        // One buffer for the whole batch: each event's payload is a slice of it.
+        let mut payloads = BytesMut::with_capacity(
+            batch
+                .iter()
+                .map(|event| self.encoder.size_of(&event.record))
+                .sum(),
+        );
         for event in batch {
-            let payload = event::customer_created(&self.source, event.id, &event.record);
+            let event_id = self.encoder.encode(event.id, &event.record, &mut payloads);
+            let payload = payloads.split().freeze();
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                event::created_event_id(&event.id.to_string()).as_str(),
-            );
-            headers.insert("Content-Type", event::CONTENT_TYPE);
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id);
+            headers.insert(CONTENT_TYPE, event::CONTENT_TYPE);
             let reply = format!("{}.{}", self.acks_prefix, event.number);
             let published = self
                 .client
-                .publish_with_reply_and_headers(
-                    self.subject.clone(),
-                    reply,
-                    headers,
-                    payload.into(),
-                )
+                .publish_with_reply_and_headers(self.subject.clone(), reply, headers, payload)
                 .await;
             if let Err(e) = published {
                 failure = Some(e.to_string());

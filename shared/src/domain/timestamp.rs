@@ -24,11 +24,21 @@ impl From<OffsetDateTime> for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
-        let text = self.0.format(FORMAT).map_err(|_| fmt::Error)?;
-        f.write_str(&text)
+        // By hand rather than with a `time` format description, which allocates a String
+        // per call: every reply and every event writes one. Years are 0–9999 (ids carry Unix
+        // milliseconds and `time` is built without large dates), so four digits suffice.
+        let (date, time) = (self.0.date(), self.0.time());
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            date.year(),
+            u8::from(date.month()),
+            date.day(),
+            time.hour(),
+            time.minute(),
+            time.second(),
+            time.millisecond()
+        )
     }
 }
 
@@ -53,5 +63,26 @@ mod tests {
         let text = id.timestamp().to_string();
         assert_eq!(text.len(), 24, "{text}");
         assert!(text.ends_with('Z'));
+    }
+
+    #[test]
+    fn the_hand_written_format_is_the_format_description() {
+        const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        for nanos in [
+            0,
+            999_999_999,
+            1_725_202_800_123_456_789,
+            951_782_400_000_000_000,     // 2000-02-29
+            253_402_300_799_999_000_000, // 9999-12-31T23:59:59.999
+        ] {
+            let instant = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            assert_eq!(
+                Timestamp(instant).to_string(),
+                instant.format(FORMAT).unwrap(),
+                "{nanos}"
+            );
+        }
     }
 }
