@@ -74,9 +74,9 @@ pub struct CustomerCreatedEvent<'a> {
 }
 
 /// Writes `customer.created` events for one `source`. The relay encodes every stored
-/// customer's event with it, so it writes the envelope by hand into the caller's buffer (no
-/// allocation per event beyond the buffer's own growth): the same bytes `serde_json` would
-/// write for [`CustomerCreatedEvent`], which the tests check.
+/// customer's event with it, so it writes the envelope by hand into the caller's buffer,
+/// formatting the customer id once (serde and `core::fmt` were a third of the relay's CPU):
+/// the same bytes `serde_json` writes for [`CustomerCreatedEvent`], which the tests check.
 #[derive(Debug, Clone)]
 pub struct CreatedEventEncoder {
     /// `source` as a JSON string, quotes included.
