@@ -532,7 +532,8 @@ async fn events_with_the_broker_apart(
     pin(ingress.pid(), &service);
     let mut runs: Vec<Row> = Vec::new();
     let mut pair_ratios = Vec::new();
-    for &c in &bench.args.concurrency.clone() {
+    let args = bench.args;
+    for &c in &args.concurrency {
         let mut ratios = Vec::new();
         for round in 0..EVENTS_ROUNDS {
             let mut order = [(EVENTS_OFF_APART, "off"), (EVENTS_ON_APART, "on")];
