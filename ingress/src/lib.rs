@@ -35,6 +35,7 @@ use crate::routes::App;
 use crate::server::ServerSettings;
 use crate::tls::{Tls, TlsError, TlsFiles};
 use crate::worker_client::WorkerClient;
+use customers_shared::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
@@ -45,14 +46,20 @@ pub enum IngressError {
     },
     #[error("cannot subscribe to the reply inbox: {0}")]
     Subscribe(async_nats::SubscribeError),
+    #[error("{0}")]
+    Refused(ApiError),
     #[error(
         "no keys file: pass --keys-file (mint one with `customers-ingress keys mint`), or --auth none to serve without authentication"
     )]
     NoKeysFile,
     #[error(transparent)]
     Keys(#[from] KeysFileError),
-    #[error("invalid default rate limit: {0}")]
+    #[error("--rate-limit-per-second / --rate-limit-burst: {0}")]
     RateLimit(&'static str),
+    #[error(
+        "--auth none serves without authentication, so --keys-file would be ignored: give one or the other"
+    )]
+    KeysFileWithoutAuth,
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot watch for SIGHUP: {0}")]
@@ -85,6 +92,9 @@ impl Ingress {
                 let path = config.keys_file.as_ref().ok_or(IngressError::NoKeysFile)?;
                 Authenticator::with_keys_file(path, default_rate_limit)?
             }
+            AuthMode::None if config.keys_file.is_some() => {
+                return Err(IngressError::KeysFileWithoutAuth);
+            }
             AuthMode::None => {
                 tracing::warn!(
                     "authentication is off (--auth none): anyone who reaches this port may read and create every customer"
@@ -114,14 +124,15 @@ impl Ingress {
             WorkerClient::start(connection, &config.subject_prefix, config.request_timeout)
                 .await
                 .map_err(IngressError::Subscribe)?;
-        let app = App::new(
-            worker,
-            authenticator.clone(),
-            config.max_body_bytes,
-            config.max_in_flight,
+        worker
+            .check_permissions()
+            .await
+            .map_err(IngressError::Refused)?;
+        let app = App::new(worker, authenticator.clone(), config.request_limits());
+        app.metrics().set_credentials(
+            authenticator.key_set().active(),
+            authenticator.credential_ids().iter().map(|id| &**id),
         );
-        app.metrics()
-            .set_active_credentials(authenticator.key_set().active());
         let reloader = reload::Reloader::new(
             authenticator,
             tls.clone(),

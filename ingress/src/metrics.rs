@@ -2,7 +2,9 @@
 //! requests by operation and status, a latency histogram per operation, requests in flight,
 //! whether the NATS connection is up, authentication failures, rate-limit refusals, reloads
 //! and active credentials. Operations, not raw paths, label the series, so
-//! customer ids never become label values.
+//! customer ids never become label values. Every series whose labels are known in advance
+//! (operations, failure reasons, reload sources, credentials in force) exists from the start
+//! at zero, so that a rate or an alert on it works before its first event.
 
 use std::time::Duration;
 
@@ -114,12 +116,12 @@ impl Default for Metrics {
         );
         metrics.registry.register(
             "auth_failures",
-            "Requests refused 401, by reason (missing, not_bearer, malformed, invalid, revoked, expired, certificate_not_granted)",
+            "Requests refused 401, by reason (missing, not_bearer, malformed, invalid, revoked, expired, certificate_not_granted), and 400 for an Authorization header given more than once (repeated)",
             metrics.auth_failures.clone(),
         );
         metrics.registry.register(
             "rate_limited",
-            "Requests refused 429, by credential id (key id, client certificate id or anonymous)",
+            "Requests refused 429 (rate limit, or too many in flight), by credential id (key id, client certificate id or anonymous)",
             metrics.rate_limited.clone(),
         );
         metrics.registry.register(
@@ -132,11 +134,48 @@ impl Default for Metrics {
             "API keys neither revoked nor expired plus granted client certificates, as of the last load",
             metrics.active_credentials.clone(),
         );
+        metrics.start_at_zero();
         metrics
     }
 }
 
+/// Each operation with the status its requests are usually answered with.
+const USUAL_ANSWERS: [(Operation, u16); 9] = [
+    (Operation::create, 201),
+    (Operation::get, 200),
+    (Operation::list, 200),
+    (Operation::healthz, 200),
+    (Operation::readyz, 200),
+    (Operation::metrics, 200),
+    (Operation::openapi, 200),
+    (Operation::asyncapi, 200),
+    (Operation::other, 404),
+];
+
+/// The reason label of a repeated `Authorization` header (a 400, not an [`AuthFailure`]).
+pub const REPEATED_AUTHORIZATION: &str = "repeated";
+
 impl Metrics {
+    /// Makes every series whose labels are known now.
+    fn start_at_zero(&self) {
+        for (operation, status) in USUAL_ANSWERS {
+            drop(
+                self.requests
+                    .get_or_create(&RequestLabels { operation, status }),
+            );
+            drop(self.duration.get_or_create(&OperationLabels { operation }));
+        }
+        let reasons = crate::auth::AuthFailure::ALL.map(crate::auth::AuthFailure::label);
+        for reason in reasons.into_iter().chain([REPEATED_AUTHORIZATION]) {
+            drop(self.auth_failures.get_or_create(&ReasonLabels { reason }));
+        }
+        for source in [ReloadSource::keys, ReloadSource::tls] {
+            for result in ["ok", "error"] {
+                drop(self.reloads.get_or_create(&ReloadLabels { source, result }));
+            }
+        }
+    }
+
     /// Counts a request as in flight until the guard is dropped.
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
@@ -173,8 +212,15 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_active_credentials(&self, active: usize) {
+    /// The credentials in force: how many are active, and the ids whose 429s are counted
+    /// (from zero).
+    pub fn set_credentials<'a>(&self, active: usize, ids: impl Iterator<Item = &'a str>) {
         self.active_credentials.set(active as i64);
+        for credential in ids {
+            drop(self.rate_limited.get_or_create(&CredentialLabels {
+                credential: credential.to_owned(),
+            }));
+        }
     }
 
     /// The metrics in the OpenMetrics text format.

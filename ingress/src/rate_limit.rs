@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,8 @@ pub enum Decision {
     Denied {
         /// Time until the next request is allowed.
         retry_after: Duration,
+        /// Time until the bucket is full again (what `RateLimit`'s `t` reports).
+        reset: Duration,
     },
 }
 
@@ -75,7 +77,7 @@ impl Decision {
     pub fn header_value(&self) -> String {
         let (remaining, reset) = match *self {
             Self::Allowed { remaining, reset } => (remaining, reset),
-            Self::Denied { retry_after } => (0, retry_after),
+            Self::Denied { reset, .. } => (0, reset),
         };
         format!("\"{POLICY_NAME}\";r={remaining};t={}", ceil_secs(reset))
     }
@@ -86,7 +88,9 @@ pub fn ceil_secs(duration: Duration) -> u64 {
     duration.as_nanos().div_ceil(1_000_000_000) as u64
 }
 
-/// One token bucket.
+/// One credential's allowance: its token bucket, and how many of its requests are in
+/// flight (bounded separately, so that requests that take long, such as bodies trickling
+/// in, cannot pile up within the rate).
 #[derive(Debug)]
 pub struct Bucket {
     policy: Policy,
@@ -96,6 +100,16 @@ pub struct Bucket {
     epoch: Instant,
     /// Theoretical arrival time of the next request, in nanoseconds since `epoch`.
     arrival: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// A request counted in its credential's [`Bucket`] until dropped.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Bucket {
@@ -107,6 +121,26 @@ impl Bucket {
             tolerance: emission.saturating_mul(u64::from(policy.burst) - 1),
             epoch: Instant::now(),
             arrival: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts one more request in flight, unless `limit` are already.
+    pub fn enter(&self, limit: usize) -> Option<InFlight<'_>> {
+        let mut current = self.in_flight.load(Ordering::Acquire);
+        loop {
+            if current >= limit {
+                return None;
+            }
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(InFlight(&self.in_flight)),
+                Err(now) => current = now,
+            }
         }
     }
 
@@ -127,6 +161,7 @@ impl Bucket {
             if start - now > self.tolerance {
                 return Decision::Denied {
                     retry_after: Duration::from_nanos(start - now - self.tolerance),
+                    reset: Duration::from_nanos(start - now),
                 };
             }
             let next = start + self.emission;
@@ -225,8 +260,10 @@ mod tests {
         assert_eq!(
             bucket.check_at(t0),
             Decision::Denied {
-                retry_after: Duration::from_millis(100)
-            }
+                retry_after: Duration::from_millis(100),
+                reset: Duration::from_millis(500),
+            },
+            "the next token in 100 ms, full after five"
         );
         let later = t0 + Duration::from_millis(100);
         assert!(matches!(
@@ -275,9 +312,26 @@ mod tests {
         };
         assert_eq!(allowed.header_value(), "\"requests\";r=4;t=1");
         let denied = Decision::Denied {
-            retry_after: Duration::from_millis(2500),
+            retry_after: Duration::from_millis(100),
+            reset: Duration::from_millis(2500),
         };
-        assert_eq!(denied.header_value(), "\"requests\";r=0;t=3");
+        assert_eq!(
+            denied.header_value(),
+            "\"requests\";r=0;t=3",
+            "t is the time until the bucket is full, not until the next token"
+        );
+    }
+
+    #[test]
+    fn requests_in_flight_are_bounded_and_released() {
+        let bucket = Bucket::new(TEN_PER_SECOND);
+        let first = bucket.enter(2).expect("one in flight");
+        let second = bucket.enter(2).expect("two in flight");
+        assert!(bucket.enter(2).is_none(), "a third is refused");
+        drop(first);
+        let third = bucket.enter(2).expect("room again once one ends");
+        drop((second, third));
+        assert_eq!(bucket.in_flight.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -121,9 +121,9 @@ impl Reloader {
                 ReloadSource::keys => self
                     .authenticator
                     .reload()
-                    .map(|active| {
-                        self.metrics.set_active_credentials(active);
-                        tracing::info!(active, "keys file reloaded");
+                    .map(|keys| {
+                        self.metrics.set_credentials(keys.active(), keys.ids());
+                        tracing::info!(active = keys.active(), "keys file reloaded");
                     })
                     .map_err(|e| e.to_string()),
                 ReloadSource::tls => self

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use customers_shared::ApiError;
 use customers_shared::wire::problem::PROBLEM_CONTENT_TYPE;
 use customers_shared::wire::protocol::headers;
-use http::header::{ALLOW, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
@@ -16,7 +16,8 @@ use crate::worker_client::{Operation, WorkerReply};
 pub type Body = Full<Bytes>;
 
 /// An error answered as `application/problem+json`, with `Allow`, `WWW-Authenticate` or
-/// `Retry-After` where the error calls for them.
+/// `Retry-After` where the error calls for them, and `Connection: close` where the request's
+/// body was not read to its end (the connection cannot carry another request after it).
 pub fn problem(error: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = problem_body(status, Bytes::from(error.problem_json()));
@@ -37,6 +38,15 @@ pub fn problem(error: &ApiError) -> Response<Body> {
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Bearer realm="customers", error="invalid_token""#),
             );
+        }
+        ApiError::RepeatedAuthorization { .. } => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="customers", error="invalid_request""#),
+            );
+        }
+        ApiError::BodyTimeout { .. } | ApiError::NotImplemented { .. } => {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         ApiError::Forbidden { scope } => {
             let challenge = format!(r#"{CHALLENGE}, error="insufficient_scope", scope="{scope}""#);

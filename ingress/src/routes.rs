@@ -1,22 +1,24 @@
 //! HTTP concerns of the ingress: routing, authentication, scopes and rate limits, method,
-//! content type, body limit, query string and request id. A request to a customer endpoint
-//! is authenticated (401), checked for its scope (403) and its credential's rate limit (429)
-//! before anything else about it; health, readiness, metrics and the OpenAPI document need
-//! no credential. `POST /api/v1/customers` forwards the body unparsed, `GET
+//! content type, body limit and pace, query string and request id. A request to a customer
+//! endpoint is authenticated (401), checked for its scope (403), its credential's rate limit
+//! and requests in flight (429) before anything else about it; health, readiness, metrics
+//! and the OpenAPI document need no credential. `POST /api/v1/customers` forwards the body
+//! unparsed, once it has arrived within its deadline (408 otherwise), `GET
 //! /api/v1/customers` the query parameters as a JSON object of strings, `GET
-//! /api/v1/customers/{id}` the id; the worker decides whether any of it is valid.
+//! /api/v1/customers/{id}` the id; the worker decides whether any of it is valid. `HEAD` is
+//! answered wherever `GET` is, without the body.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use customers_shared::ApiError;
 use customers_shared::domain::violation::Violation;
 use customers_shared::wire::idempotency::IdempotencyKey;
 use customers_shared::wire::protocol::headers;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -49,17 +51,56 @@ pub struct App {
     /// The OpenAPI document, rendered once.
     openapi: Bytes,
     asyncapi: Bytes,
-    max_body_bytes: usize,
+    limits: RequestLimits,
     /// Bounds requests in flight to the worker, so an overload is refused instead of queued.
     in_flight: Arc<Semaphore>,
+}
+
+/// What one request may take.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_body_bytes: usize,
+    pub body_pace: BodyPace,
+    /// Requests to the worker at once, from everyone.
+    pub max_in_flight: usize,
+    /// Requests of one credential at once, their bodies being read included.
+    pub max_in_flight_per_credential: usize,
+}
+
+/// How fast a body must arrive: all of it within `total`, and, after its first second, at
+/// least `min_rate` bytes per second on average. A stalled or trickling body is cut within
+/// about a second instead of holding its connection and its credential's slot for `total`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    pub total: Duration,
+    pub min_rate: u64,
+}
+
+/// The part of a body's time that the minimum rate does not cover (its first bytes may wait
+/// for a connection's slow start).
+const BODY_GRACE: Duration = Duration::from_secs(1);
+
+impl BodyPace {
+    /// When byte `received + 1` must have arrived, for a body that started at `started`.
+    fn deadline(&self, started: Instant, received: usize) -> Instant {
+        let by_rate = BODY_GRACE
+            + Duration::from_secs_f64((received as f64 + 1.0) / self.min_rate.max(1) as f64);
+        started + by_rate.min(self.total)
+    }
+
+    fn timeout(&self) -> ApiError {
+        ApiError::BodyTimeout {
+            total_ms: u64::try_from(self.total.as_millis()).unwrap_or(u64::MAX),
+            min_rate: self.min_rate,
+        }
+    }
 }
 
 impl App {
     pub fn new(
         worker: WorkerClient,
         authenticator: Arc<Authenticator>,
-        max_body_bytes: usize,
-        max_in_flight: usize,
+        limits: RequestLimits,
     ) -> Self {
         Self {
             worker,
@@ -67,8 +108,8 @@ impl App {
             metrics: Arc::default(),
             openapi: Bytes::from(customers_shared::wire::openapi::document().to_string()),
             asyncapi: Bytes::from(customers_shared::wire::asyncapi::document().to_string()),
-            max_body_bytes,
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            limits,
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
         }
     }
 
@@ -118,15 +159,19 @@ impl App {
         request_id: &HeaderValue,
         connection: &ConnectionInfo,
     ) -> Response<Body> {
-        let response = match endpoint {
-            Endpoint::Customers(endpoint) => {
-                self.customers(endpoint, request, request_id, connection)
+        let response = if let Err(refusal) = check_transfer_coding(request.headers()) {
+            response::problem(&refusal)
+        } else {
+            match endpoint {
+                Endpoint::Customers(endpoint) => {
+                    self.customers(endpoint, request, request_id, connection)
+                        .await
+                }
+                Endpoint::Public(endpoint) => self
+                    .public(endpoint)
                     .await
+                    .unwrap_or_else(|e| response::problem(&e)),
             }
-            Endpoint::Public(endpoint) => self
-                .public(endpoint)
-                .await
-                .unwrap_or_else(|e| response::problem(&e)),
         };
         if response.status().is_server_error() {
             tracing::warn!(status = response.status().as_u16(), "request failed");
@@ -178,17 +223,24 @@ impl App {
             });
         }
         let decision = credential.bucket.check();
+        let limit = self.limits.max_in_flight_per_credential;
         let result = match decision {
-            Decision::Denied { retry_after } => {
+            Decision::Denied { retry_after, .. } => {
                 self.metrics.rate_limited(&credential.id);
                 Err(ApiError::RateLimited {
                     retry_after_secs: ceil_secs(retry_after).clamp(1, u64::from(u32::MAX)) as u32,
                 })
             }
-            Decision::Allowed { .. } => match endpoint {
-                CustomerEndpoint::Create => self.create(request, request_id).await,
-                CustomerEndpoint::List => self.list(&request, request_id).await,
-                CustomerEndpoint::Get(id) => self.get(&request, id, request_id).await,
+            Decision::Allowed { .. } => match credential.bucket.enter(limit) {
+                None => {
+                    self.metrics.rate_limited(&credential.id);
+                    Err(ApiError::TooManyInFlight { limit })
+                }
+                Some(_in_flight) => match endpoint {
+                    CustomerEndpoint::Create => self.create(request, request_id).await,
+                    CustomerEndpoint::List => self.list(&request, request_id).await,
+                    CustomerEndpoint::Get(id) => self.get(&request, id, request_id).await,
+                },
             },
         };
         let mut response = result.unwrap_or_else(|e| response::problem(&e));
@@ -201,6 +253,11 @@ impl App {
         request: &Request<Incoming>,
         connection: &ConnectionInfo,
     ) -> Result<Arc<Credential>, ApiError> {
+        let count = request.headers().get_all(AUTHORIZATION).iter().count();
+        if count > 1 {
+            self.metrics.auth_failed(metrics::REPEATED_AUTHORIZATION);
+            return Err(ApiError::RepeatedAuthorization { count });
+        }
         let caller = Caller {
             authorization: request.headers().get(AUTHORIZATION),
             certificate_names: &connection.certificate_names,
@@ -226,24 +283,27 @@ impl App {
         if let Some(key) = request.headers().get(headers::IDEMPOTENCY_KEY) {
             IdempotencyKey::parse(key.as_bytes())?;
         }
-        let too_large = ApiError::PayloadTooLarge {
-            limit_bytes: self.max_body_bytes,
-        };
+        let limit = self.limits.max_body_bytes;
+        let too_large = ApiError::PayloadTooLarge { limit_bytes: limit };
         let declared_length = request
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared_length.is_some_and(|n| n > self.max_body_bytes as u64) {
+        if declared_length.is_some_and(|n| n > limit as u64) {
             return Err(too_large);
         }
         let nats_headers = nats_headers(&request, request_id);
-        let _permit = self.permit()?;
-        let body = read_body(request.into_body(), self.max_body_bytes)
+        let pace = self.limits.body_pace;
+        // The shared slot is taken only once the body is here: a slow body holds only its
+        // own credential's.
+        let body = read_body(request.into_body(), limit, pace)
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge => too_large,
+                BodyError::TooSlow => pace.timeout(),
                 BodyError::Read(detail) => ApiError::MalformedJson(detail),
             })?;
+        let _permit = self.permit()?;
         self.forward(Operation::Create, body, nats_headers).await
     }
 
@@ -288,6 +348,10 @@ impl App {
     /// Ready when connected to NATS and some worker answers `$SRV.PING.customers` now
     /// (within a second); otherwise the 503 that explains why.
     async fn readiness(&self) -> Result<Response<Body>, ApiError> {
+        // Which side is at fault: this ingress's NATS grants, or no worker answering.
+        if let Some(refusal) = self.worker.refused() {
+            return Err(refusal);
+        }
         self.worker
             .request(Operation::Ping, Bytes::new(), async_nats::HeaderMap::new())
             .await
@@ -363,17 +427,20 @@ enum PublicEndpoint {
 }
 
 impl Endpoint {
+    /// `HEAD` goes where `GET` goes (RFC 9110 §9.3.2); hyper leaves the body out.
     fn of(method: &Method, path: &str) -> Self {
         use PublicEndpoint::{AsyncApi, Health, Metrics, NotAllowed, NotFound, OpenApi, Ready};
         let get_only = |endpoint| match *method {
-            Method::GET => endpoint,
-            _ => Self::Public(NotAllowed { allow: "GET" }),
+            Method::GET | Method::HEAD => endpoint,
+            _ => Self::Public(NotAllowed { allow: "GET, HEAD" }),
         };
         match path {
             CUSTOMERS_PATH => match *method {
                 Method::POST => Self::Customers(CustomerEndpoint::Create),
-                Method::GET => Self::Customers(CustomerEndpoint::List),
-                _ => Self::Public(NotAllowed { allow: "GET, POST" }),
+                Method::GET | Method::HEAD => Self::Customers(CustomerEndpoint::List),
+                _ => Self::Public(NotAllowed {
+                    allow: "GET, HEAD, POST",
+                }),
             },
             "/healthz" => get_only(Self::Public(Health)),
             "/readyz" => get_only(Self::Public(Ready)),
@@ -437,15 +504,69 @@ fn nats_headers<B>(request: &Request<B>, request_id: &HeaderValue) -> async_nats
 
 enum BodyError {
     TooLarge,
+    TooSlow,
     Read(String),
 }
 
-/// Reads at most `limit` bytes; never buffers an unbounded body.
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(e) => Err(BodyError::Read(format!("the body could not be read: {e}"))),
+/// Reads at most `limit` bytes, at the pace `pace` asks; never buffers an unbounded body nor
+/// waits for a slow one longer than its deadline.
+async fn read_body(mut body: Incoming, limit: usize, pace: BodyPace) -> Result<Bytes, BodyError> {
+    let started = Instant::now();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0;
+    let deadline = tokio::time::sleep_until(pace.deadline(started, 0).into());
+    tokio::pin!(deadline);
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            () = &mut deadline => return Err(BodyError::TooSlow),
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                return Err(BodyError::Read(format!("the body could not be read: {e}")));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => continue,
+            },
+        };
+        received += data.len();
+        if received > limit {
+            return Err(BodyError::TooLarge);
+        }
+        chunks.push(data);
+        deadline
+            .as_mut()
+            .reset(pace.deadline(started, received).into());
+    }
+    Ok(match chunks.len() {
+        1 => chunks.pop().expect("one chunk"),
+        _ => Bytes::from(chunks.concat()),
+    })
+}
+
+/// Only `chunked` is implemented (RFC 9112 §6.1): a body in any other transfer coding would
+/// be read as something it is not, and one chunked twice is not a body hyper decodes.
+fn check_transfer_coding(headers: &HeaderMap) -> Result<(), ApiError> {
+    let codings: Vec<&str> = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("(not ASCII)").split(','))
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty())
+        .collect();
+    match codings.as_slice() {
+        [] => Ok(()),
+        [only] if only.eq_ignore_ascii_case("chunked") => Ok(()),
+        _ => {
+            let listed: String = codings.join(", ").chars().take(64).collect();
+            Err(ApiError::NotImplemented {
+                what: format!(
+                    "the transfer coding {listed:?} is not implemented: send the body with a Content-Length or chunked, nothing else"
+                ),
+            })
+        }
     }
 }
 

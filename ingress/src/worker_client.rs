@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::{HeaderMap, Message, StatusCode as NatsStatus};
 use bytes::Bytes;
 use customers_shared::ApiError;
-use customers_shared::runtime::nats::NatsConnection;
+use customers_shared::runtime::nats::{Denial, NatsConnection};
 use customers_shared::wire::protocol::{self, headers};
 use futures_util::StreamExt;
 use http::StatusCode;
@@ -59,6 +59,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
 pub struct WorkerClient {
     client: async_nats::Client,
     connected: watch::Receiver<bool>,
+    denied: watch::Receiver<Option<Denial>>,
     /// Subjects of create, get, list and ping, in [`Operation`] order.
     subjects: Arc<[String; 4]>,
     timeout: Duration,
@@ -80,7 +81,11 @@ impl WorkerClient {
         subject_prefix: &str,
         timeout: Duration,
     ) -> Result<Self, async_nats::SubscribeError> {
-        let NatsConnection { client, connected } = connection;
+        let NatsConnection {
+            client,
+            connected,
+            denied,
+        } = connection;
         let reply_prefix: Arc<str> = format!("{}.", client.new_inbox()).into();
         let mut replies = client.subscribe(format!("{reply_prefix}*")).await?;
         let pending: Pending = Arc::default();
@@ -101,6 +106,7 @@ impl WorkerClient {
         Ok(Self {
             client,
             connected,
+            denied,
             subjects: Arc::new([
                 protocol::subject(subject_prefix, protocol::CREATE_ENDPOINT),
                 protocol::subject(subject_prefix, protocol::GET_ENDPOINT),
@@ -117,6 +123,29 @@ impl WorkerClient {
     /// Whether the NATS connection is up right now.
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()
+    }
+
+    /// A permission nats-server refused recently, as the error to answer with.
+    pub fn refused(&self) -> Option<ApiError> {
+        Denial::recent(&self.denied).map(|denial| ApiError::NatsPermissionDenied {
+            refused: denial.refused,
+        })
+    }
+
+    /// At start: one ping through the reply inbox, which proves the inbox subscription and
+    /// the ping's publish are allowed (a missing worker answers too: with "no responders").
+    /// A refusal is the error; silence without one is left to readiness.
+    pub async fn check_permissions(&self) -> Result<(), ApiError> {
+        let mut denied = self.denied.clone();
+        let ping = self.request(Operation::Ping, Bytes::new(), HeaderMap::new());
+        tokio::select! {
+            _ = ping => {}
+            _ = denied.wait_for(Option::is_some) => {}
+        }
+        match self.refused() {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     /// Requests waiting for a reply right now.
@@ -139,6 +168,17 @@ impl WorkerClient {
         if !*connected.borrow_and_update() {
             return Err(BROKER_UNREACHABLE);
         }
+        // A publish nats-server refused a moment ago would be dropped again, silently: the
+        // caller learns why at once (and the next try after a while finds out whether the
+        // grant was fixed).
+        let subject = &self.subjects[operation as usize];
+        let mut denied = self.denied.clone();
+        if let Some(denial) = Denial::recent(&denied).filter(|d| d.is_publish_to(subject)) {
+            return Err(ApiError::NatsPermissionDenied {
+                refused: denial.refused,
+            });
+        }
+        denied.mark_unchanged();
         let timeout = match operation {
             Operation::Ping => self.timeout.min(PING_TIMEOUT),
             Operation::Create | Operation::Get | Operation::List => self.timeout,
@@ -160,7 +200,7 @@ impl WorkerClient {
         };
         self.client
             .publish_with_reply_and_headers(
-                self.subjects[operation as usize].clone(),
+                subject.clone(),
                 format!("{}{token}", self.reply_prefix),
                 request_headers,
                 body,
@@ -185,8 +225,24 @@ impl WorkerClient {
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
             _ = connected.wait_for(|up| !*up) => Err(BROKER_UNREACHABLE),
+            refused = refused_publish(&mut denied, subject) => {
+                Err(ApiError::NatsPermissionDenied { refused })
+            }
         }
     }
+}
+
+/// Resolves when nats-server refuses, from now on, a publish to `subject` (the refusal
+/// arrives on its own, not with the request); never, if the connection goes away first.
+async fn refused_publish(denied: &mut watch::Receiver<Option<Denial>>, subject: &str) -> String {
+    while denied.changed().await.is_ok() {
+        if let Some(denial) = denied.borrow_and_update().as_ref()
+            && denial.is_publish_to(subject)
+        {
+            return denial.refused.clone();
+        }
+    }
+    std::future::pending().await
 }
 
 /// Removes a request's routing entry however the request ends.

@@ -21,7 +21,19 @@ fn help_and_one_line_failures() {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
 
-    let failures: [(&[&str], &str); 6] = [
+    let failures: [(&[&str], &str); 9] = [
+        (
+            &["--auth", "none", "--keys-file", "/tmp/keys.json"],
+            "--auth none serves without authentication, so --keys-file would be ignored",
+        ),
+        (
+            &["--rate-limit-per-second", "0"],
+            "invalid value '0' for '--rate-limit-per-second <RATE_LIMIT_PER_SECOND>': must be a number above 0",
+        ),
+        (
+            &["--request-timeout", "0s"],
+            "invalid value '0s' for '--request-timeout <REQUEST_TIMEOUT>': must be from 10ms to 5m",
+        ),
         (
             &["--listen", "nowhere"],
             "invalid value 'nowhere' for '--listen",
@@ -130,4 +142,45 @@ fn keys_are_minted_listed_and_revoked() {
     assert!(!unknown.status.success());
     let no_scope = keys(&file, &["mint", "--name", "x"]);
     assert!(!no_scope.status.success(), "a key needs a scope");
+    let unknown_scope = keys(&file, &["mint", "--scope", "customers:admin"]);
+    let stderr = String::from_utf8(unknown_scope.stderr).unwrap();
+    assert!(
+        stderr.contains("[possible values: customers:read, customers:write]"),
+        "the valid scopes are listed: {stderr}"
+    );
+}
+
+/// A rewrite keeps the keys file's mode and owner (a `DynamicUser` ingress reads it through
+/// its group or others); a new file is the owner's alone.
+#[test]
+fn rewrites_keep_the_keys_files_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.json");
+    let mint = ["mint", "--scope", "customers:read"];
+    assert!(keys(&file, &mint).status.success());
+    let mode =
+        |file: &std::path::Path| std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "a new file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Another owner and group, as an operator's chown would leave it (the tests run as root).
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    let id = {
+        let minted = keys(&file, &mint);
+        assert!(minted.status.success(), "{minted:?}");
+        String::from_utf8(minted.stdout)
+            .unwrap()
+            .split('_')
+            .nth(2)
+            .unwrap()
+            .to_owned()
+    };
+    assert!(keys(&file, &["revoke", &id]).status.success());
+    let metadata = std::fs::metadata(&file).unwrap();
+    assert_eq!(mode(&file), 0o644, "kept through mint and revoke");
+    assert_eq!(
+        (metadata.uid(), metadata.gid()),
+        (65534, 65534),
+        "owner kept"
+    );
 }

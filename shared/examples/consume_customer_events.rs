@@ -9,8 +9,11 @@
 //! Replays: a new durable name (or `--from-sequence` / `--from-time` on first creation)
 //! starts where it says; an existing durable consumer keeps its own position. Delivery is at
 //! least once (an event whose acknowledgement was lost comes again), so handle events
-//! idempotently by their `id`.
+//! idempotently by their `id`. A permission nats-server refuses (another role's durable
+//! name, an inbox prefix the user may not read) ends it with the server's words, since the
+//! refused request itself would only go unanswered.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
@@ -42,8 +45,8 @@ struct Args {
     from_sequence: Option<u64>,
     /// When the consumer is created: start at the first event stored at or after this RFC 3339
     /// time.
-    #[arg(long)]
-    from_time: Option<String>,
+    #[arg(long, value_parser = rfc3339)]
+    from_time: Option<time::OffsetDateTime>,
     /// Stop after this many events (default: run until interrupted).
     #[arg(long)]
     max_events: Option<usize>,
@@ -63,24 +66,53 @@ struct Customer {
     status: String,
 }
 
+fn rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
+    let format = time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(text, &format)
+        .map_err(|_| "expected an RFC 3339 time such as 2026-11-29T00:00:00Z".to_owned())
+}
+
 #[tokio::main]
-async fn main() -> Result<(), async_nats::Error> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let mut options =
-        async_nats::ConnectOptions::new().custom_inbox_prefix(args.nats_inbox_prefix.clone());
+    let (refusals, mut refused) = tokio::sync::watch::channel(None);
+    let mut options = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(args.nats_inbox_prefix.clone())
+        .event_callback(move |event| {
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = &event
+                && text.contains("Permissions Violation")
+            {
+                refusals.send_replace(Some(text.clone()));
+            }
+            async {}
+        });
     if let (Some(user), Some(password)) = (args.nats_user.clone(), args.nats_password.clone()) {
         options = options.user_and_password(user, password);
     }
+    let outcome = tokio::select! {
+        outcome = consume(options, &args) => outcome,
+        Ok(text) = refused.wait_for(Option::is_some) => {
+            Err(format!("nats-server refused this user: {}", text.as_deref().unwrap_or("")).into())
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("consume_customer_events: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn consume(
+    options: async_nats::ConnectOptions,
+    args: &Args,
+) -> Result<(), async_nats::Error> {
     let client = options.connect(&args.nats_url).await?;
     let stream = jetstream::new(client).get_stream(&args.stream).await?;
-    let deliver_policy = match (args.from_sequence, &args.from_time) {
+    let deliver_policy = match (args.from_sequence, args.from_time) {
         (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence },
-        (None, Some(time)) => DeliverPolicy::ByStartTime {
-            start_time: time::OffsetDateTime::parse(
-                time,
-                &time::format_description::well_known::Rfc3339,
-            )?,
-        },
+        (None, Some(start_time)) => DeliverPolicy::ByStartTime { start_time },
         (None, None) => DeliverPolicy::All,
     };
     let consumer = stream

@@ -846,6 +846,28 @@ impl ServiceProcess {
     }
 }
 
+/// Runs the workspace binary `name` with `args` until it exits on its own (within
+/// [`PATIENCE`]), logging warnings and errors only: its exit code and what it wrote to
+/// stderr. For starts that must fail, and for commands.
+pub async fn run_to_exit(name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(workspace_binary(name))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} {args:?} did not exit within {PATIENCE:?}"))
+    .expect("run the binary");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Writes a measurement line to stderr past the test harness's capture, so that figures
 /// (acknowledged/lost counts, recovery times) appear in the test command's output.
 pub fn report(line: &str) {

@@ -1,7 +1,9 @@
 //! Single-node backups: `customers-worker backup`, run while creates go on, has the worker
-//! write a consistent snapshot; `customers-worker restore` loads it into a new data directory,
-//! where a worker then serves every customer the snapshot holds, keeps emails unique and goes
-//! on creating. A snapshot is never loaded into a directory in use, nor loaded in part.
+//! write a consistent snapshot into its `--backup-dir`; `customers-worker restore` loads it
+//! into a new data directory, where a worker then serves every customer the snapshot holds,
+//! keeps emails unique and goes on creating. A snapshot is never loaded into a directory in
+//! use, nor loaded in part. The admin listener writes nowhere but the backup directory, by a
+//! file name, never over a file, and only with its token when it has one.
 
 use std::collections::HashMap;
 
@@ -9,8 +11,8 @@ use customers_shared::CustomerId;
 use customers_shared::wire::protocol::headers;
 use customers_tests::ledger::Load;
 use customers_tests::{
-    NatsServer, TestIngress, customer_with_email, free_port, nats_header, start_worker_process,
-    workspace_binary,
+    HttpClient, NatsServer, TestIngress, customer_with_email, free_port, nats_header,
+    start_worker_process, workspace_binary,
 };
 use customers_worker::store::Store;
 
@@ -38,24 +40,41 @@ async fn an_online_backup_restores_into_a_working_database() {
     let url = nats.url();
     let data_dir = tempfile::tempdir().unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
-    let worker = start_worker_process(&url, data_dir.path(), &["--admin-listen", &admin]).await;
+    let backups = tempfile::tempdir().unwrap();
+    // Made by the worker, and again when removed while it runs.
+    let backup_dir = backups.path().join("nightly");
+    let backup_arg = backup_dir.to_str().unwrap();
+    let worker = start_worker_process(
+        &url,
+        data_dir.path(),
+        &["--admin-listen", &admin, "--backup-dir", backup_arg],
+    )
+    .await;
+    std::fs::remove_dir(&backup_dir).unwrap();
     let ingress = TestIngress::start(&url).await;
     let load = Load::start(&ingress.http(), 8, "backup");
     load.wait_for_acknowledged(300).await;
     let acknowledged_before = load.acknowledged();
 
-    let backups = tempfile::tempdir().unwrap();
-    let file = backups.path().join("customers.snap");
-    let file_arg = file.to_str().unwrap();
     let admin_url = format!("http://{admin}");
-    let backup = worker_command(&["backup", "--admin-url", &admin_url, "--out", file_arg]).await;
-    assert!(backup.status.success(), "{backup:?}");
-    let summary: serde_json::Value = serde_json::from_slice(&backup.stdout).unwrap();
+    let backup = [
+        "backup",
+        "--admin-url",
+        &admin_url,
+        "--name",
+        "customers.snap",
+    ];
+    let written = worker_command(&backup).await;
+    assert!(written.status.success(), "{written:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&written.stdout).unwrap();
     assert!(summary["entries"].as_u64().unwrap() > 0, "{summary}");
-    let again = worker_command(&["backup", "--admin-url", &admin_url, "--out", file_arg]).await;
+    let file = backup_dir.join("customers.snap");
+    assert_eq!(summary["path"], file.to_str().unwrap());
+    let file_arg = file.to_str().unwrap();
+    let again = worker_command(&backup).await;
     assert!(
-        !again.status.success(),
-        "an existing file is never overwritten"
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("409"),
+        "an existing file is never overwritten: {again:?}"
     );
     // Creates went on during the backup and after it.
     load.wait_for_acknowledged(load.acknowledged() + 100).await;
@@ -155,4 +174,108 @@ async fn an_online_backup_restores_into_a_working_database() {
     .await;
     assert!(!refused.status.success());
     assert!(!target.exists());
+}
+
+/// `POST /backup` names a file in the backup directory, nothing else: paths are refused
+/// whatever they point at; without `--backup-dir` backups are off; with a token, only a
+/// request that presents it gets one.
+#[tokio::test]
+async fn the_admin_listener_writes_only_into_the_backup_directory() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_without = format!("127.0.0.1:{}", free_port());
+    let data_without = dir.path().join("without");
+    let without = start_worker_process(
+        &url,
+        &data_without,
+        &["--admin-listen", &admin_without, "--events", "off"],
+    )
+    .await;
+    let off = HttpClient::new(admin_without.parse().unwrap());
+    let refused = off.send(backup_request(&off, "any.snap", None)).await;
+    assert_eq!(refused.status, 403, "backups are off without --backup-dir");
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("--backup-dir"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(without.terminate().await.code(), Some(0));
+
+    let backup_dir = dir.path().join("backups");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "0123456789abcdef-admin-token\n").unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let worker = start_worker_process(
+        &url,
+        &dir.path().join("data"),
+        &[
+            "--admin-listen",
+            &admin,
+            "--backup-dir",
+            backup_dir.to_str().unwrap(),
+            "--admin-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let client = HttpClient::new(admin.parse().unwrap());
+    let token = Some("0123456789abcdef-admin-token");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    for (description, name, presented, status) in [
+        ("no token", "a.snap", None, 401),
+        ("a wrong token", "a.snap", Some("not-the-admin-token"), 401),
+        ("an absolute path", victim.to_str().unwrap(), token, 400),
+        ("a path up and out", "../victim", token, 400),
+        ("a path into a subdirectory", "sub/a.snap", token, 400),
+        ("a hidden name", ".a.snap", token, 400),
+        ("an empty name", "", token, 400),
+        ("a name, with the token", "a.snap", token, 200),
+        ("the same name again", "a.snap", token, 409),
+    ] {
+        let response = client.send(backup_request(&client, name, presented)).await;
+        assert_eq!(
+            response.status, status,
+            "{description}: {:?}",
+            response.body
+        );
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let mut written: Vec<String> = std::fs::read_dir(&backup_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["a.snap"], "one backup, no partial file left");
+    // The command sends the token from its file.
+    let output = worker_command(&[
+        "backup",
+        "--admin-url",
+        &format!("http://{admin}"),
+        "--name",
+        "b.snap",
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(worker.terminate().await.code(), Some(0));
+}
+
+/// `POST /backup` with `name` as the body, and `Authorization: Bearer {token}` when given.
+fn backup_request(
+    client: &HttpClient,
+    name: &str,
+    token: Option<&str>,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut request = client.request("POST", "/backup");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            name.to_owned(),
+        )))
+        .unwrap()
 }

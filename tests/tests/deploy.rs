@@ -117,6 +117,31 @@ fn systemd_accepts_the_units() {
     }
 }
 
+/// Each unit sets the reply prefix its role's NATS user is granted, and says which user and
+/// password the secure configuration needs.
+#[test]
+fn the_units_carry_their_roles_nats_settings() {
+    let grants = read("nats-authorization.conf");
+    for (binary, user) in [
+        ("customers-worker", "customers-worker"),
+        ("customers-ingress", "customers-ingress"),
+    ] {
+        let unit = read(&format!("systemd/{binary}.service"));
+        let prefix = unit
+            .lines()
+            .find_map(|line| line.strip_prefix("Environment=NATS_INBOX_PREFIX="))
+            .unwrap_or_else(|| panic!("{binary}.service sets NATS_INBOX_PREFIX"));
+        assert!(
+            grants.contains(&format!("\"{prefix}.>\"")),
+            "{binary}: {prefix}.> is granted in nats-authorization.conf"
+        );
+        assert!(
+            unit.contains(&format!("NATS_USER={user}")) && unit.contains("NATS_PASSWORD="),
+            "{binary}.service names its NATS user and password"
+        );
+    }
+}
+
 #[test]
 fn compose_services_match_the_binaries() {
     let docs = yaml("docker-compose.yml");
@@ -269,4 +294,127 @@ fn kubernetes_manifest_matches_the_binaries(file: &str) -> Vec<Yaml> {
         Some("customers-ingress-keys")
     );
     docs
+}
+
+/// `scripts/run-local` with a stand-in for `cargo` that "builds" into `CARGO_TARGET_DIR` by
+/// linking this build's binaries there and reports that directory as `cargo metadata` does:
+/// the script must run the binaries from where cargo put them. Every port and path is a test
+/// one; the NATS server is the test's.
+struct RunLocal {
+    nats: customers_tests::NatsServer,
+    dir: tempfile::TempDir,
+    listen: String,
+    admin: String,
+}
+
+impl RunLocal {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stub = dir.path().join("bin");
+        std::fs::create_dir(&stub).unwrap();
+        let cargo = stub.join("cargo");
+        std::fs::write(
+            &cargo,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n  build) mkdir -p \"$CARGO_TARGET_DIR/release\" && ln -sf {} {} \"$CARGO_TARGET_DIR/release/\" ;;\n  metadata) printf '{{\"packages\":[],\"target_directory\":\"%s\",\"version\":1}}\\n' \"$CARGO_TARGET_DIR\" ;;\n  *) exit 1 ;;\nesac\n",
+                workspace_binary("customers-worker").display(),
+                workspace_binary("customers-ingress").display(),
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self {
+            nats: customers_tests::NatsServer::start(),
+            dir,
+            listen: format!("127.0.0.1:{}", customers_tests::free_port()),
+            admin: format!("127.0.0.1:{}", customers_tests::free_port()),
+        }
+    }
+
+    fn spawn(&self) -> tokio::process::Child {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        tokio::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/run-local"),
+        )
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", self.dir.path().join("target"))
+        .env("NATS_PORT", self.nats.port().to_string())
+        .env("CUSTOMERS_LISTEN", &self.listen)
+        .env("CUSTOMERS_ADMIN_LISTEN", &self.admin)
+        .env("CUSTOMERS_DATA_DIR", self.dir.path().join("data"))
+        .env("CUSTOMERS_LOCAL_DIR", self.dir.path().join("local"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn run_local_says_ready_only_once_the_stack_answers() {
+    use tokio::io::AsyncBufReadExt;
+    let run = RunLocal::new();
+    let mut script = run.spawn();
+    let mut lines = tokio::io::BufReader::new(script.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(customers_tests::PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("run-local: ready:") {
+                return line;
+            }
+        }
+        panic!("run-local ended without saying it is ready");
+    })
+    .await
+    .expect("the stack comes up");
+    let http = customers_tests::HttpClient::new(run.listen.parse().unwrap());
+    assert_eq!(http.get("/readyz").await.status, 200, "{ready}");
+    let key = std::fs::read_to_string(run.dir.path().join("local/api-key")).unwrap();
+    assert!(
+        key.trim().starts_with("ck_test_"),
+        "a key was minted: {key:?}"
+    );
+    let created = http
+        .with_api_key(key.trim())
+        .create(&customers_tests::customer_with_email("local@example.com"))
+        .await;
+    assert_eq!(created.status, 201);
+    // The worker's admin listener is on, so the README's backup command works against it.
+    let admin = customers_tests::HttpClient::new(run.admin.parse().unwrap());
+    assert_eq!(admin.get("/metrics").await.status, 200);
+    let backup = Command::new(workspace_binary("customers-worker"))
+        .args(["backup", "--admin-url", &format!("http://{}", run.admin)])
+        .output()
+        .unwrap();
+    assert!(backup.status.success(), "{backup:?}");
+    let pid = script.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::timeout(customers_tests::PATIENCE, script.wait())
+        .await
+        .expect("run-local stops its stack and exits")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn run_local_fails_without_saying_ready_when_a_port_is_taken() {
+    let run = RunLocal::new();
+    let _taken = std::net::TcpListener::bind(&run.listen).unwrap();
+    let output = tokio::time::timeout(customers_tests::PATIENCE, run.spawn().wait_with_output())
+        .await
+        .expect("run-local gives up")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(!stdout.contains("run-local: ready"), "{stdout}");
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains("exited before it was ready"),
+        "{stderr}"
+    );
 }

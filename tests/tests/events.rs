@@ -457,6 +457,19 @@ async fn the_example_consumer_reads_with_a_durable_consumer_resumes_and_replays(
         let id = &ids[sequence - 1];
         format!("{sequence} customer.created:{id} {id}")
     };
+    // A start that is not a time says what it wants.
+    let not_a_time =
+        tokio::process::Command::new(workspace_binary("examples/consume_customer_events"))
+            .args(["--from-time", "yesterday"])
+            .output()
+            .await
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&not_a_time.stderr);
+    assert!(!not_a_time.status.success());
+    assert!(
+        stderr.contains("invalid value 'yesterday' for '--from-time <FROM_TIME>': expected an RFC 3339 time such as 2026-11-29T00:00:00Z"),
+        "{stderr}"
+    );
     let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
 
     assert_eq!(

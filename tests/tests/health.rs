@@ -42,12 +42,12 @@ async fn readiness_follows_the_worker_and_the_broker() {
 }
 
 #[tokio::test]
-async fn health_endpoints_take_get_only() {
+async fn health_endpoints_take_get_and_head_only() {
     let app = spawn_app().await;
     for path in ["/healthz", "/readyz"] {
         let response = app.http.without_body("POST", path).await;
         assert_eq!(response.status, 405, "{path}");
-        assert_eq!(response.header("allow"), Some("GET"), "{path}");
+        assert_eq!(response.header("allow"), Some("GET, HEAD"), "{path}");
     }
 }
 

@@ -29,17 +29,97 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
     }
     let one_customer = "/api/v1/customers/cus_01h3vjs3b16yc3f9q8q9pfrb80";
     for (method, path, allow) in [
-        ("PUT", "/api/v1/customers", "GET, POST"),
-        ("DELETE", "/api/v1/customers", "GET, POST"),
-        ("PATCH", "/api/v1/customers", "GET, POST"),
-        ("POST", one_customer, "GET"),
-        ("PUT", one_customer, "GET"),
-        ("DELETE", one_customer, "GET"),
+        ("PUT", "/api/v1/customers", "GET, HEAD, POST"),
+        ("DELETE", "/api/v1/customers", "GET, HEAD, POST"),
+        ("PATCH", "/api/v1/customers", "GET, HEAD, POST"),
+        ("POST", one_customer, "GET, HEAD"),
+        ("PUT", one_customer, "GET, HEAD"),
+        ("DELETE", one_customer, "GET, HEAD"),
     ] {
         let response = app.http.without_body(method, path).await;
         assert_eq!(response.status, 405, "{method} {path}");
         assert_eq!(response.header("allow"), Some(allow), "{method} {path}");
         assert_eq!(response.json()["code"], "method_not_allowed");
+    }
+}
+
+/// RFC 9110 §9.3.2: a resource that answers GET answers HEAD, with the same status and
+/// headers and no body.
+#[tokio::test]
+async fn head_is_answered_wherever_get_is() {
+    let app = spawn_app().await;
+    let created = app
+        .http
+        .create(&customer_with_email("head@example.com"))
+        .await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    for path in [
+        "/healthz".to_owned(),
+        "/readyz".to_owned(),
+        "/metrics".to_owned(),
+        "/api/v1/openapi.json".to_owned(),
+        "/api/v1/asyncapi.json".to_owned(),
+        "/api/v1/customers".to_owned(),
+        format!("/api/v1/customers/{id}"),
+    ] {
+        let get = app.http.get(&path).await;
+        let head = app.http.without_body("HEAD", &path).await;
+        assert_eq!((head.status, get.status), (200, 200), "{path}");
+        assert!(head.body.is_empty(), "{path}: no body");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "{path}"
+        );
+        if !path.starts_with("/metrics") {
+            assert_eq!(
+                head.header("content-length"),
+                Some(get.body.len().to_string().as_str()),
+                "{path}"
+            );
+        }
+    }
+    let unknown = app
+        .http
+        .without_body("HEAD", "/api/v1/customers/cus_01h3vjs3b16yc3f9q8q9pfrb80")
+        .await;
+    assert_eq!(unknown.status, 404);
+}
+
+/// RFC 9112 §6.1: only `chunked` is implemented; a body in another transfer coding is refused
+/// (501) rather than read as something it is not, and the connection is closed.
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_501() {
+    let app = spawn_app().await;
+    let key = app.ingress.api_key.clone().unwrap();
+    let body = customer_with_email("te@example.com");
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    for (coding, expected) in [
+        ("chunked", "HTTP/1.1 201"),
+        ("gzip, chunked", "HTTP/1.1 501"),
+        ("deflate, chunked", "HTTP/1.1 501"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(app.ingress.addr)
+            .await
+            .unwrap();
+        let request = format!(
+            "POST /api/v1/customers HTTP/1.1\r\nhost: te\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ntransfer-encoding: {coding}\r\n\r\n{chunked}"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        if expected.ends_with("201") {
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).await.unwrap();
+            assert_eq!(&head, expected.as_bytes(), "{coding}");
+            continue;
+        }
+        let mut received = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received))
+            .await
+            .expect("the connection is closed after the refusal")
+            .unwrap();
+        let received = String::from_utf8_lossy(&received);
+        assert!(received.starts_with(expected), "{coding}: {received}");
+        assert!(received.contains("not_implemented"), "{coding}: {received}");
     }
 }
 

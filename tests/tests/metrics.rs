@@ -64,7 +64,21 @@ async fn the_worker_admin_listener_serves_metrics_and_probes() {
 
     for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nowhere", 404)] {
         assert_eq!(admin.get(path).await.status, status, "{path}");
+        assert_eq!(
+            admin.without_body("HEAD", path).await.status,
+            status,
+            "HEAD {path}"
+        );
     }
+    // JSON, like the ingress's probes.
+    assert_eq!(
+        admin.get("/readyz").await.json(),
+        serde_json::json!({"status": "ready"})
+    );
+    assert_eq!(
+        admin.get("/healthz").await.json(),
+        serde_json::json!({"status": "ok"})
+    );
     let metrics = admin.get("/metrics").await;
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8(metrics.body.to_vec()).expect("UTF-8");
@@ -103,5 +117,98 @@ async fn the_worker_admin_listener_serves_metrics_and_probes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let not_ready = admin.get("/readyz").await.json();
+    assert_eq!(not_ready["code"], "service_unavailable");
+    assert_eq!(
+        not_ready["detail"],
+        "not connected to NATS; retry after 1 s"
+    );
     assert_eq!(admin.get("/healthz").await.status, 200);
+}
+
+/// The metric names in the README table that follows `heading` (the table's first column).
+fn documented_metrics(heading: &str) -> Vec<(String, bool)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let table = readme
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("the README has {heading:?}"))
+        .1;
+    table
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|line| {
+            let name = line
+                .split('|')
+                .nth(1)?
+                .trim()
+                .strip_prefix('`')?
+                .strip_suffix('`')?;
+            let replicated_only = line.contains("replicated mode:");
+            Some((name.to_owned(), replicated_only))
+        })
+        .collect()
+}
+
+/// Whether `text` (OpenMetrics) has a sample of the metric `name` (counters end in `_total`,
+/// histograms in `_bucket`/`_count`/`_sum`).
+fn has_sample(text: &str, name: &str) -> bool {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .any(|line| {
+            line.strip_prefix(name).is_some_and(|rest| {
+                rest.starts_with(' ') || rest.starts_with('{') || rest.starts_with("_total")
+            }) || line.starts_with(&format!("{name}_bucket"))
+        })
+}
+
+/// Every metric the README documents is there from the start, at zero where nothing happened
+/// yet: a rate or an alert on it works before its first event. The README's tables and the
+/// metrics served are the same list.
+#[tokio::test]
+async fn every_documented_metric_is_served_from_the_start() {
+    let app = spawn_app().await;
+    let ingress_metrics = String::from_utf8(app.http.get("/metrics").await.body.to_vec()).unwrap();
+    let mut app = app;
+    app.stop_worker().await;
+    let mut config = customers_worker::Config::new(app.nats.url(), app.data_dir.path());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let worker = TestWorker::start_with(config).await;
+    let admin = HttpClient::new(worker.admin_addr.expect("admin listener"));
+    let worker_metrics = String::from_utf8(admin.get("/metrics").await.body.to_vec()).unwrap();
+    let ingress_documented = documented_metrics("The ingress serves Prometheus metrics");
+    let worker_documented = documented_metrics("The worker serves its own");
+    assert!(ingress_documented.len() >= 8 && worker_documented.len() >= 20);
+    for (text, documented) in [
+        (&ingress_metrics, &ingress_documented),
+        (&worker_metrics, &worker_documented),
+    ] {
+        for (name, replicated_only) in documented {
+            if !replicated_only {
+                assert!(has_sample(text, name), "{name} is not served:\n{text}");
+            }
+        }
+        for line in text.lines().filter_map(|line| line.strip_prefix("# TYPE ")) {
+            let family = line.split(' ').next().unwrap();
+            assert!(
+                documented.iter().any(|(name, _)| name.starts_with(family)),
+                "{family} is served but not in the README"
+            );
+        }
+    }
+    for operation in [
+        "create", "get", "list", "healthz", "readyz", "metrics", "openapi", "asyncapi",
+    ] {
+        assert!(
+            ingress_metrics.contains(&format!("operation=\"{operation}\"")),
+            "{operation}"
+        );
+    }
+    assert!(
+        ingress_documented
+            .iter()
+            .any(|(name, _)| name == "customers_ingress_http_requests_total")
+    );
+    app.worker = Some(worker);
 }

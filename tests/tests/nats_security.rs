@@ -329,6 +329,157 @@ async fn each_nats_role_may_do_only_its_job() {
     assert!(refused.is_err());
 }
 
+/// Options for the deployed server's `user`, with `inbox` as the reply-subject prefix.
+fn as_user(url: &str, user: &str, password: &str, inbox: &str) -> NatsOptions {
+    let mut nats = NatsOptions::new(url);
+    nats.user = Some(user.to_owned());
+    nats.password = Some(password.to_owned());
+    nats.inbox_prefix = inbox.to_owned();
+    nats
+}
+
+/// A permission nats-server refuses is named where the operator looks: a start that needs
+/// it fails with the server's words (a refused inbox or ping for the ingress, a refused inbox
+/// for the worker) instead of carrying on deaf; a refused publish met later is a fast 503
+/// and the ingress's readiness says so (its grants, not the worker, are at fault); and the
+/// example consumer given another role's durable name stops with the refusal instead of
+/// hanging.
+#[tokio::test]
+async fn a_refused_permission_is_named_instead_of_silence() {
+    let server = deployed_server();
+    let url = server.url();
+    let default_inbox = |user: &str, password: &str| as_user(&url, user, password, "_INBOX");
+
+    let mut ingress_config = customers_ingress::Config::new(&url);
+    ingress_config.auth = customers_ingress::config::AuthMode::None;
+    ingress_config.nats = default_inbox("customers-ingress", "ingress-secret");
+    let error = customers_ingress::Ingress::connect(&ingress_config)
+        .await
+        .err()
+        .expect("an ingress that may not read its replies does not start")
+        .to_string();
+    assert!(
+        error.contains("Permissions Violation for Subscription to") && error.contains("_INBOX."),
+        "{error}"
+    );
+    ingress_config.nats = as_user(&url, "reporting", "reporting-secret", "_INBOX_reporting");
+    let error = customers_ingress::Ingress::connect(&ingress_config)
+        .await
+        .err()
+        .expect("an ingress that may not ping the worker does not start")
+        .to_string();
+    assert!(
+        error.contains("Publish to \"$SRV.PING.customers\""),
+        "{error}"
+    );
+
+    let started = std::time::Instant::now();
+    let error = refusal(default_inbox("customers-worker", "worker-secret")).await;
+    assert!(
+        error.contains("Permissions Violation for Subscription to") && error.contains("_INBOX."),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "at once: {:?}",
+        started.elapsed()
+    );
+
+    // A worker on its own grants makes the events stream the example reads.
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut worker_config = customers_worker::Config::new(&url, data_dir.path());
+    worker_config.nats = as_user(
+        &url,
+        "customers-worker",
+        "worker-secret",
+        "_INBOX_customers_worker",
+    );
+    let _worker = TestWorker::start_with(worker_config).await;
+    let examples = customers_tests::workspace_binary("examples/consume_customer_events");
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(examples)
+            .args([
+                "--nats-url",
+                &url,
+                "--nats-user",
+                "billing",
+                "--nats-password",
+            ])
+            .args(["billing-secret", "--nats-inbox-prefix", "_INBOX_billing"])
+            .args(["--durable", "reporting", "--max-events", "1"])
+            .output(),
+    )
+    .await
+    .expect("the example stops instead of hanging")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("nats-server refused this user")
+            && stderr.contains("CUSTOMERS_EVENTS.reporting"),
+        "{stderr}"
+    );
+}
+
+/// An ingress whose NATS user may ping and read but not create: its creates are a fast 503
+/// naming the refused publish, and its readiness says its own grants are at fault.
+#[tokio::test]
+async fn a_refused_publish_is_a_fast_503_and_readiness_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "narrow.conf",
+        r#"authorization {
+  users: [
+    {user: worker, password: worker-secret}
+    {user: narrow, password: narrow-secret, permissions: {
+      publish: ["customers.v1.get", "customers.v1.list", "$SRV.PING.customers"]
+      subscribe: ["_INBOX_narrow.>"]
+    }}
+  ]
+}
+"#,
+    );
+    let server = NatsServer::start_with_config(&config);
+    let url = server.url();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut worker_config = customers_worker::Config::new(&url, data_dir.path());
+    worker_config.nats = as_user(&url, "worker", "worker-secret", "_INBOX");
+    let _worker = TestWorker::start_with(worker_config).await;
+    let mut ingress_config = customers_ingress::Config::new(&url);
+    ingress_config.nats = as_user(&url, "narrow", "narrow-secret", "_INBOX_narrow");
+    let ingress = TestIngress::start_with(ingress_config).await;
+    let http = ingress.http();
+    assert_eq!(http.get("/readyz").await.status, 200, "it may ping");
+    assert_eq!(http.get("/api/v1/customers").await.status, 200, "and list");
+    let started = std::time::Instant::now();
+    let created = http
+        .create(&customer_with_email("narrow@example.com"))
+        .await;
+    assert_eq!(created.status, 503, "{:?}", created.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "at once, not after the 5 s timeout: {:?}",
+        started.elapsed()
+    );
+    let detail = created.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("Publish to \"customers.v1.create\""),
+        "{detail}"
+    );
+    let ready = http.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["detail"], detail.as_str());
+    // The refusal stays fresh while attempts repeat it: the next create is refused at once.
+    assert_eq!(
+        http.create(&customer_with_email("narrow2@example.com"))
+            .await
+            .status,
+        503
+    );
+}
+
 /// A replicated worker on the worker role's grants, on the one-server deployment (one replica
 /// of the log, the lease and the snapshot bucket), storing a snapshot every 200 ms.
 async fn replicated_worker(url: &str, data_dir: &Path) -> TestWorker {

@@ -195,6 +195,11 @@ async fn bad_list_parameters_are_400_naming_the_parameter() {
         let problem = response.json();
         assert_eq!(problem["code"], "validation_failed", "{description}");
         assert_eq!(problem["errors"][0]["field"], field, "{description}");
+        // A list has no body: its problem's title must not say it has.
+        assert_eq!(
+            problem["title"], "The request has invalid fields",
+            "{description}"
+        );
     }
 }
 

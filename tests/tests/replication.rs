@@ -13,7 +13,7 @@ use customers_shared::wire::protocol::headers;
 use customers_tests::ledger::Load;
 use customers_tests::{
     HttpClient, KillMoments, NatsCluster, PATIENCE, ServiceProcess, TestIngress,
-    customer_with_email, free_port, nats_header, start_worker_process,
+    customer_with_email, free_port, nats_header, start_worker_process_with_failpoints,
 };
 use customers_worker::store::Store;
 
@@ -28,15 +28,22 @@ struct Instance {
     admin_port: u16,
     /// Flags beyond the replicated mode's own.
     flags: Vec<String>,
+    /// `FAILPOINTS` of its process.
+    failpoints: &'static str,
 }
 
 impl Instance {
     async fn start(urls: &str, flags: &[&str]) -> Self {
+        Self::start_with_failpoints(urls, flags, "").await
+    }
+
+    async fn start_with_failpoints(urls: &str, flags: &[&str], failpoints: &'static str) -> Self {
         let mut instance = Self {
             process: None,
             data_dir: tempfile::tempdir().unwrap(),
             admin_port: free_port(),
             flags: flags.iter().map(|flag| (*flag).to_owned()).collect(),
+            failpoints,
         };
         instance.restart(urls).await;
         instance
@@ -55,7 +62,15 @@ impl Instance {
             &admin,
         ];
         args.extend(self.flags.iter().map(String::as_str));
-        self.process = Some(start_worker_process(urls, self.data_dir.path(), &args).await);
+        self.process = Some(
+            start_worker_process_with_failpoints(
+                urls,
+                self.data_dir.path(),
+                &args,
+                self.failpoints,
+            )
+            .await,
+        );
     }
 
     /// Whether its admin listener accepts connections (the process runs and is not paused
@@ -78,8 +93,8 @@ impl Instance {
         }
     }
 
-    /// `primary` or `standby` from the admin listener's readiness (none when it does not
-    /// answer at once: stopped, paused or not ready).
+    /// `primary` or `standby` from the admin listener's readiness (`{"status":"ready",
+    /// "role":…}`; none when it does not answer at once: stopped, paused or not ready).
     async fn role(&self) -> Option<String> {
         if !self.listening() {
             return None;
@@ -88,8 +103,8 @@ impl Instance {
         let ready = tokio::time::timeout(Duration::from_millis(300), admin.get("/readyz"))
             .await
             .ok()?;
-        let body = String::from_utf8_lossy(&ready.body).into_owned();
-        body.trim().strip_prefix("ready: ").map(str::to_owned)
+        let body: serde_json::Value = serde_json::from_slice(&ready.body).ok()?;
+        body["role"].as_str().map(str::to_owned)
     }
 
     async fn applied(&self) -> f64 {
@@ -325,23 +340,11 @@ async fn a_paused_primary_acknowledges_nothing_after_it_resumes() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let (cluster, urls, mut instances) = three_instances().await;
     let client = cluster.client().await;
+    // Until the server drops the paused instance's connection, the queue group may hand a
+    // create to it: that one goes unanswered, and the client tries again.
     let create = |email: String| {
         let client = client.clone();
-        async move {
-            // Until the server drops the paused instance's connection, the queue group may
-            // hand a create to it: that one goes unanswered, and the client tries again.
-            let reply = tokio::time::timeout(
-                Duration::from_millis(1000),
-                client.request("customers.v1.create", customer_with_email(&email).into()),
-            )
-            .await;
-            reply.ok().and_then(Result::ok).map(|reply| {
-                (
-                    nats_header(&reply, headers::SERVICE_ERROR_CODE).map(str::to_owned),
-                    nats_header(&reply, headers::CUSTOMER_ID).map(str::to_owned),
-                )
-            })
-        }
+        async move { create_within_a_second(&client, &email).await }
     };
     for n in 0..20 {
         create(format!("before{n}@pause.example.com")).await;
@@ -377,16 +380,67 @@ async fn a_paused_primary_acknowledges_nothing_after_it_resumes() {
     })
     .await
     .expect("the new primary commits");
+    // Reads of the customer the successor acknowledged, sent while the old primary is still
+    // paused: the queue group hands some of them to it. Whoever answers, none may miss it.
+    let mut reads = tokio::task::JoinSet::new();
+    for n in 0..60 {
+        let (client, id) = (client.clone(), taken.clone());
+        reads.spawn(async move {
+            let (subject, payload) = if n % 2 == 0 {
+                ("customers.v1.get", id.clone())
+            } else {
+                (
+                    "customers.v1.list",
+                    r#"{"email":"after@pause.example.com"}"#.to_owned(),
+                )
+            };
+            // A read the fenced instance took but never answered (it exits) ends here.
+            let reply = tokio::time::timeout(
+                Duration::from_secs(3),
+                client.request(subject, payload.into()),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            let status = nats_header(&reply, headers::SERVICE_ERROR_CODE).map(str::to_owned);
+            let found = status.is_none()
+                && (subject == "customers.v1.get"
+                    || String::from_utf8_lossy(&reply.payload).contains(&id));
+            Some((subject, status, found))
+        });
+    }
+    // Let the reads reach the servers (and the paused instance's connection) first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     instances[paused]
         .process
         .as_ref()
         .unwrap()
         .send_signal("CONT");
+    let resumed_at = Instant::now();
     let (status, log) = instances[paused].process.take().unwrap().exited().await;
+    let exit_after = resumed_at.elapsed();
     assert_eq!(
         status.code(),
         Some(75),
         "fail-stop after losing the lease: {log:#?}"
+    );
+    let (mut found, mut refused, mut unanswered) = (0, 0, 0);
+    while let Some(read) = reads.join_next().await {
+        match read.unwrap() {
+            Some((_, None, true)) => found += 1,
+            Some((_, Some(status), _)) if status == "503" => refused += 1,
+            None => unanswered += 1,
+            Some((subject, status, _)) => {
+                panic!("a read missed an acknowledged customer: {subject} answered {status:?}")
+            }
+        }
+    }
+    customers_tests::report(&format!(
+        "paused primary: reads of a customer its successor acknowledged: {found} found, {refused} answered 503, {unanswered} unanswered, none missed it; it exited {exit_after:?} after it resumed"
+    ));
+    assert!(
+        exit_after < Duration::from_secs(5),
+        "the fenced primary exits promptly: {exit_after:?}"
     );
     let mut acknowledged = HashMap::new();
     while let Some(outcome) = waiting.join_next().await {
@@ -403,6 +457,136 @@ async fn a_paused_primary_acknowledges_nothing_after_it_resumes() {
         acknowledged.len()
     ));
     instances[paused].restart(&urls).await;
+    let newest = instances[successor].applied().await;
+    all_applied(&instances, newest).await;
+    assert_copies_of_one_log(&mut instances).await;
+}
+
+/// A create that is answered within a second, or `None`: the paused instance may hold it.
+async fn create_within_a_second(
+    client: &async_nats::Client,
+    email: &str,
+) -> Option<(Option<String>, Option<String>)> {
+    let reply = tokio::time::timeout(
+        Duration::from_millis(1000),
+        client.request("customers.v1.create", customer_with_email(email).into()),
+    )
+    .await;
+    reply.ok().and_then(Result::ok).map(|reply| {
+        (
+            nats_header(&reply, headers::SERVICE_ERROR_CODE).map(str::to_owned),
+            nats_header(&reply, headers::CUSTOMER_ID).map(str::to_owned),
+        )
+    })
+}
+
+/// A primary paused past its lease that has not yet noticed the loss (the failpoint
+/// `lease-loss-unnoticed` keeps its renewal from telling it) goes on taking reads when it
+/// resumes. It answers none of them from its stale database: reads of a customer its
+/// successor acknowledged meanwhile are answered 503 by it, and found by the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_primary_serves_no_stale_read() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = NatsCluster::start().await;
+    let urls = cluster.urls();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(
+            // Events off: the relay's own groups would fence the instance at once.
+            Instance::start_with_failpoints(
+                &urls,
+                &["--events", "off"],
+                "lease-loss-unnoticed=return",
+            )
+            .await,
+        );
+    }
+    let client = cluster.client().await;
+    create_customers(&client, "fenced.example.com", 0..5).await;
+    let fenced = primary(&instances).await;
+    let process = instances[fenced].process.as_ref().unwrap();
+    process.send_signal("STOP");
+    tokio::time::timeout(PATIENCE, async {
+        while primary(&instances).await == fenced {}
+    })
+    .await
+    .expect("a standby takes over");
+    // With a deadline: a create the paused instance holds is dropped unread when it resumes,
+    // rather than fencing it at once (which would end the test's point).
+    let late = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let mut request_headers = async_nats::HeaderMap::new();
+            let deadline = std::time::SystemTime::now() + Duration::from_millis(900);
+            let deadline_ms = deadline
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            request_headers.insert(headers::DEADLINE, deadline_ms.to_string().as_str());
+            let reply = tokio::time::timeout(
+                Duration::from_millis(1000),
+                client.request_with_headers(
+                    "customers.v1.create",
+                    request_headers,
+                    customer_with_email("late@fenced.example.com").into(),
+                ),
+            )
+            .await;
+            if let Ok(Ok(reply)) = reply
+                && let Some(id) = nats_header(&reply, headers::CUSTOMER_ID)
+            {
+                return id.to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the successor acknowledges a create");
+    process.send_signal("CONT");
+    let mut answers: HashMap<String, usize> = HashMap::new();
+    for n in 0..60 {
+        let (subject, payload) = if n % 2 == 0 {
+            ("customers.v1.get", late.clone())
+        } else {
+            (
+                "customers.v1.list",
+                r#"{"email":"late@fenced.example.com"}"#.to_owned(),
+            )
+        };
+        let reply = client.request(subject, payload.into()).await.unwrap();
+        let answer = match nats_header(&reply, headers::SERVICE_ERROR_CODE) {
+            Some(status) => status.to_owned(),
+            None if subject == "customers.v1.get"
+                || String::from_utf8_lossy(&reply.payload).contains(&late) =>
+            {
+                "found".to_owned()
+            }
+            None => "an empty page".to_owned(),
+        };
+        *answers.entry(format!("{subject}: {answer}")).or_default() += 1;
+    }
+    customers_tests::report(&format!(
+        "reads while a fenced primary that has not noticed takes its share: {answers:?}"
+    ));
+    for answer in answers.keys() {
+        assert!(
+            answer.ends_with("found") || answer.ends_with("503"),
+            "a read missed an acknowledged customer: {answers:?}"
+        );
+    }
+    let mut refused_by_fenced = 0.0;
+    for operation in ["get", "list"] {
+        refused_by_fenced += instances[fenced]
+            .metric(&format!(
+                r#"customers_worker_replies_total{{operation="{operation}",status="503"}}"#
+            ))
+            .await;
+    }
+    assert!(
+        refused_by_fenced > 0.0,
+        "the fenced primary took some of the reads and refused them: {answers:?}"
+    );
+    instances[fenced].process.take().unwrap().kill().await;
+    instances[fenced].restart(&urls).await;
+    let successor = primary(&instances).await;
     let newest = instances[successor].applied().await;
     all_applied(&instances, newest).await;
     assert_copies_of_one_log(&mut instances).await;
@@ -555,5 +739,38 @@ async fn standbys_behind_the_trimmed_log_start_from_the_snapshot() {
     assert_eq!(
         assert_copies_of_one_log(&mut instances).await,
         created as usize
+    );
+}
+
+/// Replicated mode keeps three copies of the log: a single nats-server cannot, and the worker
+/// says so at once instead of retrying as if a cluster were still electing its leader.
+#[tokio::test]
+async fn replicated_mode_on_a_single_server_is_refused_at_once() {
+    let nats = customers_tests::NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (code, stderr) = customers_tests::run_to_exit(
+        "customers-worker",
+        &[
+            "--nats-url",
+            &nats.url(),
+            "--data-dir",
+            data_dir.path().to_str().unwrap(),
+            "--replication",
+            "jetstream",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("--replication-replicas 3 keeps a copy on each of 3 NATS nodes")
+            && stderr.contains("is not part of a cluster"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after retries: {:?}",
+        started.elapsed()
     );
 }

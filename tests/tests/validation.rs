@@ -574,7 +574,7 @@ async fn problem_detail_counts_the_errors() {
         .await
         .json();
     assert_eq!(one["detail"], "1 field is invalid");
-    assert_eq!(one["title"], "The request body has invalid fields");
+    assert_eq!(one["title"], "The request has invalid fields");
     assert_eq!(one["status"], 400);
     let two = app
         .http

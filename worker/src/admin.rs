@@ -1,19 +1,24 @@
 //! The worker's optional admin HTTP listener (`--admin-listen`): `GET /metrics` (Prometheus),
 //! `GET /healthz` (the process is up), `GET /readyz` (connected to NATS, so the service's
-//! endpoints can receive requests, and not stopping after a failure) and `POST /backup`
-//! (body: an absolute path on the worker's machine; writes a consistent snapshot there and
-//! answers its size as JSON; `customers-worker backup` calls it). Plain HTTP/1.1 for probes,
-//! scrapers and operators on a private address; it serves nothing of the customer API.
+//! endpoints can receive requests, and not stopping after a failure; JSON like the ingress's)
+//! and `POST /backup` (body: a file name; writes a consistent snapshot into `--backup-dir`
+//! and answers its size as JSON; `customers-worker backup` calls it). `HEAD` goes where `GET`
+//! does. Plain HTTP/1.1 for probes, scrapers and operators on the local host or a trusted
+//! network: only a backup can be made to need a token (`--admin-token-file`), since probes
+//! and scrapers should not need secrets; it serves nothing of the customer API.
 
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use customers_shared::ApiError;
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::committer::QueueProbe;
@@ -34,6 +39,75 @@ pub struct Admin {
     pub health: Health,
     /// Replicated mode: this instance's role (none for a single worker).
     pub role: tokio::sync::watch::Receiver<Option<crate::replication::Role>>,
+    /// Where backups may be written, and who may ask; none: backups are refused.
+    pub backups: Option<Arc<BackupPolicy>>,
+}
+
+/// The directory backups go to and, optionally, the token a backup request must present.
+pub struct BackupPolicy {
+    dir: PathBuf,
+    /// SHA-256 of the token: compared digest to digest, so the comparison's time says
+    /// nothing about the token.
+    token_digest: Option<[u8; 32]>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupPolicyError {
+    #[error("--backup-dir {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--admin-token-file {}: {reason}", path.display())]
+    Token { path: PathBuf, reason: String },
+}
+
+impl BackupPolicy {
+    /// The backup directory (created when missing) and the token in `token_file`.
+    pub fn new(dir: &Path, token_file: Option<&Path>) -> Result<Self, BackupPolicyError> {
+        std::fs::create_dir_all(dir).map_err(|source| BackupPolicyError::Dir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let dir = std::fs::canonicalize(dir).map_err(|source| BackupPolicyError::Dir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let token_digest = match token_file {
+            None => None,
+            Some(path) => Some(read_token(path)?),
+        };
+        Ok(Self { dir, token_digest })
+    }
+
+    /// Whether `authorization` carries the token (always, when none is required).
+    fn allows(&self, authorization: Option<&HeaderValue>) -> bool {
+        let Some(expected) = &self.token_digest else {
+            return true;
+        };
+        let presented = authorization
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| <[u8; 32]>::from(Sha256::digest(token.trim().as_bytes())));
+        presented.as_ref() == Some(expected)
+    }
+}
+
+/// The SHA-256 of the token in `path` (surrounding white space ignored; at least 16
+/// characters, so that it cannot be guessed).
+fn read_token(path: &Path) -> Result<[u8; 32], BackupPolicyError> {
+    let refused = |reason: String| BackupPolicyError::Token {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| refused(e.to_string()))?;
+    let token = text.trim();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refused(
+            "the token must be at least 16 visible ASCII characters".into(),
+        ));
+    }
+    Ok(Sha256::digest(token.as_bytes()).into())
 }
 
 /// Serves `listener` until the task is aborted (the worker stops it last, so probes and
@@ -67,27 +141,11 @@ pub async fn run(listener: TcpListener, admin: Admin) {
 impl Admin {
     async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
-        let allowed = match path {
-            "/metrics" | "/healthz" | "/readyz" => Method::GET,
-            "/backup" => Method::POST,
-            _ => return text(StatusCode::NOT_FOUND, "not found\n"),
-        };
-        if request.method() != allowed {
-            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            response.headers_mut().insert(
-                ALLOW,
-                HeaderValue::from_static(if allowed == Method::GET {
-                    "GET"
-                } else {
-                    "POST"
-                }),
-            );
-            return response;
-        }
-        if path == "/backup" {
-            return self.backup(request).await;
-        }
+        let method = request.method();
+        let reads = method == Method::GET || method == Method::HEAD;
         match path {
+            "/metrics" | "/healthz" | "/readyz" if !reads => not_allowed("GET, HEAD"),
+            "/backup" if method != Method::POST => not_allowed("POST"),
             "/metrics" => {
                 let mut response = Response::new(Full::new(Bytes::from(self.metrics.render(
                     self.store.upgrade().as_deref(),
@@ -100,48 +158,71 @@ impl Admin {
                 );
                 response
             }
-            "/readyz" if self.health.is_failed() => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stopping after a failure\n",
-            ),
-            "/readyz"
-                if self.client.connection_state() != async_nats::connection::State::Connected =>
-            {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not connected to NATS\n")
-            }
-            "/readyz" => match *self.role.borrow() {
-                Some(crate::replication::Role::Primary) => text(StatusCode::OK, "ready: primary\n"),
-                Some(crate::replication::Role::Standby) => text(StatusCode::OK, "ready: standby\n"),
-                None => text(StatusCode::OK, "ready\n"),
-            },
-            _ => text(StatusCode::OK, "ok\n"),
+            "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+            "/readyz" => self.readiness(),
+            "/backup" => self.backup(request).await,
+            _ => problem(&ApiError::NotFound),
         }
     }
-}
 
-impl Admin {
-    /// `POST /backup`: the body names the file to write (absolute, not there yet).
+    /// Ready while connected to NATS and not stopping after a failure; replicated, with the
+    /// role. Not ready is the same 503 problem the ingress answers.
+    fn readiness(&self) -> Response<Full<Bytes>> {
+        let reason = if self.health.is_failed() {
+            "stopping after a failure"
+        } else if self.client.connection_state() != async_nats::connection::State::Connected {
+            "not connected to NATS"
+        } else {
+            let mut ready = serde_json::json!({"status": "ready"});
+            if let Some(role) = *self.role.borrow() {
+                ready["role"] = role.name().into();
+            }
+            return json(StatusCode::OK, ready);
+        };
+        problem(&ApiError::ServiceUnavailable {
+            reason,
+            retry_after_secs: 1,
+        })
+    }
+
+    /// `POST /backup`: the body names the file to write in the backup directory (a name, not
+    /// a path, so a caller can write nowhere else); an existing file is never replaced.
     async fn backup(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         use http_body_util::BodyExt;
+        let Some(policy) = &self.backups else {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "backups are off: start the worker with --backup-dir",
+            );
+        };
+        if !policy.allows(request.headers().get(AUTHORIZATION)) {
+            let mut response = refusal(
+                StatusCode::UNAUTHORIZED,
+                "a backup needs the admin token: Authorization: Bearer <token>",
+            );
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="customers-admin""#),
+            );
+            return response;
+        }
         let body = match http_body_util::Limited::new(request.into_body(), 4096)
             .collect()
             .await
         {
             Ok(body) => body.to_bytes(),
-            Err(_) => return text(StatusCode::BAD_REQUEST, "the body is the snapshot's path\n"),
+            Err(_) => return refusal(StatusCode::BAD_REQUEST, NAME_RULE),
         };
-        let target = std::str::from_utf8(&body).map(|p| std::path::PathBuf::from(p.trim()));
-        let target = match target {
-            Ok(path) if path.is_absolute() && !path.exists() => path,
-            _ => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "the body must be an absolute path where no file exists yet\n",
-                );
-            }
+        let Some(name) = std::str::from_utf8(&body)
+            .ok()
+            .map(str::trim)
+            .filter(|name| is_backup_name(name))
+        else {
+            return refusal(StatusCode::BAD_REQUEST, NAME_RULE);
         };
+        let target = policy.dir.join(name);
         let started = std::time::Instant::now();
-        match self.queue.snapshot(target.clone()).await {
+        match self.write_backup(&policy.dir, &target).await {
             Ok(summary) => {
                 tracing::info!(
                     path = %target.display(),
@@ -150,34 +231,136 @@ impl Admin {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "backup written"
                 );
-                let json = serde_json::json!({
-                    "path": target,
-                    "entries": summary.puts,
-                    "bytes": summary.bytes,
-                    "elapsed_ms": started.elapsed().as_millis() as u64,
-                });
-                let mut response = Response::new(Full::new(Bytes::from(json.to_string())));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                response
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "name": name,
+                        "path": target,
+                        "entries": summary.puts,
+                        "bytes": summary.bytes,
+                        "elapsed_ms": started.elapsed().as_millis() as u64,
+                    }),
+                )
             }
-            Err(e) => {
+            Err(BackupError::Exists) => refusal(
+                StatusCode::CONFLICT,
+                "a backup of that name exists already; choose another name",
+            ),
+            Err(BackupError::Failed(e)) => {
                 tracing::error!(error = %e, path = %target.display(), "backup failed");
-                let mut response = Response::new(Full::new(Bytes::from(format!("{e}\n"))));
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                response
+                refusal(StatusCode::INTERNAL_SERVER_ERROR, &e)
             }
         }
     }
+
+    /// Has the committer write the snapshot beside `target`, then gives it its name only if
+    /// the name is still free (a hard link fails where a rename would replace), durably.
+    async fn write_backup(
+        &self,
+        dir: &Path,
+        target: &Path,
+    ) -> Result<crate::snapshot::Summary, BackupError> {
+        // The directory may have been removed since the start.
+        std::fs::create_dir_all(dir).map_err(|e| BackupError::Failed(e.to_string()))?;
+        if target.exists() {
+            return Err(BackupError::Exists);
+        }
+        let partial = dir.join(format!(
+            ".{}.partial-{}",
+            target
+                .file_name()
+                .map_or_else(Default::default, |n| n.to_string_lossy()),
+            std::process::id()
+        ));
+        let outcome = match self.queue.snapshot(partial.clone()).await {
+            Err(e) => Err(BackupError::Failed(e)),
+            Ok(summary) => match std::fs::hard_link(&partial, target) {
+                Ok(()) => crate::journal::sync_dir(dir)
+                    .map(|()| summary)
+                    .map_err(|e| BackupError::Failed(e.to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(BackupError::Exists),
+                Err(e) => Err(BackupError::Failed(e.to_string())),
+            },
+        };
+        let _ = std::fs::remove_file(&partial);
+        outcome
+    }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+enum BackupError {
+    Exists,
+    Failed(String),
+}
+
+const NAME_RULE: &str = "the body is the backup's file name: 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'";
+
+/// A file name that stays in the backup directory: no separator, no `..`, not hidden.
+pub fn is_backup_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A refused or failed backup: `{"error": reason}`.
+fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": reason }))
+}
+
+/// An error the customer API also answers (404, 405, 503), as the same problem body.
+fn problem(error: &ApiError) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Full::new(Bytes::from(error.problem_json())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(customers_shared::wire::problem::PROBLEM_CONTENT_TYPE),
+    );
+    if let Some(secs) = error.retry_after_secs() {
+        headers.insert(http::header::RETRY_AFTER, secs.into());
+    }
+    response
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = problem(&ApiError::MethodNotAllowed { allow });
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_stay_in_the_backup_directory() {
+        for (description, name, allowed) in [
+            ("a dated name", "customers-2026-12-03T10.snap", true),
+            ("underscores", "nightly_backup", true),
+            ("empty", "", false),
+            ("an absolute path", "/etc/passwd", false),
+            ("a relative path", "sub/file.snap", false),
+            ("the parent", "..", false),
+            ("a hidden file", ".customers.snap", false),
+            ("white space", "my backup", false),
+            ("a backslash", "a\\b", false),
+            ("not ASCII", "sauvegarde-été", false),
+            ("too long", &"x".repeat(129), false),
+        ] {
+            assert_eq!(is_backup_name(name), allowed, "{description}: {name:?}");
+        }
+    }
 }

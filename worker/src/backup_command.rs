@@ -1,7 +1,9 @@
-//! `customers-worker backup` and `restore`. A backup asks a running worker's admin listener
-//! (`POST /backup`) for a snapshot, which the committer writes between two groups to a file on
-//! the worker's machine; a restore loads such a file into a new data directory
-//! (`crate::snapshot`). Both print one line of JSON on success and exit 0.
+//! `customers-worker backup`, `restore` and `verify`. A backup asks a running worker's admin
+//! listener (`POST /backup`) for a snapshot, which the committer writes between two groups
+//! into the worker's backup directory; a restore loads such a file into a new data directory
+//! (`crate::snapshot`); a verify opens a data directory no worker runs on and checks it
+//! whole. Each prints one line of JSON and exits 0 on success (verify: when the database is
+//! consistent).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,16 +13,21 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{Command, Config};
+use crate::store::Store;
 
 const BINARY: &str = "customers-worker";
 
 /// Runs `command`; its outcome is the process's exit code.
 pub async fn run(command: Command, config: &Config) -> ExitCode {
+    let cache = config.cache_capacity_bytes;
     let outcome = match command {
-        Command::Backup { admin_url, out } => backup(&admin_url, &out).await,
-        Command::Restore { from } => {
-            let (data_dir, cache) = (config.data_dir.clone(), config.cache_capacity_bytes);
-            tokio::task::spawn_blocking(move || {
+        Command::Backup {
+            admin_url,
+            name,
+            token_file,
+        } => backup(&admin_url, name, token_file.as_deref()).await,
+        Command::Restore { from, data_dir } => {
+            blocking(move || {
                 crate::snapshot::restore(&from, &data_dir, cache)
                     .map(|summary| {
                         serde_json::json!({
@@ -33,8 +40,8 @@ pub async fn run(command: Command, config: &Config) -> ExitCode {
                     .map_err(|e| e.to_string())
             })
             .await
-            .unwrap_or_else(|e| Err(e.to_string()))
         }
+        Command::Verify { data_dir } => blocking(move || verify(&data_dir, cache)).await,
     };
     match outcome {
         Ok(line) => {
@@ -45,12 +52,66 @@ pub async fn run(command: Command, config: &Config) -> ExitCode {
     }
 }
 
-/// `POST {admin_url}/backup` with `out` as the body; the worker's JSON answer.
-async fn backup(admin_url: &str, out: &Path) -> Result<String, String> {
+async fn blocking(
+    work: impl FnOnce() -> Result<String, String> + Send + 'static,
+) -> Result<String, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// Opens `data_dir` as a start would (replaying the journal, checking the checkpoint
+/// manifest), then walks every record and index entry.
+fn verify(data_dir: &Path, cache: u64) -> Result<String, String> {
+    if !data_dir.is_dir() {
+        return Err(format!(
+            "--data-dir {} is not a directory",
+            data_dir.display()
+        ));
+    }
+    let opened = Store::open(data_dir, cache).map_err(|e| e.to_string())?;
+    let report = opened.store.verify().map_err(|e| e.to_string())?;
+    let line = serde_json::json!({
+        "data_dir": data_dir,
+        "records": report.records,
+        "missing_index_entries": report.missing_index_entries,
+        "orphan_index_entries": report.orphan_index_entries,
+        "conflicting_records": report.conflicting_records,
+        "consistent": report.is_consistent(),
+    })
+    .to_string();
+    if report.is_consistent() {
+        Ok(line)
+    } else {
+        Err(format!("the database is not consistent: {line}"))
+    }
+}
+
+/// `POST {admin_url}/backup` with the file name as the body; the worker's JSON answer.
+async fn backup(
+    admin_url: &str,
+    name: Option<String>,
+    token_file: Option<&Path>,
+) -> Result<String, String> {
     let authority = admin_url
         .strip_prefix("http://")
         .ok_or("--admin-url must be an http:// address (the admin listener)")?
         .trim_end_matches('/');
+    let name = name.unwrap_or_else(default_name);
+    if !crate::admin::is_backup_name(&name) {
+        return Err(format!(
+            "--name {name:?}: a file name of letters, digits, '.', '_' and '-', not starting with '.' (the worker writes it into its --backup-dir)"
+        ));
+    }
+    let token = match token_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+    };
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("cannot reach the admin listener at {admin_url}: {e}"))?;
@@ -58,10 +119,12 @@ async fn backup(admin_url: &str, out: &Path) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    let out = out.to_str().ok_or("--out must be a UTF-8 path")?;
-    let request = http::Request::post("/backup")
-        .header(http::header::HOST, authority)
-        .body(Full::new(Bytes::from(out.to_owned())))
+    let mut request = http::Request::post("/backup").header(http::header::HOST, authority);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(name)))
         .map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
@@ -80,4 +143,10 @@ async fn backup(admin_url: &str, out: &Path) -> Result<String, String> {
     } else {
         Err(format!("the worker refused the backup ({status}): {body}"))
     }
+}
+
+/// `customers-{UTC time}.snap`, e.g. `customers-2026-12-03T104500Z.snap`.
+fn default_name() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    format!("customers-{}.snap", now.replace(':', ""))
 }

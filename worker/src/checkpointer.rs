@@ -1,7 +1,9 @@
 //! The checkpointer thread: when the committer starts a new journal segment, this thread
-//! makes sled durable (`Store::checkpoint`) and then removes the segments before the new one,
-//! so the journal, and with it recovery time, stays bounded. It runs beside the committer,
-//! which keeps committing into the new segment meanwhile. A failure is fail-stop.
+//! makes sled durable (`Store::checkpoint`), records that in the checkpoint manifest (with the
+//! record tree's keys as they were when the segment started), and then removes the segments
+//! before the new one, so the journal, and with it recovery time, stays bounded. It runs
+//! beside the committer, which keeps committing into the new segment meanwhile. A failure
+//! is fail-stop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -9,13 +11,18 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::health::{Failure, Health};
-use crate::journal;
+use crate::journal::{self, Promise};
 use crate::metrics::Metrics;
+use crate::store::manifest::RecordKeys;
 use crate::store::{Store, StoreError};
 
+/// A checkpoint to make: the new segment's number (everything below it is applied) and the
+/// record tree's keys when it started.
+type Request = (u64, RecordKeys);
+
 pub struct Checkpointer {
-    /// Numbers of the segments below which everything is applied; `None` once stopping.
-    requests: Option<mpsc::Sender<u64>>,
+    /// Checkpoints to make; `None` once stopping.
+    requests: Option<mpsc::Sender<Request>>,
     idle: Arc<AtomicBool>,
     thread: JoinHandle<()>,
     health: Health,
@@ -27,7 +34,7 @@ impl Checkpointer {
         metrics: Arc<Metrics>,
         health: Health,
     ) -> std::io::Result<Self> {
-        let (requests, received) = mpsc::channel::<u64>();
+        let (requests, received) = mpsc::channel::<Request>();
         let idle = Arc::new(AtomicBool::new(true));
         let thread = std::thread::Builder::new()
             .name("checkpointer".into())
@@ -35,9 +42,9 @@ impl Checkpointer {
                 let (idle, health) = (idle.clone(), health.clone());
                 move || {
                     let _trip = health.trip_on_panic("checkpointer");
-                    for below in received {
+                    for (below, records) in received {
                         let started = Instant::now();
-                        match checkpoint(&store, below) {
+                        match checkpoint(&store, below, records) {
                             Ok(()) => {
                                 metrics.checkpointed(started.elapsed());
                                 tracing::debug!(
@@ -68,12 +75,13 @@ impl Checkpointer {
         self.idle.load(Ordering::Acquire)
     }
 
-    /// Checkpoints everything applied so far and removes the segments numbered below `below`.
-    pub fn start(&self, below: u64) {
+    /// Checkpoints everything applied so far and removes the segments numbered below
+    /// `below`; `records` are the record tree's keys as of segment `below`'s start.
+    pub fn start(&self, below: u64, records: RecordKeys) {
         self.idle.store(false, Ordering::Release);
         if let Some(requests) = &self.requests {
             // A checkpointer that already failed has tripped health itself.
-            let _ = requests.send(below);
+            let _ = requests.send((below, records));
         }
     }
 
@@ -87,8 +95,15 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint(store: &Store, below: u64) -> Result<(), StoreError> {
+fn checkpoint(store: &Store, below: u64, records: RecordKeys) -> Result<(), StoreError> {
     store.checkpoint()?;
+    store.record_checkpoint(
+        Promise {
+            covered_below: below,
+            created_through: below,
+        },
+        records,
+    )?;
     failpoint!("checkpoint-before-remove", |_| crate::crash());
     journal::remove_segments_before(&store.journal_dir(), below)?;
     Ok(())

@@ -39,13 +39,14 @@ use crate::checkpointer::Checkpointer;
 use crate::health::{Failure, Health};
 use crate::idempotency::{self, IdempotencyClaim, now_ms};
 use crate::ids::IdGenerator;
-use crate::journal::{Batch, Journal, TreeId};
+use crate::journal::{Batch, Journal, Promise, TreeId};
 use crate::known_emails::KnownEmails;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::replication::lease::LeaseClock;
 use crate::replication::log::Log;
 use crate::reply::Reply;
+use crate::store::manifest::RecordKeys;
 use crate::store::outbox::RELAYED_KEY;
 use crate::store::{MAX_VALUE_BYTES, Store, StoreError};
 
@@ -214,10 +215,12 @@ pub struct Limits {
 }
 
 /// What the committer starts from: the journal's append side, the id generator (above the
-/// newest stored id), the stored emails and, with events on, the outbox.
+/// newest stored id), the record tree's keys, the stored emails and, with events on, the
+/// outbox.
 pub struct Prepared {
     journal: Journal,
     ids: IdGenerator,
+    records: RecordKeys,
     known_emails: KnownEmails,
     outbox: Option<Arc<Outbox>>,
     replicated: Option<Replicated>,
@@ -246,15 +249,17 @@ impl Prepared {
     /// mark) and bounds them.
     pub fn new(
         store: &Store,
-        journal: Journal,
+        opened: (Journal, RecordKeys),
         max_pending_events: Option<usize>,
     ) -> Result<Self, StoreError> {
         let outbox = match max_pending_events {
             Some(max_pending) => Some(Arc::new(Self::outbox_for(store, max_pending)?)),
             None => None,
         };
+        let (journal, records) = opened;
         Ok(Self {
             journal,
+            records,
             ids: IdGenerator::after(store.newest_id()?),
             known_emails: KnownEmails::load(store)?,
             outbox,
@@ -315,6 +320,7 @@ pub fn spawn(
     let Prepared {
         journal,
         ids,
+        records,
         known_emails,
         outbox,
         replicated,
@@ -329,6 +335,7 @@ pub fn spawn(
         store,
         journal,
         ids,
+        records,
         known_emails,
         outbox,
         replicated,
@@ -353,6 +360,8 @@ struct Committer {
     store: Arc<Store>,
     journal: Journal,
     ids: IdGenerator,
+    /// The record tree's keys, as of the last group applied (for the checkpoint manifest).
+    records: RecordKeys,
     known_emails: KnownEmails,
     outbox: Option<Arc<Outbox>>,
     replicated: Option<Replicated>,
@@ -465,6 +474,11 @@ impl Committer {
                 );
             }
             self.journal.append(&mut self.batch)?;
+            for put in self.batch.puts() {
+                if put.tree == TreeId::Customers {
+                    self.records.observe(put.key);
+                }
+            }
             let sync_started = Instant::now();
             // Replicated, the log made the group durable; a local tail lost in a crash is
             // applied again from it.
@@ -658,7 +672,7 @@ impl Committer {
     fn start_checkpoint_if_due(&mut self) -> Result<(), StoreError> {
         if self.journal.active_len() >= self.checkpoint_bytes && self.checkpointer.is_idle() {
             let below = self.journal.rotate()?;
-            self.checkpointer.start(below);
+            self.checkpointer.start(below, self.records.clone());
         }
         Ok(())
     }
@@ -669,18 +683,26 @@ impl Committer {
         let Self {
             store,
             journal,
+            records,
             health,
             checkpointer,
             ..
         } = self;
         checkpointer.stop();
+        let active = journal.active_seq();
         drop(journal);
         if health.is_failed() {
             return;
         }
         let dir = store.journal_dir();
+        // Every segment is covered, and none is promised: the next start makes a new one.
+        let covered = Promise {
+            covered_below: active + 1,
+            created_through: 0,
+        };
         match store
             .checkpoint()
+            .and_then(|()| store.record_checkpoint(covered, records))
             .and_then(|()| Ok(crate::journal::remove_segments_before(&dir, u64::MAX)?))
         {
             Ok(()) => tracing::debug!("committer stopped after a final checkpoint"),
@@ -737,7 +759,7 @@ mod tests {
             max_group: 64,
             checkpoint_bytes,
         };
-        let prepared = Prepared::new(&store, journal, None).unwrap();
+        let prepared = Prepared::new(&store, (journal, opened.recovery.records), None).unwrap();
         let (handle, thread) = spawn(
             store.clone(),
             prepared,
@@ -791,7 +813,8 @@ mod tests {
                 max_group: 8,
                 checkpoint_bytes: 2048,
             };
-            let prepared = Prepared::new(&store, opened.journal, None).unwrap();
+            let prepared =
+                Prepared::new(&store, (opened.journal, opened.recovery.records), None).unwrap();
             let (handle, thread) =
                 spawn(store, prepared, Arc::default(), Health::default(), limits).unwrap();
             for n in 0..40 {

@@ -5,23 +5,36 @@
 //! checkpoint covers are removed. On start, whatever segments remain are replayed into sled:
 //! a put is idempotent, so replaying a record twice is harmless.
 //!
-//! Layout: `journal/{seq:020}.journal` segment files, each starting with [`MAGIC`], then
-//! records `len: u32 LE | crc: u32 LE | payload`, where `crc` is the CRC-32C of the length
-//! bytes and the payload. A payload is a run of puts `tree: u8 | key_len: u16 LE |
-//! value_len: u32 LE | key | value`.
+//! Layout: `journal/{seq:020}.journal` segment files, each starting with a header: [`MAGIC`],
+//! the number and final length of the segment before it (0 and 0 for none) and a CRC-32C of
+//! those, written and synced when the segment is created. Then records `len: u32 LE | crc:
+//! u32 LE | payload`, where `crc` is the CRC-32C of the length bytes and the payload. A
+//! payload is a run of puts `tree: u8 | key_len: u16 LE | value_len: u32 LE | key | value`.
+//! Segments of the first format (`CUSJRNL1`) have only the magic as their header; they are
+//! still read.
 //!
 //! Reading back: a record that fails its check is a **torn tail** when it is the last thing
 //! in the last segment (its length runs past the end, or only zero bytes follow it): the
 //! append it belonged to never completed, so it was never acknowledged, and it is cut. Any
 //! other bad record means the journal is corrupt, and the worker refuses to start rather
-//! than silently drop acknowledged writes that follow it.
+//! than silently drop acknowledged writes that follow it. So does a journal shorter than
+//! what is known to have been written: a segment whose successor's header says it was
+//! longer (cut, even at a record boundary), a segment missing between two others, and a
+//! segment that the last checkpoint recorded as created ([`Promise`]) but that is missing
+//! or lacks its header. What nothing durable describes, the newest segment's end, cannot
+//! be checked: a newest segment cut at a record boundary looks like one whose later
+//! appends never happened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// First bytes of every segment: names the format and its version.
-pub const MAGIC: &[u8; 8] = b"CUSJRNL1";
+/// First bytes of every segment this version writes: names the format and its version.
+pub const MAGIC: &[u8; 8] = b"CUSJRNL2";
+/// The first format's magic, the whole of its header.
+const MAGIC_V1: &[u8; 8] = b"CUSJRNL1";
+/// Magic, the previous segment's number and length, and their checksum.
+const SEGMENT_HEADER: usize = 8 + 8 + 8 + 4;
 /// Length and checksum in front of every record.
 const RECORD_HEADER: usize = 8;
 const PUT_HEADER: usize = 7;
@@ -79,6 +92,26 @@ pub enum JournalError {
         offset: u64,
         reason: &'static str,
     },
+    #[error(
+        "journal segment {path} {problem}: acknowledged writes are missing, so the worker will not start (restore the data directory from a backup, or move the journal away to accept the loss)"
+    )]
+    Short { path: PathBuf, problem: String },
+}
+
+/// What the last checkpoint recorded about the journal: the segments numbered from
+/// `covered_below` to `created_through` were created whole (their headers synced), so each
+/// must be there with its header. The default promises nothing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Promise {
+    pub covered_below: u64,
+    pub created_through: u64,
+}
+
+impl Promise {
+    /// The numbers of the segments that must be there (segments are numbered from 1).
+    fn promised(&self) -> std::ops::RangeInclusive<u64> {
+        self.covered_below.max(1)..=self.created_through
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
@@ -205,21 +238,35 @@ pub struct Journal {
     active: File,
     active_path: PathBuf,
     active_seq: u64,
-    /// Bytes appended to the active segment.
+    /// Bytes in the active segment, its header included.
     active_len: u64,
 }
 
 impl Journal {
     /// Starts a new, empty segment numbered `seq` (after recovery has removed older ones).
     pub fn create(dir: &Path, seq: u64) -> Result<Self, JournalError> {
-        let (active, active_path) = new_segment(dir, seq)?;
+        Self::create_after(dir, seq, None)
+    }
+
+    /// Starts segment `seq`, whose header records `previous` (number and final length).
+    fn create_after(
+        dir: &Path,
+        seq: u64,
+        previous: Option<(u64, u64)>,
+    ) -> Result<Self, JournalError> {
+        let (active, active_path) = new_segment(dir, seq, previous)?;
         Ok(Self {
             dir: dir.to_owned(),
             active,
             active_path,
             active_seq: seq,
-            active_len: MAGIC.len() as u64,
+            active_len: SEGMENT_HEADER as u64,
         })
+    }
+
+    /// The number of the segment being appended to.
+    pub fn active_seq(&self) -> u64 {
+        self.active_seq
     }
 
     /// Appends `batch` as one record. Not durable until [`Journal::sync`].
@@ -252,10 +299,12 @@ impl Journal {
         self.active_len
     }
 
-    /// Closes the active segment and starts the next one; returns the new segment's number.
-    /// Every segment numbered below it is complete and synced.
+    /// Closes the active segment and starts the next one, whose header records how long the
+    /// closed one is; returns the new segment's number. Every segment numbered below it is
+    /// complete and synced.
     pub fn rotate(&mut self) -> Result<u64, JournalError> {
-        *self = Self::create(&self.dir, self.active_seq + 1)?;
+        let previous = (self.active_seq, self.active_len);
+        *self = Self::create_after(&self.dir, self.active_seq + 1, Some(previous))?;
         Ok(self.active_seq)
     }
 }
@@ -271,19 +320,34 @@ pub(crate) fn failing_journal(dir: &Path) -> Journal {
     journal
 }
 
-/// Creates segment `seq` with its magic, durably (file and directory entry).
-fn new_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), JournalError> {
-    let path = dir.join(format!("{seq:020}{SEGMENT_SUFFIX}"));
+/// Creates segment `seq` with its header, durably (file and directory entry).
+fn new_segment(
+    dir: &Path,
+    seq: u64,
+    previous: Option<(u64, u64)>,
+) -> Result<(File, PathBuf), JournalError> {
+    let path = segment_path(dir, seq);
     let mut file = OpenOptions::new()
         .create_new(true)
         .append(true)
         .open(&path)
         .map_err(io_error(&path))?;
-    file.write_all(MAGIC)
+    file.write_all(&segment_header(previous))
         .and_then(|()| file.sync_all())
         .map_err(io_error(&path))?;
     sync_dir(dir).map_err(io_error(dir))?;
     Ok((file, path))
+}
+
+fn segment_header(previous: Option<(u64, u64)>) -> [u8; SEGMENT_HEADER] {
+    let (seq, len) = previous.unwrap_or((0, 0));
+    let mut header = [0; SEGMENT_HEADER];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..24].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&header[8..24]);
+    header[24..].copy_from_slice(&crc.to_le_bytes());
+    header
 }
 
 /// `fsync` of a directory: makes its entries (created, renamed, removed files) durable.
@@ -308,7 +372,8 @@ fn segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
     Ok(seqs)
 }
 
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+/// The one place a segment's file name is made.
+pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}{SEGMENT_SUFFIX}"))
 }
 
@@ -337,17 +402,38 @@ pub struct Replayed {
 
 /// Reads every segment in `dir` (created if missing) in order and hands each record's puts
 /// to `apply`. A torn tail of the last segment is cut (truncated and synced); any other bad
-/// record is [`JournalError::Corrupt`].
+/// record is [`JournalError::Corrupt`], and a journal shorter than its headers or `promise`
+/// say is [`JournalError::Short`]. Nothing is applied from a journal refused as short.
 pub fn replay<E>(
     dir: &Path,
+    promise: Promise,
     mut apply: impl FnMut(Puts<'_>) -> Result<(), E>,
 ) -> Result<Result<Replayed, E>, JournalError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let seqs = segments(dir)?;
+    let short = |seq: u64, problem: String| JournalError::Short {
+        path: segment_path(dir, seq),
+        problem,
+    };
+    for seq in promise.promised() {
+        if seqs.binary_search(&seq).is_err() {
+            return Err(short(
+                seq,
+                "is missing, though the last checkpoint recorded it as created".into(),
+            ));
+        }
+    }
     let mut replayed = Replayed {
-        next_seq: seqs.last().map_or(1, |last| last + 1),
+        next_seq: seqs
+            .last()
+            .map_or(1, |last| last + 1)
+            .max(promise.covered_below)
+            .max(promise.created_through + 1),
         ..Replayed::default()
     };
+    // Every segment is read and checked before anything is applied.
+    let mut loaded = Vec::with_capacity(seqs.len());
+    let mut previous: Option<(u64, u64)> = None;
     for (i, &seq) in seqs.iter().enumerate() {
         let path = segment_path(dir, seq);
         let mut bytes = Vec::new();
@@ -356,8 +442,35 @@ pub fn replay<E>(
             .map_err(io_error(&path))?;
         let last_segment = i + 1 == seqs.len();
         let scanned = scan_segment(&bytes);
-        let end = match scanned {
+        if let (Some(recorded), Some((before, before_len))) = (scanned.previous, previous) {
+            if recorded.0 != before {
+                return Err(short(
+                    recorded.0,
+                    format!("is missing: segment {seq} follows it, but only {before} is there"),
+                ));
+            }
+            if recorded.1 != before_len {
+                return Err(short(
+                    before,
+                    format!(
+                        "holds {before_len} bytes, but the header of segment {seq} says it held {}",
+                        recorded.1
+                    ),
+                ));
+            }
+        }
+        let promised = promise.promised().contains(&seq);
+        let end = match scanned.end {
             End::Clean => bytes.len(),
+            End::Torn(0) if promised => {
+                return Err(short(
+                    seq,
+                    format!(
+                        "holds {} bytes, less than its header, though the last checkpoint recorded it as created whole",
+                        bytes.len()
+                    ),
+                ));
+            }
             End::Torn(offset) if last_segment => {
                 replayed.torn_tail_bytes = (bytes.len() - offset) as u64;
                 tracing::warn!(
@@ -376,7 +489,7 @@ pub fn replay<E>(
                 offset
             }
             End::Torn(offset) | End::Corrupt(offset, _) => {
-                let reason = match scanned {
+                let reason = match scanned.end {
                     End::Corrupt(_, reason) => reason,
                     _ => "incomplete record in a segment that is not the last",
                 };
@@ -387,7 +500,12 @@ pub fn replay<E>(
                 });
             }
         };
-        for payload in records(&bytes[..end]) {
+        previous = Some((seq, bytes.len() as u64));
+        bytes.truncate(end);
+        loaded.push((bytes, scanned.header_len));
+    }
+    for (bytes, header_len) in &loaded {
+        for payload in records(&bytes[(*header_len).min(bytes.len())..]) {
             replayed.records += 1;
             replayed.puts += Puts(payload).count() as u64;
             if let Err(e) = apply(Puts(payload)) {
@@ -395,7 +513,7 @@ pub fn replay<E>(
             }
         }
         replayed.segments += 1;
-        replayed.bytes += end as u64;
+        replayed.bytes += bytes.len() as u64;
     }
     Ok(Ok(replayed))
 }
@@ -404,26 +522,53 @@ pub fn replay<E>(
 enum End {
     /// Every byte belongs to a good record.
     Clean,
-    /// The bytes from this offset are an incomplete last record (or zeros).
+    /// The bytes from this offset are an incomplete last record (or zeros); 0 when even the
+    /// header is incomplete.
     Torn(usize),
     /// A bad record at this offset with more data after it.
     Corrupt(usize, &'static str),
 }
 
-/// Checks a segment's records; the good ones are the bytes before the returned end.
-fn scan_segment(bytes: &[u8]) -> End {
-    if bytes.len() < MAGIC.len() {
-        // Created but its magic not (fully) written: a crash during the segment's creation.
-        return if MAGIC.starts_with(bytes) || bytes.iter().all(|&b| b == 0) {
+/// What a segment's header says and where its good records end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scan {
+    /// The segment before it and that one's final length, as this one's header records them
+    /// (none for the first segment written, or the first format).
+    previous: Option<(u64, u64)>,
+    header_len: usize,
+    end: End,
+}
+
+/// Checks a segment's header and records; the good ones are the bytes before the end.
+fn scan_segment(bytes: &[u8]) -> Scan {
+    let unreadable = |end| Scan {
+        previous: None,
+        header_len: 0,
+        end,
+    };
+    let (previous, header_len) = if bytes.starts_with(MAGIC_V1) {
+        (None, MAGIC_V1.len())
+    } else if bytes.len() < SEGMENT_HEADER {
+        // Created but its header not (fully) written: a crash during the segment's creation.
+        let torn = MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())])
+            || bytes.iter().all(|&b| b == 0);
+        return unreadable(if torn {
             End::Torn(0)
         } else {
             End::Corrupt(0, "not a journal segment")
-        };
-    }
-    if &bytes[..MAGIC.len()] != MAGIC {
-        return End::Corrupt(0, "not a journal segment (wrong magic)");
-    }
-    let mut offset = MAGIC.len();
+        });
+    } else if !bytes.starts_with(MAGIC) {
+        return unreadable(End::Corrupt(0, "not a journal segment (wrong magic)"));
+    } else {
+        let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[8..24]) != crc {
+            return unreadable(End::Corrupt(0, "the segment's header fails its checksum"));
+        }
+        let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        ((seq > 0).then_some((seq, len)), SEGMENT_HEADER)
+    };
+    let mut offset = header_len;
     while offset < bytes.len() {
         match check_record(&bytes[offset..]) {
             Ok(len) => offset += len,
@@ -435,15 +580,24 @@ fn scan_segment(bytes: &[u8]) -> End {
                 let torn = rest.len() < RECORD_HEADER
                     || declared_end.is_some_and(|end| end >= rest.len())
                     || rest.iter().all(|&b| b == 0);
-                return if torn {
+                let end = if torn {
                     End::Torn(offset)
                 } else {
                     End::Corrupt(offset, reason)
                 };
+                return Scan {
+                    previous,
+                    header_len,
+                    end,
+                };
             }
         }
     }
-    End::Clean
+    Scan {
+        previous,
+        header_len,
+        end: End::Clean,
+    }
 }
 
 /// The length of the good record at the start of `bytes`, or why it is not one.
@@ -467,9 +621,8 @@ fn check_record(bytes: &[u8]) -> Result<usize, &'static str> {
     Ok(RECORD_HEADER + len)
 }
 
-/// The payloads of a run of good records.
+/// The payloads of a run of good records (after the segment's header).
 fn records(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes = &bytes[MAGIC.len().min(bytes.len())..];
     std::iter::from_fn(move || {
         let len = check_record(bytes).ok()?;
         let payload = &bytes[RECORD_HEADER..len];
@@ -494,8 +647,12 @@ mod tests {
 
     /// Every put replayed from `dir`, as (tree, key, value) strings.
     fn replay_all(dir: &Path) -> Result<(Seen, Replayed), JournalError> {
+        replay_promised(dir, Promise::default())
+    }
+
+    fn replay_promised(dir: &Path, promise: Promise) -> Result<(Seen, Replayed), JournalError> {
         let mut seen = Vec::new();
-        let replayed = replay(dir, |puts| {
+        let replayed = replay(dir, promise, |puts| {
             for put in puts {
                 seen.push((
                     put.tree,
@@ -558,7 +715,8 @@ mod tests {
             let mut b = batch(&[(TreeId::Customers, "id", "value")]);
             b.sealed().to_vec()
         };
-        let whole = [&MAGIC[..], &record, &record].concat();
+        let header = segment_header(None);
+        let whole = [&header[..], &record, &record].concat();
         let cases: Vec<(&str, Vec<u8>, Result<u64, &str>)> = vec![
             ("clean", whole.clone(), Ok(2)),
             ("empty new segment", Vec::new(), Ok(0)),
@@ -570,12 +728,12 @@ mod tests {
             ),
             (
                 "only part of the last header",
-                [&MAGIC[..], &record, &record[..5]].concat(),
+                [&header[..], &record, &record[..5]].concat(),
                 Ok(1),
             ),
             (
                 "zeros after the last record (preallocated or lost pages)",
-                [&MAGIC[..], &record, &[0; 100]].concat(),
+                [&header[..], &record, &[0; 100]].concat(),
                 Ok(1),
             ),
             (
@@ -592,15 +750,29 @@ mod tests {
                 "first record garbled, a good one after it",
                 {
                     let mut b = whole.clone();
-                    b[MAGIC.len() + RECORD_HEADER + 2] ^= 0xff;
+                    b[SEGMENT_HEADER + RECORD_HEADER + 2] ^= 0xff;
                     b
                 },
                 Err("checksum mismatch"),
             ),
             (
                 "wrong magic",
-                [&b"NOTAJRNL"[..], &record].concat(),
+                [&b"NOTAJRNL"[..], &record, &record].concat(),
                 Err("not a journal segment (wrong magic)"),
+            ),
+            (
+                "the first format, whose header is its magic",
+                [&MAGIC_V1[..], &record, &record].concat(),
+                Ok(2),
+            ),
+            (
+                "a header whose checksum fails",
+                {
+                    let mut b = whole.clone();
+                    b[12] ^= 1;
+                    b
+                },
+                Err("the segment's header fails its checksum"),
             ),
         ];
         for (description, bytes, expected) in cases {
@@ -662,7 +834,7 @@ mod tests {
                 .unwrap();
         }
         let mut applied = 0;
-        let result = replay(dir.path(), |_| {
+        let result = replay(dir.path(), Promise::default(), |_| {
             applied += 1;
             if applied == 2 {
                 Err("apply failed")
@@ -672,5 +844,102 @@ mod tests {
         })
         .unwrap();
         assert_eq!((result, applied), (Err("apply failed"), 2));
+    }
+
+    /// Cuts the segment file `seq` in `dir` to `len` bytes.
+    fn cut(dir: &Path, seq: u64, len: u64) {
+        OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir, seq))
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+
+    /// Three segments of two records each, as rotations leave them.
+    fn three_segments(dir: &Path) {
+        let mut journal = Journal::create(dir, 1).unwrap();
+        for n in 0..6 {
+            journal
+                .append(&mut batch(&[(
+                    TreeId::Customers,
+                    &format!("id{n}"),
+                    "value",
+                )]))
+                .unwrap();
+            journal.sync().unwrap();
+            if n % 2 == 1 && n < 5 {
+                journal.rotate().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_journal_shorter_than_its_headers_or_the_checkpoint_say_is_refused() {
+        // One record of `three_segments`: header, then a put of a 3-byte key and a 5-byte value.
+        const RECORD: u64 = (RECORD_HEADER + PUT_HEADER + 3 + 5) as u64;
+        let record_len = batch(&[(TreeId::Customers, "id0", "value")]).sealed().len();
+        assert_eq!(record_len as u64, RECORD);
+        let promised = Promise {
+            covered_below: 1,
+            created_through: 3,
+        };
+        type Case = (&'static str, fn(&Path), Promise, Result<u64, &'static str>);
+        let cases: [Case; 7] = [
+            ("whole", |_| {}, promised, Ok(6)),
+            (
+                "the newest cut at a record boundary (nothing durable says otherwise)",
+                |dir| cut(dir, 3, SEGMENT_HEADER as u64 + RECORD),
+                promised,
+                Ok(5),
+            ),
+            (
+                "an older segment cut at a record boundary",
+                |dir| cut(dir, 2, SEGMENT_HEADER as u64 + RECORD),
+                promised,
+                Err("holds 51 bytes, but the header of segment 3 says it held 74"),
+            ),
+            (
+                "a segment missing between two others",
+                |dir| fs::remove_file(segment_path(dir, 2)).unwrap(),
+                Promise::default(),
+                Err("is missing: segment 3 follows it, but only 1 is there"),
+            ),
+            (
+                "a segment the checkpoint recorded, missing",
+                |dir| fs::remove_file(segment_path(dir, 3)).unwrap(),
+                promised,
+                Err("is missing, though the last checkpoint recorded it as created"),
+            ),
+            (
+                "the newest, emptied, though the checkpoint recorded it",
+                |dir| cut(dir, 3, 0),
+                promised,
+                Err("holds 0 bytes, less than its header, though the last checkpoint"),
+            ),
+            (
+                "the newest, emptied, created after the checkpoint (a crash while creating it)",
+                |dir| cut(dir, 3, 0),
+                Promise {
+                    covered_below: 1,
+                    created_through: 2,
+                },
+                Ok(4),
+            ),
+        ];
+        for (description, damage, promise, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            three_segments(dir.path());
+            damage(dir.path());
+            match (replay_promised(dir.path(), promise), expected) {
+                (Ok((_, replayed)), Ok(records)) => {
+                    assert_eq!(replayed.records, records, "{description}")
+                }
+                (Err(JournalError::Short { problem, .. }), Err(expected)) => {
+                    assert!(problem.contains(expected), "{description}: {problem}")
+                }
+                (other, _) => panic!("{description}: {other:?}"),
+            }
+        }
     }
 }

@@ -66,6 +66,8 @@ use crate::replication::snapshots::Snapshots;
 use crate::replication::{ReplicationError, Role};
 use crate::service::{Context, CustomersService};
 use crate::store::{Opened, Store, StoreError};
+use customers_shared::runtime::nats::Denial;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -80,12 +82,29 @@ pub enum WorkerError {
     Events(#[from] relay::EventsError),
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    #[error(
+        "{flag} {replicas} keeps a copy on each of {replicas} NATS nodes, but the server at {url} is not part of a cluster: run a NATS cluster (deploy/nats-server-cluster.conf, scripts/run-cluster) or pass {flag} 1"
+    )]
+    NotClustered {
+        flag: &'static str,
+        replicas: usize,
+        url: String,
+    },
     #[error("cannot take over as the primary: {0}")]
     Promotion(String),
     #[error("cannot start the NATS micro service: {0}")]
     Service(async_nats::Error),
     #[error("cannot start the committer thread: {0}")]
     Committer(std::io::Error),
+    #[error(transparent)]
+    Backups(#[from] admin::BackupPolicyError),
+    /// A flag that would have no effect with the others given.
+    #[error("{0}")]
+    Unused(&'static str),
+    #[error(
+        "nats-server refused this worker's NATS user a permission ({refused}){during}; its grants (deploy/nats-authorization.conf) and --nats-inbox-prefix must allow it"
+    )]
+    Refused { refused: String, during: String },
     #[error("cannot listen on {addr} (admin): {source}")]
     AdminBind {
         addr: std::net::SocketAddr,
@@ -104,6 +123,8 @@ fn crash() -> ! {
 pub struct Worker {
     config: Config,
     client: async_nats::Client,
+    /// The latest permission nats-server refused (a take-over registers new endpoints).
+    denied: watch::Receiver<Option<Denial>>,
     service: CustomersService,
     context: Arc<Context>,
     committer: JoinHandle<()>,
@@ -124,6 +145,9 @@ struct Standby {
     lease: Arc<Lease>,
     snapshots: Arc<Snapshots>,
     applied: tokio::sync::watch::Receiver<u64>,
+    /// How far this instance applied the log against how far it goes: its reads' barrier, as
+    /// a standby and after it takes over.
+    barrier: Arc<replication::ReadBarrier>,
     following: (
         tokio::sync::watch::Sender<bool>,
         tokio::task::JoinHandle<()>,
@@ -134,7 +158,49 @@ impl Worker {
     /// Connects to NATS, opens the database (replaying the journal) and registers the
     /// service; replicated, as a standby that follows the log.
     pub async fn start(config: Config) -> Result<Self, WorkerError> {
-        let client = connect(&config).await?;
+        // Before anything else: a mistaken path is a configuration error, whatever NATS says.
+        if config.data_dir.exists() && !config.data_dir.is_dir() {
+            return Err(StoreError::NotADirectory {
+                dir: config.data_dir.clone(),
+            }
+            .into());
+        }
+        let backups = match (&config.backup_dir, &config.admin_token_file) {
+            (Some(_), _) if config.admin_listen.is_none() => {
+                return Err(WorkerError::Unused(
+                    "--backup-dir: backups are asked for on the admin listener; set --admin-listen too",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(WorkerError::Unused(
+                    "--admin-token-file guards backups, which are off: set --backup-dir too",
+                ));
+            }
+            (Some(dir), token_file) => Some(Arc::new(admin::BackupPolicy::new(
+                dir,
+                token_file.as_deref(),
+            )?)),
+            (None, None) => None,
+        };
+        let connection = connect(&config).await?;
+        let mut denied = connection.denied;
+        // Every permission a start uses is needed: a refusal ends it at once, rather than
+        // after a JetStream request or a round trip whose reply the server drops times out.
+        tokio::select! {
+            started = Self::start_connected(config, connection.client, denied.clone(), backups) => started,
+            Ok(refused) = denied.wait_for(Option::is_some) => Err(WorkerError::Refused {
+                refused: refused.as_ref().map(|d| d.refused.clone()).unwrap_or_default(),
+                during: " while starting".into(),
+            }),
+        }
+    }
+
+    async fn start_connected(
+        config: Config,
+        client: async_nats::Client,
+        denied: watch::Receiver<Option<Denial>>,
+        backups: Option<Arc<admin::BackupPolicy>>,
+    ) -> Result<Self, WorkerError> {
         let jetstream = async_nats::jetstream::new(client.clone());
         // A cluster elects its JetStream leader a moment after its nodes are up, and the
         // workers may start in that moment: replicated, the set-up is retried for a while.
@@ -142,6 +208,30 @@ impl Worker {
             config::ReplicationMode::Jetstream => std::time::Duration::from_secs(30),
             config::ReplicationMode::None => std::time::Duration::ZERO,
         };
+        // A copy per node: more replicas than a single server can hold is a configuration
+        // error, not a cluster still electing its leader.
+        let not_clustered = client.server_info().cluster.is_none();
+        let replicated = config.replication.mode == config::ReplicationMode::Jetstream;
+        for (flag, replicas, wanted) in [
+            (
+                "--events-replicas",
+                config.events.replicas,
+                config.events.mode == config::EventsMode::On,
+            ),
+            (
+                "--replication-replicas",
+                config.replication.replicas,
+                replicated,
+            ),
+        ] {
+            if wanted && replicas > 1 && not_clustered {
+                return Err(WorkerError::NotClustered {
+                    flag,
+                    replicas,
+                    url: config.nats.url.clone(),
+                });
+            }
+        }
         if config.events.mode == config::EventsMode::On {
             retrying(patience, || {
                 relay::ensure_stream(&jetstream, &config.events, &config.subject_prefix)
@@ -256,6 +346,7 @@ impl Worker {
                     client: client.clone(),
                     health: health.clone(),
                     role: role.subscribe(),
+                    backups: backups.clone(),
                 };
                 tracing::info!(%addr, "admin listening");
                 let task = tokio::spawn(admin::run(listener, admin));
@@ -282,6 +373,10 @@ impl Worker {
                 stopped,
             ));
             Standby {
+                barrier: Arc::new(replication::ReadBarrier {
+                    log: parts.log.clone(),
+                    applied: applied.clone(),
+                }),
                 log: parts.log,
                 lease: parts.lease,
                 snapshots: parts.snapshots,
@@ -298,18 +393,18 @@ impl Worker {
             max_in_flight: config.max_in_flight.max(1),
             idempotency_retention: config.idempotency_retention,
             metrics,
-            read_barrier: standby.as_ref().map(|standby| {
-                Arc::new(replication::ReadBarrier {
-                    log: standby.log.clone(),
-                    applied: standby.applied.clone(),
-                })
-            }),
+            reads: standby
+                .as_ref()
+                .map_or(replication::ReadGate::Single, |standby| {
+                    replication::ReadGate::Standby(standby.barrier.clone())
+                }),
         });
         let current_role = *role.borrow();
-        let service = serve_as(&client, &config, context.clone(), current_role).await?;
+        let service = serve_as(&client, &denied, &config, context.clone(), current_role).await?;
         Ok(Self {
             config,
             client,
+            denied,
             service,
             context,
             committer,
@@ -339,6 +434,7 @@ impl Worker {
         if let Some(standby) = self.standby.take() {
             let snapshots = standby.snapshots.clone();
             let log = standby.log.clone();
+            let barrier = standby.barrier.clone();
             let taking_over = replication::take_over(
                 standby.lease,
                 standby.log,
@@ -359,7 +455,10 @@ impl Worker {
             };
             self.service.serve(stop, self.config.shutdown_grace).await;
             if let Some(promoted) = took_over {
-                match self.become_primary(&promoted, snapshots, log).await {
+                match self
+                    .become_primary(&promoted, snapshots, log, barrier)
+                    .await
+                {
                     Ok(()) => primacy = Some(promoted),
                     Err(e) => {
                         health.fail(Failure::fenced(format!("could not take over: {e}")));
@@ -449,6 +548,7 @@ impl Worker {
         promoted: &replication::Promoted,
         snapshots: Arc<Snapshots>,
         log: Arc<Log>,
+        barrier: Arc<replication::ReadBarrier>,
     ) -> Result<(), WorkerError> {
         let context = &self.context;
         let outbox = match self.config.events.max_pending() {
@@ -483,11 +583,15 @@ impl Worker {
             )?);
         }
         let primary_context = Arc::new(Context {
-            read_barrier: None,
+            reads: replication::ReadGate::Primary {
+                lease: promoted.clock.clone(),
+                barrier,
+            },
             ..Context::clone(context)
         });
         self.service = serve_as(
             &self.client,
+            &self.denied,
             &self.config,
             primary_context.clone(),
             Some(Role::Primary),
@@ -603,7 +707,11 @@ async fn open_store(config: &Config) -> Result<OpenedStore, StoreError> {
             recovery,
         } = Store::open(&data_dir, cache)?;
         let started = std::time::Instant::now();
-        let prepared = committer::Prepared::new(&store, journal, max_pending_events)?;
+        let prepared = committer::Prepared::new(
+            &store,
+            (journal, recovery.records.clone()),
+            max_pending_events,
+        )?;
         Ok(OpenedStore {
             store,
             recovery,
@@ -640,6 +748,7 @@ fn start_relay(
 /// Registers the service for `role` and waits until the server routes requests to it.
 async fn serve_as(
     client: &async_nats::Client,
+    denied: &watch::Receiver<Option<Denial>>,
     config: &Config,
     context: Arc<Context>,
     role: Option<Role>,
@@ -647,10 +756,17 @@ async fn serve_as(
     let service = CustomersService::start(client, &config.subject_prefix, context, role)
         .await
         .map_err(WorkerError::Service)?;
-    // Ready only once the server routes requests from other connections to us.
+    // Ready only once the server routes requests from other connections to us; by then it
+    // has said so if it refused one of the subscriptions.
     customers_shared::runtime::nats::round_trip(client)
         .await
         .map_err(WorkerError::Service)?;
+    if let Some(denial) = Denial::recent(denied) {
+        return Err(WorkerError::Refused {
+            refused: denial.refused,
+            during: String::new(),
+        });
+    }
     tracing::info!(
         subject = %customers_shared::wire::protocol::create_subject(&config.subject_prefix),
         role = role.map_or("single", Role::name),
@@ -659,14 +775,15 @@ async fn serve_as(
     Ok(service)
 }
 
-async fn connect(config: &Config) -> Result<async_nats::Client, WorkerError> {
+async fn connect(
+    config: &Config,
+) -> Result<customers_shared::runtime::nats::NatsConnection, WorkerError> {
     // Requests waiting to be read are bounded too (async-nats drops what does not fit and
     // reports a slow consumer): past the in-flight limit they would only be answered 503,
     // and unbounded they would hold up to 64k messages of up to max_payload each.
     let capacity = config.max_in_flight.saturating_mul(2).max(1024);
     customers_shared::runtime::nats::connect("customers-worker", &config.nats, capacity)
         .await
-        .map(|connection| connection.client)
         .map_err(|source| WorkerError::Connect {
             url: config.nats.url.clone(),
             source,

@@ -3,7 +3,9 @@
 //! replays, group commit size, bytes and time, journal fsync time, checkpoint time, the last
 //! recovery's time, commit queue depth and database size; and the event relay: events
 //! published, re-publications the stream dropped, publish failures, pending events and the
-//! age of the oldest; replicated mode's role, applied log sequence and snapshots.
+//! age of the oldest; replicated mode's role, applied log sequence and snapshots. Series whose
+//! labels are known in advance start at zero, so that rates and alerts work before the first
+//! event.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -218,6 +220,21 @@ impl Default for Metrics {
             "Replicated mode: 1 for this instance's role (primary or standby), 0 for the other",
             metrics.role.clone(),
         );
+        for (operation, status) in [
+            (Operation::create, 201),
+            (Operation::get, 200),
+            (Operation::list, 200),
+        ] {
+            drop(
+                metrics
+                    .replies
+                    .get_or_create(&ReplyLabels { operation, status }),
+            );
+            drop(metrics.expired.get_or_create(&OperationLabel { operation }));
+        }
+        for result in ["ok", "failed"] {
+            drop(metrics.snapshots.get_or_create(&ResultLabel { result }));
+        }
         metrics
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! Replicated, a standby registers only `get` and `list` (role `standby` in its `$SRV.INFO`
 //! metadata) and passes a read barrier first where an acknowledged create could otherwise be
-//! missing: before every list, and before answering 404 to a get.
+//! missing: before every list, and before answering 404 to a get. Every read then passes its
+//! instance's gate once more before it is answered: a primary answers only while its lease
+//! is surely held, or when the log shows nobody appended since (`replication::ReadGate`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use tracing::Instrument;
 use crate::committer::{CommitError, CommitHandle, Write};
 use crate::idempotency::{self, Claims, IdempotencyClaim};
 use crate::metrics::{Metrics, Operation};
-use crate::replication::{ReadBarrier, Role};
+use crate::replication::{ReadGate, Role};
 use crate::reply::Reply;
 use crate::store::Store;
 
@@ -48,8 +50,8 @@ pub struct Context {
     pub max_in_flight: usize,
     pub idempotency_retention: Duration,
     pub metrics: Arc<Metrics>,
-    /// A standby's read barrier (none on a primary or a single worker).
-    pub read_barrier: Option<Arc<ReadBarrier>>,
+    /// What a read passes before it is answered, by role.
+    pub reads: ReadGate,
 }
 
 /// Room left in a reply for its headers and NATS's own framing, below `max_payload`.
@@ -378,12 +380,15 @@ async fn get(payload: &[u8], context: &Context) -> Reply {
         blocking(move || store.get(id))
     };
     let mut found = lookup().await;
-    if let (Ok(None), Some(barrier)) = (&found, &context.read_barrier) {
+    if matches!(found, Ok(None)) && matches!(context.reads, ReadGate::Standby(_)) {
         // A standby may not have applied a create its client was already told about.
-        if !barrier.caught_up().await {
+        if !context.reads.caught_up().await {
             return Reply::error(&behind());
         }
         found = lookup().await;
+    }
+    if !context.reads.still_current().await {
+        return Reply::error(&behind());
     }
     match found {
         Ok(Some(json)) => Reply::ok(Bytes::copy_from_slice(&json)),
@@ -408,13 +413,15 @@ async fn list(payload: &[u8], context: &Context) -> Reply {
         Err(e) => return Reply::error(&e),
     };
     let max_bytes = context.client.max_payload().saturating_sub(REPLY_HEADROOM);
-    if let Some(barrier) = &context.read_barrier
-        && !barrier.caught_up().await
-    {
+    if !context.reads.caught_up().await {
         return Reply::error(&behind());
     }
     let store = context.store.clone();
-    match blocking(move || store.list(&query, max_bytes)).await {
+    let page = blocking(move || store.list(&query, max_bytes)).await;
+    if !context.reads.still_current().await {
+        return Reply::error(&behind());
+    }
+    match page {
         Ok((customers, has_more)) => Reply::ok(Bytes::from(list_body(
             customers.iter().map(|c| &c[..]),
             has_more,

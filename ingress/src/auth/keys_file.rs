@@ -242,17 +242,30 @@ impl KeysFile {
         Ok(result)
     }
 
-    /// Writes a temporary file beside `path` (owner-only), syncs it, renames it over `path`
-    /// and syncs the directory.
+    /// Writes a temporary file beside `path` (with the mode and owner of the file it replaces;
+    /// owner-only for a new one), syncs it, renames it over `path` and syncs the directory.
     fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
         let temporary = with_suffix(path, &format!(".tmp-{}", std::process::id()));
+        let existing = match std::fs::metadata(path) {
+            Ok(metadata) => Some(metadata),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mode = existing
+            .as_ref()
+            .map_or(0o600, |m| m.permissions().mode() & 0o7777);
         let mut out = File::options()
             .create(true)
             .truncate(true)
             .write(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&temporary)?;
+        if let Some(existing) = &existing {
+            // The umask may have narrowed the mode, and the owner is whoever runs this.
+            out.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            std::os::unix::fs::fchown(&out, Some(existing.uid()), Some(existing.gid()))?;
+        }
         let mut text = serde_json::to_vec_pretty(self).expect("the keys file serialises");
         text.push(b'\n');
         out.write_all(&text)?;

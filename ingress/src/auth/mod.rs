@@ -57,6 +57,17 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Every reason, for metrics that start at zero.
+    pub const ALL: [Self; 7] = [
+        Self::Missing,
+        Self::NotBearer,
+        Self::Malformed,
+        Self::Invalid,
+        Self::Revoked,
+        Self::Expired,
+        Self::CertificateNotGranted,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Missing => "missing",
@@ -167,6 +178,14 @@ impl KeySet {
         Self { keys, certificates }
     }
 
+    /// The id of every credential, revoked and expired ones included.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys
+            .values()
+            .map(|record| &*record.credential.id)
+            .chain(self.certificates.values().map(|credential| &*credential.id))
+    }
+
     /// Keys neither revoked nor expired, and granted client certificates.
     pub fn active(&self) -> usize {
         let now = SystemTime::now();
@@ -243,16 +262,24 @@ impl Authenticator {
     }
 
     /// Reads the keys file again and puts it in force; on error the keys in force stay.
-    /// Returns the number of active credentials.
-    pub fn reload(&self) -> Result<usize, KeysFileError> {
+    /// Returns the keys now in force.
+    pub fn reload(&self) -> Result<Arc<KeySet>, KeysFileError> {
         let Mode::Keys { path, keys } = &self.mode else {
-            return Ok(0);
+            return Ok(Arc::default());
         };
         let file = KeysFile::load(path)?;
-        let compiled = KeySet::compile(&file, self.default_policy, &self.key_set());
-        let active = compiled.active();
-        *keys.write().expect("key set") = Arc::new(compiled);
-        Ok(active)
+        let compiled = Arc::new(KeySet::compile(&file, self.default_policy, &self.key_set()));
+        *keys.write().expect("key set") = compiled.clone();
+        Ok(compiled)
+    }
+
+    /// What the metrics name the credentials by: every key and certificate id in force, or
+    /// `anonymous` without authentication.
+    pub fn credential_ids(&self) -> Vec<Arc<str>> {
+        match &self.mode {
+            Mode::Keys { .. } => self.key_set().ids().map(Arc::from).collect(),
+            Mode::Open { anonymous, .. } => vec![anonymous.clone()],
+        }
     }
 
     pub fn authenticate(&self, caller: &Caller<'_>) -> Result<Arc<Credential>, AuthFailure> {

@@ -82,12 +82,13 @@ fn start<T: clap::Parser + Process>(binary: &str) -> Result<T, ExitCode> {
         }
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // clap's first line, with the list it introduces (e.g. the missing arguments).
+            // clap's first line, with the list it introduces (e.g. the missing arguments) or
+            // the values it would have taken.
             let text = e.to_string();
             let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
             let mut reason = lines.next().unwrap_or("invalid arguments").to_owned();
-            if reason.ends_with(':')
-                && let Some(next) = lines.next()
+            if let Some(next) = lines.next()
+                && (reason.ends_with(':') || next.starts_with("[possible values:"))
             {
                 reason = format!("{reason} {next}");
             }

@@ -1,7 +1,9 @@
 //! What both binaries need to run, apart from the contract: configuration parsing, logging,
-//! the async runtime and signals ([`cli`]), the NATS connection with its authentication and
-//! TLS ([`nats`]), and the Prometheus text encoding ([`metrics`]).
+//! the async runtime and signals ([`cli`]), value parsers for flags with a range ([`flags`]),
+//! the NATS connection with its authentication and TLS ([`nats`]), and the Prometheus text
+//! encoding ([`metrics`]).
 
 pub mod cli;
+pub mod flags;
 pub mod metrics;
 pub mod nats;

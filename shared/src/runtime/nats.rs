@@ -1,8 +1,9 @@
 //! Connecting to NATS, the same way in both binaries: the connection settings as flags and
 //! environment variables ([`NatsOptions`]: URL, timeout, one authentication method of token,
 //! user and password, NKey seed or credentials file, TLS with a CA and a client certificate,
-//! and the reply-subject prefix), reconnection policy, a live connected/disconnected view, and a readiness
-//! round trip.
+//! and the reply-subject prefix), reconnection policy, a live connected/disconnected view,
+//! the permissions nats-server refused (it says so only in an asynchronous `-ERR`: a refused
+//! subscription or publish otherwise looks like silence), and a readiness round trip.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +25,7 @@ pub struct NatsOptions {
         long = "nats-connect-timeout",
         env = "CUSTOMERS_NATS_CONNECT_TIMEOUT",
         default_value = "5s",
-        value_parser = humantime::parse_duration
+        value_parser = crate::runtime::flags::duration_in(Duration::from_millis(100), Duration::from_secs(300))
     )]
     pub connect_timeout: Duration,
 
@@ -137,6 +138,35 @@ pub struct NatsConnection {
     pub client: async_nats::Client,
     /// `true` while connected; changes as soon as the client notices a disconnect.
     pub connected: tokio::sync::watch::Receiver<bool>,
+    /// The latest permission nats-server refused this connection.
+    pub denied: tokio::sync::watch::Receiver<Option<Denial>>,
+}
+
+/// A permission nats-server refused, as it said it (`Permissions Violation for Publish to
+/// "customers.v1.create"`), and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub refused: String,
+    pub at: std::time::Instant,
+}
+
+impl Denial {
+    /// How recent a refusal must be to count: one that no attempt has repeated for this
+    /// long may have been fixed on the server since (permissions reload without a restart).
+    pub const FRESH_FOR: Duration = Duration::from_secs(30);
+
+    /// The latest refusal, if it is recent.
+    pub fn recent(denied: &tokio::sync::watch::Receiver<Option<Denial>>) -> Option<Denial> {
+        denied
+            .borrow()
+            .clone()
+            .filter(|denial| denial.at.elapsed() < Self::FRESH_FOR)
+    }
+
+    /// Whether the refusal is of a publish to `subject`.
+    pub fn is_publish_to(&self, subject: &str) -> bool {
+        self.refused.contains("Publish") && self.refused.contains(&format!("\"{subject}\""))
+    }
 }
 
 /// async-nats's own bound on messages queued per subscription.
@@ -155,6 +185,7 @@ pub async fn connect(
     let (state, connected) = tokio::sync::watch::channel(false);
     let state = std::sync::Arc::new(state);
     let events = state.clone();
+    let (refusals, denied) = tokio::sync::watch::channel(None);
     let drops = std::sync::atomic::AtomicU64::new(0);
     let connect_options = authenticated(async_nats::ConnectOptions::new(), options)
         .await?
@@ -169,7 +200,8 @@ pub async fn connect(
             // One event per dropped message (as far as async-nats's own bounded event queue
             // keeps them): a flood would otherwise log a line per message. The 1st, 2nd, 4th,
             // 8th... are logged, with the count so far.
-            let dropped_so_far = match event {
+            let mut refused = None;
+            let dropped_so_far = match &event {
                 async_nats::Event::Connected => {
                     events.send_replace(true);
                     None
@@ -181,10 +213,27 @@ pub async fn connect(
                 async_nats::Event::SlowConsumer(_) => {
                     Some(drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
                 }
+                async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                    if text.to_ascii_lowercase().contains("permissions violation") =>
+                {
+                    refusals.send_replace(Some(Denial {
+                        refused: text.clone(),
+                        at: std::time::Instant::now(),
+                    }));
+                    refused = Some(text.clone());
+                    None
+                }
                 _ => None,
             };
             async move {
                 match dropped_so_far {
+                    None if refused.is_some() => tracing::error!(
+                        refused = refused.as_deref().unwrap_or_default(),
+                        "nats-server refused a permission to this user: its grants (deploy/nats-authorization.conf) and --nats-inbox-prefix must allow it"
+                    ),
+                    None if matches!(event, async_nats::Event::ServerError(_)) => {
+                        tracing::warn!(%event, "NATS server error")
+                    }
                     None => tracing::info!(%event, "NATS connection event"),
                     Some(n) if n.is_power_of_two() => tracing::warn!(
                         dropped = n,
@@ -199,7 +248,11 @@ pub async fn connect(
         .await?;
     // The event of this first connection may not have been handled yet.
     state.send_replace(client.connection_state() == async_nats::connection::State::Connected);
-    Ok(NatsConnection { client, connected })
+    Ok(NatsConnection {
+        client,
+        connected,
+        denied,
+    })
 }
 
 /// `connect_options` with the configured credentials and TLS settings.
@@ -243,16 +296,24 @@ async fn authenticated(
 /// included): a message to a fresh inbox, sent after them on the same connection, has come
 /// back. `Client::flush` only empties the local write buffer, which is not enough to know
 /// that requests from other connections will find our subscriptions.
+/// Fails after [`ROUND_TRIP_TIMEOUT`] rather than wait for ever on a connection whose inbox
+/// the server does not let it subscribe to.
 pub async fn round_trip(client: &async_nats::Client) -> Result<(), async_nats::Error> {
     use futures_util::StreamExt;
     let inbox = client.new_inbox();
     let mut echo = client.subscribe(inbox.clone()).await?;
     client.publish(inbox, bytes::Bytes::new()).await?;
-    echo.next()
+    tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next())
         .await
+        .map_err(
+            |_| "no echo through this connection's own inbox (may its NATS user subscribe to it?)",
+        )?
         .ok_or("the connection closed during a round trip")?;
     Ok(())
 }
+
+/// The longest a [`round_trip`] waits.
+pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -30,11 +30,31 @@ pub enum ApiError {
         reason: &'static str,
         credential_presented: bool,
     },
+    /// An `Authorization` header given more than once: a proxy that checks the last one
+    /// would see another credential than the one that decides here (RFC 6750 §3.1:
+    /// `invalid_request`).
+    #[error("send one Authorization header, not {count}")]
+    RepeatedAuthorization { count: usize },
     /// A valid credential without the scope the operation needs.
     #[error("this credential lacks the {scope} scope")]
     Forbidden { scope: &'static str },
     #[error("rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u32 },
+    /// The credential already has as many requests in flight as it may: one caller cannot
+    /// take the capacity that every other caller shares.
+    #[error(
+        "this credential has {limit} requests in flight, the most it may have at once; retry after 1 s"
+    )]
+    TooManyInFlight { limit: usize },
+    /// The body did not arrive within the time it is allowed (in all, and at a minimum rate).
+    #[error(
+        "the request body did not arrive in time (all of it within {total_ms} ms, at least {min_rate} bytes/s after the first second)"
+    )]
+    BodyTimeout { total_ms: u64, min_rate: u64 },
+    /// A part of HTTP this server does not implement, such as a transfer coding other than
+    /// `chunked` (RFC 9112 §6.1).
+    #[error("{what}")]
+    NotImplemented { what: String },
     #[error("a customer with this email already exists: {customer_id}")]
     EmailAlreadyExists { customer_id: CustomerId },
     #[error(
@@ -56,6 +76,12 @@ pub enum ApiError {
     },
     #[error("the worker did not reply within {timeout_ms} ms")]
     WorkerTimeout { timeout_ms: u64 },
+    /// nats-server refuses this service's NATS user a permission it needs: the operator's
+    /// grants are wrong, not the worker.
+    #[error(
+        "nats-server refused this service's NATS user a permission ({refused}); its grants and --nats-inbox-prefix must allow it"
+    )]
+    NatsPermissionDenied { refused: String },
 }
 
 fn validation_detail(errors: &[FieldError]) -> String {
@@ -83,18 +109,23 @@ impl ApiError {
     /// The HTTP status code (and NATS `Nats-Service-Error-Code`).
     pub fn status(&self) -> u16 {
         match self {
-            Self::MalformedJson(_) | Self::InvalidBody | Self::ValidationFailed(_) => 400,
+            Self::MalformedJson(_)
+            | Self::InvalidBody
+            | Self::ValidationFailed(_)
+            | Self::RepeatedAuthorization { .. } => 400,
             Self::Unauthorized { .. } => 401,
             Self::Forbidden { .. } => 403,
             Self::NotFound | Self::CustomerNotFound => 404,
             Self::MethodNotAllowed { .. } => 405,
+            Self::BodyTimeout { .. } => 408,
             Self::EmailAlreadyExists { .. } | Self::IdempotencyKeyInUse { .. } => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::IdempotencyKeyReused => 422,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited { .. } | Self::TooManyInFlight { .. } => 429,
             Self::Internal => 500,
-            Self::ServiceUnavailable { .. } => 503,
+            Self::NotImplemented { .. } => 501,
+            Self::ServiceUnavailable { .. } | Self::NatsPermissionDenied { .. } => 503,
             Self::WorkerTimeout { .. } => 504,
         }
     }
@@ -109,15 +140,23 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => ("malformed_json", "The request body is not valid JSON"),
             Self::InvalidBody => ("invalid_body", "The request body is not a JSON object"),
-            Self::ValidationFailed(_) => {
-                ("validation_failed", "The request body has invalid fields")
-            }
+            Self::ValidationFailed(_) => ("validation_failed", "The request has invalid fields"),
             Self::NotFound => ("not_found", "Not found"),
             Self::MethodNotAllowed { .. } => ("method_not_allowed", "Method not allowed"),
             Self::CustomerNotFound => ("customer_not_found", "Customer not found"),
             Self::Unauthorized { .. } => ("unauthorized", "Authentication required"),
+            Self::RepeatedAuthorization { .. } => (
+                "invalid_authorization",
+                "The Authorization header is given more than once",
+            ),
             Self::Forbidden { .. } => ("forbidden", "The credential lacks a scope"),
-            Self::RateLimited { .. } => ("rate_limited", "Too many requests"),
+            Self::RateLimited { .. } | Self::TooManyInFlight { .. } => {
+                ("rate_limited", "Too many requests")
+            }
+            Self::BodyTimeout { .. } => {
+                ("request_timeout", "The request body did not arrive in time")
+            }
+            Self::NotImplemented { .. } => ("not_implemented", "Not implemented"),
             Self::EmailAlreadyExists { .. } => (
                 "email_already_exists",
                 "A customer with this email already exists",
@@ -132,7 +171,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => ("payload_too_large", "The request body is too large"),
             Self::UnsupportedMediaType => ("unsupported_media_type", "Unsupported media type"),
             Self::Internal => ("internal_error", "Internal error"),
-            Self::ServiceUnavailable { .. } => ("service_unavailable", "Service unavailable"),
+            Self::ServiceUnavailable { .. } | Self::NatsPermissionDenied { .. } => {
+                ("service_unavailable", "Service unavailable")
+            }
             Self::WorkerTimeout { .. } => ("worker_timeout", "The worker did not reply in time"),
         }
     }
@@ -145,6 +186,8 @@ impl ApiError {
             }
             | Self::IdempotencyKeyInUse { retry_after_secs }
             | Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::TooManyInFlight { .. } => Some(1),
+            Self::NatsPermissionDenied { .. } => Some(5),
             _ => None,
         }
     }

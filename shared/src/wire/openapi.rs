@@ -66,7 +66,7 @@ pub fn document() -> Value {
     ));
     forbidden["headers"]["WWW-Authenticate"] = json!({"schema": {"type": "string"}});
     let too_many = rate_limited_headers(retry_problem(
-        "rate_limited: the credential's rate limit is exhausted (with Retry-After)",
+        "rate_limited: the credential's rate limit is exhausted, or it has as many requests in flight as it may (with Retry-After)",
     ));
     let security = |scope: &str| json!([{"apiKey": [scope]}, {"clientCertificate": [scope]}]);
     let unavailable = retry_problem("No worker answering, NATS down, or overloaded");
@@ -104,15 +104,17 @@ pub fn document() -> Value {
                     },
                     "responses": {
                         "201": created,
-                        "400": problem_response("malformed_json, invalid_body or validation_failed"),
+                        "400": problem_response("malformed_json, invalid_body or validation_failed; invalid_authorization for an Authorization header given twice"),
                         "401": unauthorized,
                         "403": forbidden,
+                        "408": problem_response("request_timeout: the body did not arrive within its deadline (in all, and at a minimum rate); the connection is closed"),
                         "409": retry_problem("email_already_exists, or idempotency_key_in_use (with Retry-After)"),
                         "413": problem_response("The body is over the limit"),
                         "415": problem_response("The content type is not JSON"),
                         "422": problem_response("idempotency_key_reused"),
                         "429": too_many,
                         "500": internal,
+                        "501": problem_response("not_implemented: a transfer coding other than chunked; the connection is closed"),
                         "503": unavailable,
                         "504": timeout
                     }
@@ -132,7 +134,7 @@ pub fn document() -> Value {
                     ],
                     "responses": {
                         "200": rate_limited_headers(json_response("A page of customers, newest first", &list)),
-                        "400": problem_response("A parameter is invalid, unknown or repeated"),
+                        "400": problem_response("A parameter is invalid, unknown or repeated; invalid_authorization for an Authorization header given twice"),
                         "401": unauthorized,
                         "403": forbidden,
                         "429": too_many,
@@ -152,6 +154,7 @@ pub fn document() -> Value {
                     }],
                     "responses": {
                         "200": rate_limited_headers(json_response("The customer", &customer)),
+                        "400": problem_response("invalid_authorization: an Authorization header given twice"),
                         "401": unauthorized,
                         "403": forbidden,
                         "404": problem_response("customer_not_found (also for a malformed id)"),

@@ -13,6 +13,11 @@ pub const DEFAULT_SUBJECT_PREFIX: &str = "customers";
 
 /// Largest create body accepted by default, over HTTP and NATS alike (64 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// The body limit may not be set below this: the largest valid customer whose every field is
+/// at its limit needs about 10 KiB, but a limit below 1 KiB refuses ordinary ones.
+pub const MIN_BODY_LIMIT: u64 = 1024;
+/// Nor above this: NATS refuses messages over its `max_payload` (1 MiB by default).
+pub const MAX_BODY_LIMIT: u64 = 1024 * 1024;
 
 /// Name of the create endpoint within the service.
 pub const CREATE_ENDPOINT: &str = "create";

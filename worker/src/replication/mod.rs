@@ -7,7 +7,11 @@
 //! * The others are **standbys**: [`follow`] feeds them the log as it grows; they serve
 //!   reads, after a [`ReadBarrier`] when a read might otherwise miss an acknowledged create.
 //! * When the primary stops renewing its lease, a standby takes it, applies the log to its
-//!   end and becomes the primary ([`promote`]).
+//!   end and becomes the primary ([`take_over`]).
+//! * Every instance's reads pass its [`ReadGate`]: a standby's catches up first where it
+//!   must; the primary's answers only while its lease is surely held, and otherwise (paused
+//!   past it, a successor may have acknowledged writes since) as a standby that no longer
+//!   follows the log would: only if nothing was appended beyond what it applied.
 //!
 //! The committer (`crate::committer`) does the appending and applying; this module holds the
 //! shared state and the tasks around it.
@@ -66,10 +70,11 @@ pub struct ReadBarrier {
 }
 
 impl ReadBarrier {
-    /// Whether this instance caught up with the log as it is now, within [`BARRIER_WAIT`]
-    /// (reading the log's end is retried within it: a node may be failing over).
-    pub async fn caught_up(&self) -> bool {
-        let deadline = tokio::time::Instant::now() + BARRIER_WAIT;
+    /// Whether this instance caught up with the log as it is now, within `wait` (reading
+    /// the log's end is retried within it: a node may be failing over); with no wait, whether
+    /// it has applied the log's end already.
+    pub async fn caught_up(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
         let last = loop {
             match self.log.last_sequence().await {
                 Ok(last) => break last,
@@ -88,6 +93,45 @@ impl ReadBarrier {
 
 /// The longest a read waits for its replica to catch up before it is answered 503.
 const BARRIER_WAIT: Duration = Duration::from_secs(3);
+
+/// What stands between a read and its answer, by role.
+#[derive(Clone)]
+pub enum ReadGate {
+    /// One worker on its own disk: everything acknowledged is in its database.
+    Single,
+    /// A standby: a read that could miss an acknowledged write catches up first.
+    Standby(Arc<ReadBarrier>),
+    /// The primary: everything acknowledged is in its database while its lease is surely
+    /// held; past that, only if the log holds nothing beyond what it applied.
+    Primary {
+        lease: lease::LeaseClock,
+        barrier: Arc<ReadBarrier>,
+    },
+}
+
+impl ReadGate {
+    /// Before a read that finds nothing or lists (a hit needs nothing: a customer, once
+    /// there, is as the log has it): a standby catches up with the log; `false` when it
+    /// could not, and the read is to be answered 503.
+    pub async fn caught_up(&self) -> bool {
+        match self {
+            Self::Standby(barrier) => barrier.caught_up(BARRIER_WAIT).await,
+            Self::Single | Self::Primary { .. } => true,
+        }
+    }
+
+    /// After a read, before its answer: whether what this instance read is still all there
+    /// is. A primary that may have been paused past its lease asks the log (without waiting:
+    /// it no longer follows it).
+    pub async fn still_current(&self) -> bool {
+        match self {
+            Self::Primary { lease, barrier } => {
+                lease.is_valid() || barrier.caught_up(Duration::ZERO).await
+            }
+            Self::Single | Self::Standby(_) => true,
+        }
+    }
+}
 
 /// How often a follower checks that its consumer still delivers what the log holds.
 const STALL_CHECK: Duration = Duration::from_secs(1);

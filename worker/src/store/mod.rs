@@ -7,7 +7,8 @@
 //! write that a crash could take back, and no bookkeeping of "unsynced" writes is needed.
 //!
 //! By job:
-//! * this module: the layout and [`Store::open`], which replays the journal (`recovery`);
+//! * this module: the layout and [`Store::open`], which replays the journal (`recovery`) and
+//!   checks the result against the last checkpoint's [`manifest`];
 //! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
 //! * [`reads`]: lookups and pages for the read endpoints and the committer;
@@ -15,6 +16,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod manifest;
 pub mod outbox;
 pub mod reads;
 pub mod recovery;
@@ -50,9 +52,17 @@ const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot open the database in {dir}: {source} (is another worker using this data directory?)"
+        "cannot open the database in {dir}: another process holds its lock (is another worker using this data directory?)"
     )]
+    Locked { dir: PathBuf },
+    #[error("cannot open the database in {dir}: {source}")]
     Open { dir: PathBuf, source: sled::Error },
+    #[error("--data-dir {dir} is not a directory")]
+    NotADirectory { dir: PathBuf },
+    #[error(
+        "the database in {dir} {reason}: its files are damaged, so the worker will not start (restore the data directory from a backup or, replicated, start it empty to rebuild from the log; `customers-worker verify` checks a directory whole)"
+    )]
+    Damaged { dir: PathBuf, reason: String },
     #[error("cannot sync {path}: {source}")]
     Sync {
         path: PathBuf,
@@ -91,17 +101,24 @@ const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 /// reclamation may do on another thread a moment after the close: a reopen right after a close
 /// (a start from a snapshot, a test) would otherwise fail. A database another process holds
 /// still fails, after that wait.
-fn open_when_unlocked(config: &sled::Config) -> sled::Result<sled::Db> {
+fn open_when_unlocked(config: &sled::Config, dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
     loop {
         match config.open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        dir: dir.to_owned(),
+                    });
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            opened => return opened,
+            opened => {
+                return opened.map_err(|source| StoreError::Open {
+                    dir: dir.to_owned(),
+                    source,
+                });
+            }
         }
     }
 }
@@ -112,6 +129,11 @@ impl Store {
     /// is started.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Opened, StoreError> {
         let started = std::time::Instant::now();
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::NotADirectory {
+                dir: dir.to_owned(),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Sync {
             path: dir.to_owned(),
             source,
@@ -124,10 +146,7 @@ impl Store {
             .cache_capacity(cache_capacity_bytes)
             .segment_size(SEGMENT_SIZE)
             .flush_every_ms(None);
-        let db = open_when_unlocked(&config).map_err(|source| StoreError::Open {
-            dir: dir.to_owned(),
-            source,
-        })?;
+        let db = open_when_unlocked(&config, dir)?;
         let store = Self {
             records: db.open_tree(RECORDS_TREE)?,
             emails: db.open_tree(EMAILS_TREE)?,
@@ -137,7 +156,7 @@ impl Store {
             db,
             dir: dir.to_owned(),
         };
-        let (journal, replayed) = store.recover(&dir.join(JOURNAL_DIR))?;
+        let (journal, replayed, records) = store.recover()?;
         // Whatever sled and recovery created (its files, the journal directory, a new data
         // directory) must survive a power cut as directory entries too.
         checkpoint::sync_database_files(dir)?;
@@ -152,6 +171,7 @@ impl Store {
             journal,
             recovery: Recovery {
                 replayed,
+                records,
                 elapsed: started.elapsed(),
             },
         })
@@ -198,5 +218,25 @@ mod tests {
             .err()
             .expect("the directory is locked");
         assert!(error.to_string().contains("another worker"), "{error}");
+    }
+
+    #[test]
+    fn other_open_errors_do_not_blame_another_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, b"x").unwrap();
+        let error = Store::open(&file, 1 << 20).err().expect("a file");
+        assert_eq!(
+            error.to_string(),
+            format!("--data-dir {} is not a directory", file.display())
+        );
+        // A sled file of another kind: an open error, not a lock.
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("conf"), b"not sled's configuration").unwrap();
+        let error = Store::open(&data, 1 << 20)
+            .err()
+            .expect("a broken database");
+        assert!(!error.to_string().contains("another worker"), "{error}");
     }
 }

@@ -1,32 +1,59 @@
 //! Bringing sled up to date at open: every journal segment left by the last run is replayed
 //! into the trees (puts are idempotent, so a segment that an interrupted checkpoint already
-//! covered is simply written again), then checkpointed and removed. What was replayed, and
-//! how long it took, is logged and exported as a metric.
+//! covered is simply written again); the result is checked against the last checkpoint's
+//! manifest (a damaged database or journal stops the start here, before anything is
+//! removed), then checkpointed, recorded in a new manifest, and the replayed segments are
+//! removed. What was replayed, and how long it took, is logged and exported as a metric.
 
-use std::path::Path;
 use std::time::Duration;
 
-use crate::journal::{self, Journal, Replayed};
+use crate::journal::{self, Journal, Promise, Replayed};
+use crate::store::manifest::{Manifest, RecordKeys};
 use crate::store::{Store, StoreError};
 
 /// What [`Store::open`] found in the journal.
 #[derive(Debug, Clone)]
 pub struct Recovery {
     pub replayed: Replayed,
+    /// The record tree's keys after the replay: where the committer's count starts.
+    pub records: RecordKeys,
     /// Time to open sled, replay and checkpoint.
     pub elapsed: Duration,
 }
 
 impl Store {
-    pub(super) fn recover(&self, journal_dir: &Path) -> Result<(Journal, Replayed), StoreError> {
-        let replayed = journal::replay(journal_dir, |puts| self.apply(puts))??;
+    pub(super) fn recover(&self) -> Result<(Journal, Replayed, RecordKeys), StoreError> {
+        let journal_dir = self.journal_dir();
+        let manifest = Manifest::read(&self.dir)?;
+        let promise = manifest.as_ref().map(Manifest::promise).unwrap_or_default();
+        let replayed = journal::replay(&journal_dir, promise, |puts| self.apply(puts))??;
+        let records = self.check_against(manifest.as_ref())?;
+        if manifest.is_none() && records.count > 0 {
+            tracing::warn!(
+                customers = records.count,
+                "no checkpoint manifest in this data directory (made by an older build, or restored): checked the index against the records only; a manifest is written now"
+            );
+        }
+        let next = replayed.next_seq;
         if replayed.segments > 0 {
             self.checkpoint()?;
-            journal::remove_segments_before(journal_dir, replayed.next_seq)?;
+            // Recorded before the segments go: a crash in between must not leave a manifest
+            // that promises them.
+            let covered = Promise {
+                covered_below: next,
+                created_through: 0,
+            };
+            Manifest::new(covered, records.clone()).write(&self.dir)?;
+            journal::remove_segments_before(&journal_dir, next)?;
         }
         // Only now: a new segment must not follow a torn one that is still on disk.
-        let journal = Journal::create(journal_dir, replayed.next_seq)?;
-        Ok((journal, replayed))
+        let journal = Journal::create(&journal_dir, next)?;
+        let created = Promise {
+            covered_below: next,
+            created_through: next,
+        };
+        Manifest::new(created, records.clone()).write(&self.dir)?;
+        Ok((journal, replayed, records))
     }
 }
 
