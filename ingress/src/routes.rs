@@ -509,17 +509,28 @@ enum BodyError {
 }
 
 /// Reads at most `limit` bytes, at the pace `pace` asks; never buffers an unbounded body nor
-/// waits for a slow one longer than its deadline.
+/// waits for a slow one longer than its deadline. A body that is all there already (a small
+/// one arrives with the head) is taken without a timer: one is armed only while it waits.
 async fn read_body(mut body: Incoming, limit: usize, pace: BodyPace) -> Result<Bytes, BodyError> {
+    use futures_util::FutureExt;
     let started = Instant::now();
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
     let mut received = 0;
-    let deadline = tokio::time::sleep_until(pace.deadline(started, 0).into());
-    tokio::pin!(deadline);
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            () = &mut deadline => return Err(BodyError::TooSlow),
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                let until = tokio::time::Instant::from(pace.deadline(started, received));
+                let sleep =
+                    deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                sleep.as_mut().reset(until);
+                tokio::select! {
+                    frame = body.frame() => frame,
+                    () = sleep.as_mut() => return Err(BodyError::TooSlow),
+                }
+            }
         };
         let data = match frame {
             None => break,
@@ -535,15 +546,17 @@ async fn read_body(mut body: Incoming, limit: usize, pace: BodyPace) -> Result<B
         if received > limit {
             return Err(BodyError::TooLarge);
         }
-        chunks.push(data);
-        deadline
-            .as_mut()
-            .reset(pace.deadline(started, received).into());
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
     }
-    Ok(match chunks.len() {
-        1 => chunks.pop().expect("one chunk"),
-        _ => Bytes::from(chunks.concat()),
-    })
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
 }
 
 /// Only `chunked` is implemented (RFC 9112 §6.1): a body in any other transfer coding would

@@ -53,7 +53,8 @@ pub enum WorkerReply {
     },
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
+/// The requests waiting for a reply, by token, with the endpoint each was sent to.
+type Pending = Arc<Mutex<HashMap<u64, (Operation, oneshot::Sender<Message>)>>>;
 
 #[derive(Clone)]
 pub struct WorkerClient {
@@ -98,21 +99,27 @@ impl WorkerClient {
                     .next()
                     .and_then(|t| t.parse().ok());
                 let waiting = token.and_then(|t| routes.lock().expect("pending map").remove(&t));
-                if let Some(waiting) = waiting {
+                if let Some((_, waiting)) = waiting {
                     let _ = waiting.send(reply);
                 }
             }
         });
+        let subjects = Arc::new([
+            protocol::subject(subject_prefix, protocol::CREATE_ENDPOINT),
+            protocol::subject(subject_prefix, protocol::GET_ENDPOINT),
+            protocol::subject(subject_prefix, protocol::LIST_ENDPOINT),
+            format!("$SRV.PING.{}", protocol::SERVICE_NAME),
+        ]);
+        tokio::spawn(end_refused_requests(
+            denied.clone(),
+            pending.clone(),
+            subjects.clone(),
+        ));
         Ok(Self {
             client,
             connected,
             denied,
-            subjects: Arc::new([
-                protocol::subject(subject_prefix, protocol::CREATE_ENDPOINT),
-                protocol::subject(subject_prefix, protocol::GET_ENDPOINT),
-                protocol::subject(subject_prefix, protocol::LIST_ENDPOINT),
-                format!("$SRV.PING.{}", protocol::SERVICE_NAME),
-            ]),
+            subjects,
             timeout,
             reply_prefix,
             next_token: Arc::default(),
@@ -170,15 +177,11 @@ impl WorkerClient {
         }
         // A publish nats-server refused a moment ago would be dropped again, silently: the
         // caller learns why at once (and the next try after a while finds out whether the
-        // grant was fixed).
+        // grant was fixed). One refused later ends the request through its entry.
         let subject = &self.subjects[operation as usize];
-        let mut denied = self.denied.clone();
-        if let Some(denial) = Denial::recent(&denied).filter(|d| d.is_publish_to(subject)) {
-            return Err(ApiError::NatsPermissionDenied {
-                refused: denial.refused,
-            });
+        if let Some(refused) = self.refused_publish(subject) {
+            return Err(refused);
         }
-        denied.mark_unchanged();
         let timeout = match operation {
             Operation::Ping => self.timeout.min(PING_TIMEOUT),
             Operation::Create | Operation::Get | Operation::List => self.timeout,
@@ -193,7 +196,7 @@ impl WorkerClient {
         self.pending
             .lock()
             .expect("pending map")
-            .insert(token, sender);
+            .insert(token, (operation, sender));
         let _entry = PendingEntry {
             pending: &self.pending,
             token,
@@ -219,30 +222,59 @@ impl WorkerClient {
                     })
                 }
                 Ok(message) => classify(message),
-                Err(_) => Err(BROKER_UNREACHABLE),
+                // Its entry was ended: the connection went, or nats-server refused the publish.
+                Err(_) => Err(self.refused_publish(subject).unwrap_or(BROKER_UNREACHABLE)),
             },
             () = tokio::time::sleep(timeout) => Err(ApiError::WorkerTimeout {
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
             _ = connected.wait_for(|up| !*up) => Err(BROKER_UNREACHABLE),
-            refused = refused_publish(&mut denied, subject) => {
-                Err(ApiError::NatsPermissionDenied { refused })
-            }
         }
     }
 }
 
-/// Resolves when nats-server refuses, from now on, a publish to `subject` (the refusal
-/// arrives on its own, not with the request); never, if the connection goes away first.
-async fn refused_publish(denied: &mut watch::Receiver<Option<Denial>>, subject: &str) -> String {
+impl WorkerClient {
+    /// The error for a request to `subject` whose publish nats-server refused recently.
+    fn refused_publish(&self, subject: &str) -> Option<ApiError> {
+        let denied = self.denied.borrow();
+        let denial = denied.as_ref()?;
+        (denial.is_publish_to(subject) && denial.at.elapsed() < Denial::FRESH_FOR).then(|| {
+            ApiError::NatsPermissionDenied {
+                refused: denial.refused.clone(),
+            }
+        })
+    }
+}
+
+/// Ends the requests waiting on an endpoint whose publish nats-server refuses (the refusal
+/// arrives on its own, not with the request, and the request itself was dropped): their
+/// entries go, and each answers with the refusal instead of waiting out its timeout.
+async fn end_refused_requests(
+    mut denied: watch::Receiver<Option<Denial>>,
+    pending: Pending,
+    subjects: Arc<[String; 4]>,
+) {
+    const ALL: [Operation; 4] = [
+        Operation::Create,
+        Operation::Get,
+        Operation::List,
+        Operation::Ping,
+    ];
     while denied.changed().await.is_ok() {
-        if let Some(denial) = denied.borrow_and_update().as_ref()
-            && denial.is_publish_to(subject)
-        {
-            return denial.refused.clone();
+        let refused: Vec<Operation> = match denied.borrow_and_update().as_ref() {
+            Some(denial) => ALL
+                .into_iter()
+                .filter(|&operation| denial.is_publish_to(&subjects[operation as usize]))
+                .collect(),
+            None => continue,
+        };
+        if !refused.is_empty() {
+            pending
+                .lock()
+                .expect("pending map")
+                .retain(|_, (operation, _)| !refused.contains(operation));
         }
     }
-    std::future::pending().await
 }
 
 /// Removes a request's routing entry however the request ends.

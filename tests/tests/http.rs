@@ -93,7 +93,14 @@ async fn transfer_codings_other_than_chunked_are_501() {
     let app = spawn_app().await;
     let key = app.ingress.api_key.clone().unwrap();
     let body = customer_with_email("te@example.com");
-    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    // In three chunks: the ingress puts a body read in several frames back together.
+    let (a, rest) = body.split_at(5);
+    let (b, c) = rest.split_at(7);
+    let chunked: String = [a, b, c]
+        .iter()
+        .map(|part| format!("{:x}\r\n{part}\r\n", part.len()))
+        .chain(["0\r\n\r\n".to_owned()])
+        .collect();
     for (coding, expected) in [
         ("chunked", "HTTP/1.1 201"),
         ("gzip, chunked", "HTTP/1.1 501"),
@@ -107,9 +114,11 @@ async fn transfer_codings_other_than_chunked_are_501() {
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         if expected.ends_with("201") {
-            let mut head = [0u8; 12];
-            stream.read_exact(&mut head).await.unwrap();
-            assert_eq!(&head, expected.as_bytes(), "{coding}");
+            let mut answer = vec![0u8; 4096];
+            let n = stream.read(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer[..n]);
+            assert!(answer.starts_with(expected), "{coding}: {answer}");
+            assert!(answer.contains(r#""email":"te@example.com""#), "{answer}");
             continue;
         }
         let mut received = Vec::new();
