@@ -7,7 +7,8 @@
 //! * the durable bound: the bare forwarder → NATS → a responder that appends each group to
 //!   a file with one `fdatasync`;
 //! * the peer: the same service on PostgreSQL (`bench/peer-postgres`), when a PostgreSQL
-//!   server is available (`scripts/bench` finds one);
+//!   server is available (`scripts/bench` finds one), with its connection pool swept
+//!   (4, 8, 16, 32) at each concurrency and the best taken, as an operator would tune it;
 //! * the service over HTTP (ingress → worker) and over NATS direct, with `customer.created`
 //!   events on (the default), and over HTTP with events off (what the events cost);
 //! * the replicated topology over HTTP: a 3-node NATS cluster, three workers in replicated
@@ -69,6 +70,14 @@ const CEILING: &str = "ceiling: forwarder → NATS → echo";
 const INGRESS_ECHO: &str = "product ingress → NATS → echo";
 const DURABLE: &str = "durable bound: forwarder → NATS → append + fdatasync";
 const PEER: &str = "peer: axum + PostgreSQL";
+/// The peer's pool sizes tried at each concurrency, and their lines (kept out of the main
+/// table: the peer line is the best of them).
+const PEER_POOLS: [(usize, &str); 4] = [
+    (4, "peer sweep: pool 4"),
+    (8, "peer sweep: pool 8"),
+    (16, "peer sweep: pool 16"),
+    (32, "peer sweep: pool 32"),
+];
 const HTTP: &str = "service over HTTP";
 const HTTP_EVENTS_OFF: &str = "service over HTTP, events off";
 const HTTP_REPLICATED: &str = "service over HTTP, replicated (3 NATS nodes, 3 workers)";
@@ -93,6 +102,7 @@ const ROLES: [&str; 5] = [
 /// The process ids playing each role in a line (a role may have none or several).
 type Pids = [Vec<u32>; ROLES.len()];
 
+#[derive(Clone)]
 struct Row {
     line: &'static str,
     concurrency: usize,
@@ -142,6 +152,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             "127.0.0.1:0",
             "--keys-file",
             &keys_file_arg,
+            // One key drives every client of a line.
+            "--max-in-flight-per-credential",
+            PER_KEY_IN_FLIGHT,
         ],
         "serving",
     )
@@ -185,27 +198,34 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let peer_note = match (&args.peer_bin, &args.pg_bin_dir) {
         (Some(peer_bin), Some(pg_bin_dir)) => {
             let postgres = Postgres::start(pg_bin_dir, scratch.path()).await?;
-            let peer = ServiceProcess::start_program(
-                peer_bin,
-                &[],
-                &[
-                    ("DATABASE_URL", &postgres.url()),
-                    ("PEER_LISTEN", "127.0.0.1:0"),
-                ],
-                "peer listening on",
-            )
-            .await;
-            let peer_url = listen_url(&peer.ready_line, "listening on ");
             let postgres_root = postgres.postmaster_pid();
-            bench
-                .http_line(PEER, &peer_url, &peer, &peer, Some(postgres_root))
-                .await?;
-            peer.terminate().await;
+            for (pool, line) in PEER_POOLS {
+                // The peer starts on an empty table: each pool size sees the same database.
+                let pool = pool.to_string();
+                let peer = ServiceProcess::start_program(
+                    peer_bin,
+                    &[],
+                    &[
+                        ("DATABASE_URL", &postgres.url()),
+                        ("PEER_LISTEN", "127.0.0.1:0"),
+                        ("PEER_POOL_SIZE", &pool),
+                    ],
+                    "peer listening on",
+                )
+                .await;
+                let peer_url = listen_url(&peer.ready_line, "listening on ");
+                bench
+                    .http_line(line, &peer_url, &peer, &peer, Some(postgres_root))
+                    .await?;
+                peer.terminate().await;
+            }
+            bench.take_best_peer_pool();
             postgres.stop().await;
             format!(
-                "PostgreSQL {} from {} (fsync on, synchronous_commit on, defaults otherwise), pool of 64 connections",
+                "PostgreSQL {} from {} (fsync on, synchronous_commit on, defaults otherwise), its connection pool the best of {} at each concurrency (the sweep is under \"Peer pool sweep\")",
                 command_output(&pg_bin_dir.join("postgres"), &["--version"]),
-                args.pg_source
+                args.pg_source,
+                PEER_POOLS.map(|(pool, _)| pool.to_string()).join(", ")
             )
         }
         _ => "no PostgreSQL server was found (scripts/bench looks for one on the machine, then installs pgserver from PyPI): the peer line is missing".to_owned(),
@@ -307,6 +327,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         recovery.as_ref(),
         events_apart.as_ref(),
     );
+    peer_sweep_section(&mut report, &rows, &args.concurrency);
     cpu_section(&mut report, &rows);
     if let Some(growth) = &growth {
         growth_section(&mut report, &rows, growth);
@@ -460,6 +481,21 @@ impl Bench<'_> {
             summary,
             cpu_us,
         });
+    }
+
+    /// The peer line: at each concurrency, the pool size of the sweep that created the most.
+    fn take_best_peer_pool(&mut self) {
+        for &c in &self.args.concurrency {
+            let best = self
+                .rows
+                .iter()
+                .filter(|r| r.concurrency == c && is_peer_sweep(r.line))
+                .max_by(|a, b| a.summary.throughput.total_cmp(&b.summary.throughput))
+                .cloned();
+            if let Some(best) = best {
+                self.rows.push(Row { line: PEER, ..best });
+            }
+        }
     }
 
     /// Customers the service lines created so far.
@@ -853,7 +889,7 @@ async fn measure_recovery(url: &str, data_dir: &Path, creates: u64) -> Result<Re
         "--data-dir",
         &data,
         "--checkpoint-bytes",
-        "100000000000",
+        "4294967296",
     ];
     let worker = ServiceProcess::start("customers-worker", &args, "serving").await;
     eprintln!("bench: {creates} creates into the journal, then kill -9 ...");
@@ -942,6 +978,52 @@ fn stolen_share(before: &[u64], after: &[u64]) -> Option<f64> {
     (total > 0).then(|| steal as f64 / total as f64)
 }
 
+/// Requests one key may have in flight at the ingress: one key drives every client of a
+/// line, up to 256 at once.
+const PER_KEY_IN_FLIGHT: &str = "1024";
+
+fn is_peer_sweep(line: &str) -> bool {
+    PEER_POOLS.iter().any(|(_, sweep)| *sweep == line)
+}
+
+/// The peer at each pool size and concurrency, and which pool the peer line took.
+fn peer_sweep_section(w: &mut String, rows: &[Row], levels: &[usize]) {
+    if !rows.iter().any(|r| is_peer_sweep(r.line)) {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "
+## Peer pool sweep
+"
+    );
+    let _ = writeln!(
+        w,
+        "The peer ran with each connection pool size at each concurrency (creates/s, p99 ms); the peer line above is the best of them at that concurrency, the pool an operator tuning this machine would keep. PostgreSQL's own advice is about two connections per core plus the disks; on two cores the larger pools lose to contention.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| concurrency | {} | peer line uses |",
+        PEER_POOLS
+            .map(|(pool, _)| format!("pool {pool}"))
+            .join(" | ")
+    );
+    let _ = writeln!(w, "|---:|{}---|", "---:|".repeat(PEER_POOLS.len()));
+    for &c in levels {
+        let cells = PEER_POOLS.map(|(_, line)| {
+            find(rows, line, c).map_or("–".to_owned(), |s| {
+                format!("{:.0} ({:.1})", s.throughput, s.latency_ms[2])
+            })
+        });
+        let used = PEER_POOLS
+            .iter()
+            .filter_map(|(pool, line)| Some((pool, find(rows, line, c)?)))
+            .max_by(|a, b| a.1.throughput.total_cmp(&b.1.throughput))
+            .map_or("–".to_owned(), |(pool, _)| format!("pool {pool}"));
+        let _ = writeln!(w, "| {c} | {} | {used} |", cells.join(" | "));
+    }
+}
+
 fn fmt_ratio(value: Option<f64>) -> String {
     value.map_or("–".to_owned(), |v| format!("{v:.2}"))
 }
@@ -989,7 +1071,7 @@ fn report(rows: &[Row], args: &BenchArgs, peer_note: &str, stolen: Option<f64>) 
         "| line | concurrency | creates/s | p50 ms | p99 ms | p99.9 ms | errors | × ceiling | × durable bound | × peer |"
     );
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in rows {
+    for row in rows.iter().filter(|r| !is_peer_sweep(r.line)) {
         let s = &row.summary;
         let c = row.concurrency;
         let _ = writeln!(
@@ -1156,7 +1238,10 @@ fn cpu_section(w: &mut String, rows: &[Row]) {
     );
     let ceiling_total =
         find_row(rows, CEILING, GROWTH_CONCURRENCY).map(|r| r.cpu_us.iter().sum::<f64>());
-    for row in rows.iter().filter(|r| r.concurrency == GROWTH_CONCURRENCY) {
+    for row in rows
+        .iter()
+        .filter(|r| r.concurrency == GROWTH_CONCURRENCY && !is_peer_sweep(r.line))
+    {
         let total: f64 = row.cpu_us.iter().sum();
         let _ = writeln!(
             w,
@@ -1255,6 +1340,8 @@ async fn replicated_line(
             "127.0.0.1:0",
             "--keys-file",
             keys_file,
+            "--max-in-flight-per-credential",
+            PER_KEY_IN_FLIGHT,
         ],
         "serving",
     )
