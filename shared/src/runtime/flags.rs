@@ -70,17 +70,28 @@ pub const SHARED_FREE_FORM: [&str; 12] = [
     "--log-format",
 ];
 
-/// Checks a binary's flag table against its parser: every case is refused with a message
-/// that names the flag and says what is allowed, and every flag that takes a value is either
-/// checked (`out_of_range`) or declared free-form, so that a new numeric flag without a
-/// range cannot slip in. Returns what is wrong, one line each (for the binaries' tests).
+/// Checks a binary's flag table against its parser: every case (the binary's own and the
+/// shared ones) is refused with a message that names the flag and says what is allowed, and
+/// every flag that takes a value is either checked or declared free-form, so that a new
+/// numeric flag without a range cannot slip in. Returns what is wrong, one line each (for
+/// the binaries' tests).
 pub fn check_table(
     command: &clap::Command,
-    out_of_range: &[OutOfRange],
-    free_form: &[&str],
+    own_out_of_range: &[OutOfRange],
+    own_free_form: &[&str],
 ) -> Vec<String> {
+    let out_of_range: Vec<OutOfRange> = own_out_of_range
+        .iter()
+        .chain(&SHARED_OUT_OF_RANGE)
+        .copied()
+        .collect();
+    let free_form: Vec<&str> = own_free_form
+        .iter()
+        .chain(&SHARED_FREE_FORM)
+        .copied()
+        .collect();
     let mut wrong = Vec::new();
-    for &(flag, value, expected) in out_of_range {
+    for &(flag, value, expected) in &out_of_range {
         match command
             .clone()
             .try_get_matches_from([command.get_name(), &format!("{flag}={value}")])
@@ -102,7 +113,8 @@ pub fn check_table(
         let flag = format!("--{long}");
         let takes_value = argument.get_num_args().is_some_and(|n| n.takes_values())
             || argument.get_action().takes_values();
-        let listed = out_of_range.iter().any(|(f, _, _)| *f == flag) || free_form.contains(&&*flag);
+        let listed =
+            out_of_range.iter().any(|(f, _, _)| *f == flag) || free_form.contains(&flag.as_str());
         if takes_value && !listed && !matches!(long, "help" | "version") {
             wrong.push(format!(
                 "{flag}: neither range-checked nor declared free-form"
