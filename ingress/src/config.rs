@@ -149,19 +149,6 @@ impl Config {
         config
     }
 
-    /// What one request may take.
-    pub fn request_limits(&self) -> crate::routes::RequestLimits {
-        crate::routes::RequestLimits {
-            max_body_bytes: self.max_body_bytes,
-            body_pace: crate::routes::BodyPace {
-                total: self.body_read_timeout,
-                min_rate: self.body_min_rate,
-            },
-            max_in_flight: self.max_in_flight,
-            max_in_flight_per_credential: self.max_in_flight_per_credential,
-        }
-    }
-
     /// The rate limit of credentials without their own.
     pub fn default_rate_limit(&self) -> Policy {
         Policy {

@@ -11,15 +11,17 @@
 //! * [`response`]: the one place that turns errors and worker replies into HTTP responses.
 
 pub mod auth;
+mod body;
 pub mod config;
 pub mod keys_command;
-pub mod metrics;
+mod metrics;
+mod paths;
 pub mod rate_limit;
-pub mod reload;
-pub mod response;
-pub mod routes;
-pub mod server;
-pub mod tls;
+mod reload;
+mod response;
+mod routes;
+mod server;
+mod tls;
 pub mod worker_client;
 
 use std::future::Future;
@@ -30,8 +32,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
 use crate::auth::keys_file::KeysFileError;
+use crate::body::BodyPace;
 use crate::config::AuthMode;
-use crate::routes::App;
+use crate::routes::{App, RequestLimits};
 use crate::server::ServerSettings;
 use crate::tls::{Tls, TlsError, TlsFiles};
 use crate::worker_client::WorkerClient;
@@ -128,7 +131,7 @@ impl Ingress {
             .check_permissions()
             .await
             .map_err(IngressError::Refused)?;
-        let app = App::new(worker, authenticator.clone(), config.request_limits());
+        let app = App::new(worker, authenticator.clone(), request_limits(config));
         app.metrics().set_credentials(
             authenticator.key_set().active(),
             authenticator.credential_ids().iter().map(|id| &**id),
@@ -172,5 +175,18 @@ impl Ingress {
             reloader.abort();
         }
         tracing::info!("stopped");
+    }
+}
+
+/// What one request may take, as `config` sets it.
+fn request_limits(config: &Config) -> RequestLimits {
+    RequestLimits {
+        max_body_bytes: config.max_body_bytes,
+        body_pace: BodyPace {
+            total: config.body_read_timeout,
+            min_rate: config.body_min_rate,
+        },
+        max_in_flight: config.max_in_flight,
+        max_in_flight_per_credential: config.max_in_flight_per_credential,
     }
 }

@@ -16,10 +16,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// What a request asked for, as a label value.
+/// The route a request took, as the `operation` label's value.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)] // label values are written as the variants' names
-pub enum Operation {
+pub(crate) enum Route {
     create,
     get,
     list,
@@ -35,7 +35,7 @@ pub enum Operation {
 /// What a reload read again.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)] // label values are written as the variants' names
-pub enum ReloadSource {
+pub(crate) enum ReloadSource {
     keys,
     tls,
 }
@@ -58,18 +58,18 @@ struct CredentialLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    operation: Operation,
+    operation: Route,
     status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
-    operation: Operation,
+    operation: Route,
 }
 
 type DurationFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: DurationFamily,
@@ -140,20 +140,20 @@ impl Default for Metrics {
 }
 
 /// Each operation with the status its requests are usually answered with.
-const USUAL_ANSWERS: [(Operation, u16); 9] = [
-    (Operation::create, 201),
-    (Operation::get, 200),
-    (Operation::list, 200),
-    (Operation::healthz, 200),
-    (Operation::readyz, 200),
-    (Operation::metrics, 200),
-    (Operation::openapi, 200),
-    (Operation::asyncapi, 200),
-    (Operation::other, 404),
+const USUAL_ANSWERS: [(Route, u16); 9] = [
+    (Route::create, 201),
+    (Route::get, 200),
+    (Route::list, 200),
+    (Route::healthz, 200),
+    (Route::readyz, 200),
+    (Route::metrics, 200),
+    (Route::openapi, 200),
+    (Route::asyncapi, 200),
+    (Route::other, 404),
 ];
 
 /// The reason label of a repeated `Authorization` header (a 400, not an [`AuthFailure`]).
-pub const REPEATED_AUTHORIZATION: &str = "repeated";
+pub(crate) const REPEATED_AUTHORIZATION: &str = "repeated";
 
 impl Metrics {
     /// Makes every series whose labels are known now.
@@ -177,12 +177,12 @@ impl Metrics {
     }
 
     /// Counts a request as in flight until the guard is dropped.
-    pub fn in_flight(&self) -> InFlight<'_> {
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(&self.in_flight)
     }
 
-    pub fn observe(&self, operation: Operation, status: u16, elapsed: Duration) {
+    pub(crate) fn observe(&self, operation: Route, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels { operation, status })
             .inc();
@@ -191,13 +191,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn auth_failed(&self, reason: &'static str) {
+    pub(crate) fn auth_failed(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
-    pub fn rate_limited(&self, credential: &str) {
+    pub(crate) fn rate_limited(&self, credential: &str) {
         self.rate_limited
             .get_or_create(&CredentialLabels {
                 credential: credential.to_owned(),
@@ -205,7 +205,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn reloaded(&self, source: ReloadSource, ok: bool) {
+    pub(crate) fn reloaded(&self, source: ReloadSource, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads
             .get_or_create(&ReloadLabels { source, result })
@@ -214,7 +214,7 @@ impl Metrics {
 
     /// The credentials in force: how many are active, and the ids whose 429s are counted
     /// (from zero).
-    pub fn set_credentials<'a>(&self, active: usize, ids: impl Iterator<Item = &'a str>) {
+    pub(crate) fn set_credentials<'a>(&self, active: usize, ids: impl Iterator<Item = &'a str>) {
         self.active_credentials.set(active as i64);
         for credential in ids {
             drop(self.rate_limited.get_or_create(&CredentialLabels {
@@ -224,13 +224,13 @@ impl Metrics {
     }
 
     /// The metrics in the OpenMetrics text format.
-    pub fn render(&self, nats_connected: bool) -> String {
+    pub(crate) fn render(&self, nats_connected: bool) -> String {
         self.nats_connected.set(i64::from(nats_connected));
         metrics::encode(&self.registry)
     }
 }
 
-pub struct InFlight<'a>(&'a Gauge);
+pub(crate) struct InFlight<'a>(&'a Gauge);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

@@ -26,7 +26,7 @@ pub struct Policy {
 
 impl Policy {
     /// `Err` with the reason when the policy cannot be enforced.
-    pub fn check(&self) -> Result<(), &'static str> {
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
         if !(self.per_second.is_finite() && self.per_second > 0.0) {
             return Err("per_second must be a positive number");
         }
@@ -43,7 +43,7 @@ impl Policy {
 
     /// The `RateLimit-Policy` field value: a quota of `burst` requests per window of the
     /// seconds a drained bucket takes to refill.
-    pub fn header_value(&self) -> String {
+    pub(crate) fn header_value(&self) -> String {
         let window = (f64::from(self.burst) / self.per_second).ceil().max(1.0);
         format!("\"{POLICY_NAME}\";q={};w={window}", self.burst)
     }
@@ -53,11 +53,11 @@ impl Policy {
 const POLICY_NAME: &str = "requests";
 
 /// Most client addresses with a bucket of their own (about 100 bytes each).
-pub const MAX_ADDRESSES: usize = 65_536;
+pub(crate) const MAX_ADDRESSES: usize = 65_536;
 
 /// The result of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Allowed {
         /// Requests that would be allowed right after this one.
         remaining: u64,
@@ -74,7 +74,7 @@ pub enum Decision {
 
 impl Decision {
     /// The `RateLimit` field value.
-    pub fn header_value(&self) -> String {
+    pub(crate) fn header_value(&self) -> String {
         let (remaining, reset) = match *self {
             Self::Allowed { remaining, reset } => (remaining, reset),
             Self::Denied { reset, .. } => (0, reset),
@@ -84,7 +84,7 @@ impl Decision {
 }
 
 /// Whole seconds, rounded up: a client that waits this long is not refused again.
-pub fn ceil_secs(duration: Duration) -> u64 {
+pub(crate) fn ceil_secs(duration: Duration) -> u64 {
     duration.as_nanos().div_ceil(1_000_000_000) as u64
 }
 
@@ -92,7 +92,7 @@ pub fn ceil_secs(duration: Duration) -> u64 {
 /// flight (bounded separately, so that requests that take long, such as bodies trickling
 /// in, cannot pile up within the rate).
 #[derive(Debug)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     policy: Policy,
     emission: u64,
     /// `(burst - 1) × emission`: how far ahead of now the arrival time may run.
@@ -104,7 +104,7 @@ pub struct Bucket {
 }
 
 /// A request counted in its credential's [`Bucket`] until dropped.
-pub struct InFlight<'a>(&'a AtomicUsize);
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -113,7 +113,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl Bucket {
-    pub fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Policy) -> Self {
         let emission = policy.emission_nanos();
         Self {
             policy,
@@ -126,7 +126,7 @@ impl Bucket {
     }
 
     /// Counts one more request in flight, unless `limit` are already.
-    pub fn enter(&self, limit: usize) -> Option<InFlight<'_>> {
+    pub(crate) fn enter(&self, limit: usize) -> Option<InFlight<'_>> {
         let mut current = self.in_flight.load(Ordering::Acquire);
         loop {
             if current >= limit {
@@ -144,12 +144,12 @@ impl Bucket {
         }
     }
 
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.policy
     }
 
     /// Takes a token if one is there.
-    pub fn check(&self) -> Decision {
+    pub(crate) fn check(&self) -> Decision {
         self.check_at(Instant::now())
     }
 
@@ -192,7 +192,7 @@ impl Bucket {
 }
 
 /// A bucket per client address, in a bounded map.
-pub struct AddressBuckets {
+pub(crate) struct AddressBuckets {
     policy: Policy,
     buckets: Mutex<HashMap<IpAddr, Arc<Bucket>>>,
     /// Shared by addresses that find the map full.
@@ -201,7 +201,7 @@ pub struct AddressBuckets {
 }
 
 impl AddressBuckets {
-    pub fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Policy) -> Self {
         Self::with_capacity(policy, MAX_ADDRESSES)
     }
 
@@ -215,7 +215,7 @@ impl AddressBuckets {
     }
 
     /// The bucket of `address`.
-    pub fn bucket(&self, address: IpAddr) -> Arc<Bucket> {
+    pub(crate) fn bucket(&self, address: IpAddr) -> Arc<Bucket> {
         let mut buckets = self.buckets.lock().expect("address buckets");
         if let Some(bucket) = buckets.get(&address) {
             return bucket.clone();

@@ -48,7 +48,7 @@ struct Watched {
 }
 
 /// Watches the keys file and the TLS files.
-pub struct Reloader {
+pub(crate) struct Reloader {
     authenticator: Arc<Authenticator>,
     tls: Option<Arc<Tls>>,
     metrics: Arc<Metrics>,
@@ -61,7 +61,7 @@ impl Reloader {
     /// Records the files' stamps and installs the SIGHUP handler at once, so that from the
     /// moment the ingress announces itself a SIGHUP reloads instead of ending the process.
     /// `None` when there is nothing to watch.
-    pub fn new(
+    pub(crate) fn new(
         authenticator: Arc<Authenticator>,
         tls: Option<Arc<Tls>>,
         metrics: Arc<Metrics>,
@@ -88,7 +88,7 @@ impl Reloader {
     }
 
     /// Watches until the task is aborted.
-    pub fn spawn(mut self) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn(mut self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             // The files were just loaded: the first look is one interval away.
             let first = tokio::time::Instant::now() + self.interval;

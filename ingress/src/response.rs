@@ -9,16 +9,16 @@ use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_A
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::paths::CUSTOMERS_PATH;
 use crate::rate_limit::{Decision, Policy};
-use crate::routes::CUSTOMERS_PATH;
 use crate::worker_client::{Operation, WorkerReply};
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// An error answered as `application/problem+json`, with `Allow`, `WWW-Authenticate` or
 /// `Retry-After` where the error calls for them, and `Connection: close` where the request's
 /// body was not read to its end (the connection cannot carry another request after it).
-pub fn problem(error: &ApiError) -> Response<Body> {
+pub(crate) fn problem(error: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = problem_body(status, Bytes::from(error.problem_json()));
     let headers = response.headers_mut();
@@ -67,7 +67,7 @@ const CHALLENGE: &str = r#"Bearer realm="customers""#;
 
 /// The IETF `RateLimit-Policy` and `RateLimit` fields: the credential's policy and what
 /// `decision` left of it.
-pub fn add_rate_limit(response: &mut Response<Body>, policy: &Policy, decision: &Decision) {
+pub(crate) fn add_rate_limit(response: &mut Response<Body>, policy: &Policy, decision: &Decision) {
     let headers = response.headers_mut();
     for (name, value) in [
         (&*RATE_LIMIT_POLICY, policy.header_value()),
@@ -85,7 +85,7 @@ static RATE_LIMIT: std::sync::LazyLock<HeaderName> =
     std::sync::LazyLock::new(|| HeaderName::from_static("ratelimit"));
 
 /// A problem body the worker already rendered, with its status.
-pub fn problem_body(status: StatusCode, body: Bytes) -> Response<Body> {
+pub(crate) fn problem_body(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
@@ -95,7 +95,7 @@ pub fn problem_body(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 /// `200 OK` with a JSON body (a customer or a page).
-pub fn ok(json: Bytes) -> Response<Body> {
+pub(crate) fn ok(json: Bytes) -> Response<Body> {
     let mut response = Response::new(Full::new(json));
     response
         .headers_mut()
@@ -106,7 +106,10 @@ pub fn ok(json: Bytes) -> Response<Body> {
 /// The HTTP answer to a worker's reply to `operation`: `201 Created` with its `Location` for
 /// a create, `200` for reads, the problem with its status (and `Retry-After`) for an error,
 /// and `Idempotent-Replayed: true` on a stored reply sent again.
-pub fn from_worker(operation: Operation, reply: WorkerReply) -> Result<Response<Body>, ApiError> {
+pub(crate) fn from_worker(
+    operation: Operation,
+    reply: WorkerReply,
+) -> Result<Response<Body>, ApiError> {
     let (mut response, replayed) = match reply {
         WorkerReply::Success {
             customer_id,
@@ -152,6 +155,6 @@ pub fn from_worker(operation: Operation, reply: WorkerReply) -> Result<Response<
 
 /// One of the protocol's header names (`customers_shared::wire::protocol::headers`) as http
 /// writes header names.
-pub fn header_name(name: &'static str) -> HeaderName {
+pub(crate) fn header_name(name: &'static str) -> HeaderName {
     HeaderName::from_bytes(name.as_bytes()).expect("the protocol's header names are valid")
 }

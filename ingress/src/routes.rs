@@ -8,31 +8,31 @@
 //! /api/v1/customers/{id}` the id; the worker decides whether any of it is valid. `HEAD` is
 //! answered wherever `GET` is, without the body.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use customers_shared::ApiError;
 use customers_shared::domain::violation::Violation;
+use customers_shared::runtime::clock::unix_ms;
 use customers_shared::wire::idempotency::IdempotencyKey;
 use customers_shared::wire::protocol::headers;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::auth::keys_file::Scope;
 use crate::auth::{Authenticator, Caller, Credential};
+use crate::body::{BodyError, BodyPace, read_body};
 use crate::metrics::{self, Metrics};
+use crate::paths::CUSTOMERS_PATH;
 use crate::rate_limit::{Decision, ceil_secs};
 use crate::response::{self, Body};
-use crate::server::ConnectionInfo;
 use crate::worker_client::{Operation, WorkerClient};
 
-/// The customers collection; a customer is `{CUSTOMERS_PATH}/{id}`.
-pub const CUSTOMERS_PATH: &str = "/api/v1/customers";
 const MAX_REQUEST_ID_LEN: usize = 200;
 
 /// `X-Request-Id`, as http spells header names (lower case).
@@ -44,7 +44,7 @@ const FORWARDED: [&str; 2] = [headers::TRACEPARENT, headers::IDEMPOTENCY_KEY];
 
 /// The request handler, shared by every connection.
 #[derive(Clone)]
-pub struct App {
+pub(crate) struct App {
     worker: WorkerClient,
     authenticator: Arc<Authenticator>,
     metrics: Arc<Metrics>,
@@ -56,48 +56,27 @@ pub struct App {
     in_flight: Arc<Semaphore>,
 }
 
+/// What the handler knows about a request's connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionInfo {
+    pub(crate) peer: SocketAddr,
+    /// DNS and URI names of the verified client certificate; empty without one.
+    pub(crate) certificate_names: Arc<[String]>,
+}
+
 /// What one request may take.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
-    pub max_body_bytes: usize,
-    pub body_pace: BodyPace,
+pub(crate) struct RequestLimits {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) body_pace: BodyPace,
     /// Requests to the worker at once, from everyone.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Requests of one credential at once, their bodies being read included.
-    pub max_in_flight_per_credential: usize,
-}
-
-/// How fast a body must arrive: all of it within `total`, and, after its first second, at
-/// least `min_rate` bytes per second on average. A stalled or trickling body is cut within
-/// about a second instead of holding its connection and its credential's slot for `total`.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyPace {
-    pub total: Duration,
-    pub min_rate: u64,
-}
-
-/// The part of a body's time that the minimum rate does not cover (its first bytes may wait
-/// for a connection's slow start).
-const BODY_GRACE: Duration = Duration::from_secs(1);
-
-impl BodyPace {
-    /// When byte `received + 1` must have arrived, for a body that started at `started`.
-    fn deadline(&self, started: Instant, received: usize) -> Instant {
-        let by_rate = BODY_GRACE
-            + Duration::from_secs_f64((received as f64 + 1.0) / self.min_rate.max(1) as f64);
-        started + by_rate.min(self.total)
-    }
-
-    fn timeout(&self) -> ApiError {
-        ApiError::BodyTimeout {
-            total_ms: u64::try_from(self.total.as_millis()).unwrap_or(u64::MAX),
-            min_rate: self.min_rate,
-        }
-    }
+    pub(crate) max_in_flight_per_credential: usize,
 }
 
 impl App {
-    pub fn new(
+    pub(crate) fn new(
         worker: WorkerClient,
         authenticator: Arc<Authenticator>,
         limits: RequestLimits,
@@ -113,12 +92,12 @@ impl App {
         }
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
     /// Answers one request; every response carries the request id.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
         connection: &ConnectionInfo,
@@ -139,7 +118,7 @@ impl App {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let endpoint = Endpoint::of(request.method(), request.uri().path());
-        let operation = endpoint.operation();
+        let operation = endpoint.metrics_label();
         let mut response = self
             .route(endpoint, request, &request_id, connection)
             .instrument(span)
@@ -461,18 +440,18 @@ impl Endpoint {
     }
 
     /// The metrics label of a request to this endpoint.
-    fn operation(&self) -> metrics::Operation {
+    fn metrics_label(&self) -> metrics::Route {
         match self {
-            Self::Customers(CustomerEndpoint::Create) => metrics::Operation::create,
-            Self::Customers(CustomerEndpoint::List) => metrics::Operation::list,
-            Self::Customers(CustomerEndpoint::Get(_)) => metrics::Operation::get,
-            Self::Public(PublicEndpoint::Health) => metrics::Operation::healthz,
-            Self::Public(PublicEndpoint::Ready) => metrics::Operation::readyz,
-            Self::Public(PublicEndpoint::Metrics) => metrics::Operation::metrics,
-            Self::Public(PublicEndpoint::OpenApi) => metrics::Operation::openapi,
-            Self::Public(PublicEndpoint::AsyncApi) => metrics::Operation::asyncapi,
+            Self::Customers(CustomerEndpoint::Create) => metrics::Route::create,
+            Self::Customers(CustomerEndpoint::List) => metrics::Route::list,
+            Self::Customers(CustomerEndpoint::Get(_)) => metrics::Route::get,
+            Self::Public(PublicEndpoint::Health) => metrics::Route::healthz,
+            Self::Public(PublicEndpoint::Ready) => metrics::Route::readyz,
+            Self::Public(PublicEndpoint::Metrics) => metrics::Route::metrics,
+            Self::Public(PublicEndpoint::OpenApi) => metrics::Route::openapi,
+            Self::Public(PublicEndpoint::AsyncApi) => metrics::Route::asyncapi,
             Self::Public(PublicEndpoint::NotAllowed { .. } | PublicEndpoint::NotFound) => {
-                metrics::Operation::other
+                metrics::Route::other
             }
         }
     }
@@ -500,63 +479,6 @@ fn nats_headers<B>(request: &Request<B>, request_id: &HeaderValue) -> async_nats
         }
     }
     nats_headers
-}
-
-enum BodyError {
-    TooLarge,
-    TooSlow,
-    Read(String),
-}
-
-/// Reads at most `limit` bytes, at the pace `pace` asks; never buffers an unbounded body nor
-/// waits for a slow one longer than its deadline. A body that is all there already (a small
-/// one arrives with the head) is taken without a timer: one is armed only while it waits.
-async fn read_body(mut body: Incoming, limit: usize, pace: BodyPace) -> Result<Bytes, BodyError> {
-    use futures_util::FutureExt;
-    let started = Instant::now();
-    let mut first: Option<Bytes> = None;
-    let mut joined: Vec<u8> = Vec::new();
-    let mut received = 0;
-    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                let until = tokio::time::Instant::from(pace.deadline(started, received));
-                let sleep =
-                    deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-                sleep.as_mut().reset(until);
-                tokio::select! {
-                    frame = body.frame() => frame,
-                    () = sleep.as_mut() => return Err(BodyError::TooSlow),
-                }
-            }
-        };
-        let data = match frame {
-            None => break,
-            Some(Err(e)) => {
-                return Err(BodyError::Read(format!("the body could not be read: {e}")));
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_trailers) => continue,
-            },
-        };
-        received += data.len();
-        if received > limit {
-            return Err(BodyError::TooLarge);
-        }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    joined.extend_from_slice(&earlier);
-                }
-                joined.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
 }
 
 /// Only `chunked` is implemented (RFC 9112 §6.1): a body in any other transfer coding would
@@ -606,11 +528,8 @@ fn request_id<B>(request: &Request<B>) -> HeaderValue {
         .unwrap_or_else(|| {
             // A UUIDv7 whose random bits come from a thread's seeded generator, not a system
             // call per request: request ids need to be unique, not secret.
-            let millis = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
             let id = uuid::Builder::from_unix_timestamp_millis(
-                millis,
+                unix_ms(),
                 &fastrand::u128(..).to_le_bytes()[..10]
                     .try_into()
                     .expect("10 bytes"),

@@ -18,28 +18,20 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::routes::App;
+use crate::routes::{App, ConnectionInfo};
 use crate::tls::{self, Tls};
 
 /// Connection-level settings.
 #[derive(Debug, Clone, Copy)]
-pub struct ServerSettings {
-    pub header_read_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_connections: usize,
-    pub shutdown_grace: Duration,
-}
-
-/// What the handler knows about a request's connection.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    pub peer: SocketAddr,
-    /// DNS and URI names of the verified client certificate; empty without one.
-    pub certificate_names: Arc<[String]>,
+pub(crate) struct ServerSettings {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` resolves.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     app: App,
     tls: Option<Arc<Tls>>,

@@ -15,10 +15,10 @@ use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
+pub(crate) struct TlsFiles {
+    pub(crate) certificate: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +37,13 @@ pub enum TlsError {
 }
 
 /// The TLS configuration in force, replaced whole on reload.
-pub struct Tls {
+pub(crate) struct Tls {
     files: TlsFiles,
     config: RwLock<Arc<rustls::ServerConfig>>,
 }
 
 impl Tls {
-    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+    pub(crate) fn load(files: TlsFiles) -> Result<Self, TlsError> {
         let config = server_config(&files)?;
         Ok(Self {
             files,
@@ -52,21 +52,21 @@ impl Tls {
     }
 
     /// The files, for the reload watcher.
-    pub fn paths(&self) -> Vec<PathBuf> {
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
         let mut paths = vec![self.files.certificate.clone(), self.files.key.clone()];
         paths.extend(self.files.client_ca.clone());
         paths
     }
 
     /// Reads the files again; on error the configuration in force stays.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.files)?;
         *self.config.write().expect("TLS configuration") = config;
         Ok(())
     }
 
     /// An acceptor with the configuration in force.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.read().expect("TLS configuration").clone())
     }
 }
@@ -122,7 +122,7 @@ fn client_verifier(
 }
 
 /// The DNS and URI subject alternative names of a connection's verified client certificate.
-pub fn client_certificate_names(connection: &rustls::ServerConnection) -> Vec<String> {
+pub(crate) fn client_certificate_names(connection: &rustls::ServerConnection) -> Vec<String> {
     let Some(certificate) = connection
         .peer_certificates()
         .and_then(|chain| chain.first())

@@ -15,8 +15,9 @@ use std::time::Duration;
 use async_nats::{HeaderMap, Message, StatusCode as NatsStatus};
 use bytes::Bytes;
 use customers_shared::ApiError;
+use customers_shared::runtime::clock::unix_ms;
 use customers_shared::runtime::nats::{Denial, NatsConnection};
-use customers_shared::wire::protocol::{self, headers};
+use customers_shared::wire::protocol::{self, Endpoint, headers};
 use futures_util::StreamExt;
 use http::StatusCode;
 use tokio::sync::{oneshot, watch};
@@ -105,9 +106,9 @@ impl WorkerClient {
             }
         });
         let subjects = Arc::new([
-            protocol::subject(subject_prefix, protocol::CREATE_ENDPOINT),
-            protocol::subject(subject_prefix, protocol::GET_ENDPOINT),
-            protocol::subject(subject_prefix, protocol::LIST_ENDPOINT),
+            Endpoint::Create.subject(subject_prefix),
+            Endpoint::Get.subject(subject_prefix),
+            Endpoint::List.subject(subject_prefix),
             format!("$SRV.PING.{}", protocol::SERVICE_NAME),
         ]);
         tokio::spawn(end_refused_requests(
@@ -128,12 +129,12 @@ impl WorkerClient {
     }
 
     /// Whether the NATS connection is up right now.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         *self.connected.borrow()
     }
 
     /// A permission nats-server refused recently, as the error to answer with.
-    pub fn refused(&self) -> Option<ApiError> {
+    pub(crate) fn refused(&self) -> Option<ApiError> {
         Denial::recent(&self.denied).map(|denial| ApiError::NatsPermissionDenied {
             refused: denial.refused,
         })
@@ -142,7 +143,7 @@ impl WorkerClient {
     /// At start: one ping through the reply inbox, which proves the inbox subscription and
     /// the ping's publish are allowed (a missing worker answers too: with "no responders").
     /// A refusal is the error; silence without one is left to readiness.
-    pub async fn check_permissions(&self) -> Result<(), ApiError> {
+    pub(crate) async fn check_permissions(&self) -> Result<(), ApiError> {
         let mut denied = self.denied.clone();
         let ping = self.request(Operation::Ping, Bytes::new(), HeaderMap::new());
         tokio::select! {
@@ -186,10 +187,7 @@ impl WorkerClient {
             Operation::Ping => self.timeout.min(PING_TIMEOUT),
             Operation::Create | Operation::Get | Operation::List => self.timeout,
         };
-        let deadline = std::time::SystemTime::now() + timeout;
-        let deadline_ms = deadline
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let deadline_ms = unix_ms().saturating_add(timeout.as_millis() as u64);
         request_headers.insert(headers::DEADLINE, deadline_ms.to_string().as_str());
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (sender, reply) = oneshot::channel();

@@ -14,7 +14,7 @@ use customers_tests::{
     HttpClient, NatsServer, TestIngress, customer_with_email, free_port, nats_header,
     start_worker_process, workspace_binary,
 };
-use customers_worker::store::Store;
+use customers_worker::Store;
 
 async fn worker_command(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(workspace_binary("customers-worker"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use customers_tests::ledger::Load;
 use customers_tests::{KillMoments, NatsServer, TestIngress, TestWorker, start_worker_process};
-use customers_worker::store::Store;
+use customers_worker::Store;
 
 const CLIENTS: usize = 32;
 const CRASHES: usize = 10;

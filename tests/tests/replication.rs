@@ -15,7 +15,7 @@ use customers_tests::{
     HttpClient, KillMoments, NatsCluster, PATIENCE, ServiceProcess, TestIngress,
     customer_with_email, free_port, nats_header, start_worker_process_with_failpoints,
 };
-use customers_worker::store::Store;
+use customers_worker::Store;
 
 /// Each test runs a cluster, three workers and a load on the machine's two cores: one at a
 /// time, so that none is starved by the others.

@@ -20,7 +20,7 @@ use customers_tests::ledger::Load;
 use customers_tests::{
     NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
 };
-use customers_worker::store::Store;
+use customers_worker::Store;
 
 const CLIENTS: usize = 16;
 const SIGABRT: i32 = 6;

@@ -9,7 +9,8 @@ use customers_shared::runtime::flags::{count_in, duration_in};
 
 /// The customers NATS micro service: validates create requests, enforces case-insensitive
 /// email uniqueness and stores customers durably (a journal, then sled). Exits 74 after a
-/// storage error and 70 after an internal panic, so that a supervisor restarts it.
+/// storage error, 70 after an internal panic and 75 when, replicated, it is no longer the
+/// primary (its lease lost, its log append fenced), so that a supervisor restarts it.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "customers-worker", version)]
 pub struct Config {
@@ -264,17 +265,6 @@ impl EventsOptions {
     /// The outbox bound when events are on.
     pub fn max_pending(&self) -> Option<usize> {
         (self.mode == EventsMode::On).then_some(self.max_pending)
-    }
-}
-
-impl Config {
-    /// The committer's queue, group and journal bounds.
-    pub fn commit_limits(&self) -> crate::committer::Limits {
-        crate::committer::Limits {
-            max_pending: self.max_pending,
-            max_group: self.max_group,
-            checkpoint_bytes: self.checkpoint_bytes,
-        }
     }
 }
 

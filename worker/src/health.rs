@@ -12,12 +12,12 @@ use tokio::sync::watch;
 /// Why the worker stopped serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub kind: FailureKind,
-    pub message: String,
+    pub(crate) kind: FailureKind,
+    pub(crate) message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// Reading or writing the journal or the database failed.
     Storage,
     /// A worker thread panicked (a bug).
@@ -27,21 +27,21 @@ pub enum FailureKind {
 }
 
 impl Failure {
-    pub fn storage(error: impl std::fmt::Display) -> Self {
+    pub(crate) fn storage(error: impl std::fmt::Display) -> Self {
         Self {
             kind: FailureKind::Storage,
             message: error.to_string(),
         }
     }
 
-    pub fn fenced(message: impl Into<String>) -> Self {
+    pub(crate) fn fenced(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Fenced,
             message: message.into(),
         }
     }
 
-    pub fn panic(message: impl Into<String>) -> Self {
+    pub(crate) fn panic(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Panic,
             message: message.into(),
@@ -71,7 +71,7 @@ impl std::fmt::Display for Failure {
 
 /// Whether the worker may still commit; cheap to clone and share between threads.
 #[derive(Clone)]
-pub struct Health(Arc<watch::Sender<Option<Failure>>>);
+pub(crate) struct Health(Arc<watch::Sender<Option<Failure>>>);
 
 impl Default for Health {
     fn default() -> Self {
@@ -81,7 +81,7 @@ impl Default for Health {
 
 impl Health {
     /// Records the first failure (later ones are only logged) and wakes [`Health::failed`].
-    pub fn fail(&self, failure: Failure) {
+    pub(crate) fn fail(&self, failure: Failure) {
         tracing::error!(%failure, "stopping: the worker can no longer commit");
         self.0.send_if_modified(|current| {
             let first = current.is_none();
@@ -92,16 +92,16 @@ impl Health {
         });
     }
 
-    pub fn failure(&self) -> Option<Failure> {
+    pub(crate) fn failure(&self) -> Option<Failure> {
         self.0.borrow().clone()
     }
 
-    pub fn is_failed(&self) -> bool {
+    pub(crate) fn is_failed(&self) -> bool {
         self.0.borrow().is_some()
     }
 
     /// Resolves with the failure once there is one.
-    pub async fn failed(&self) -> Failure {
+    pub(crate) async fn failed(&self) -> Failure {
         let mut watch = self.0.subscribe();
         match watch.wait_for(Option::is_some).await {
             Ok(failure) => failure.clone().expect("waited for Some"),
@@ -111,7 +111,7 @@ impl Health {
     }
 
     /// A guard for a thread's body: if the thread unwinds, the worker fails.
-    pub fn trip_on_panic(&self, thread: &'static str) -> PanicTrip {
+    pub(crate) fn trip_on_panic(&self, thread: &'static str) -> PanicTrip {
         PanicTrip {
             health: self.clone(),
             thread,
@@ -119,7 +119,7 @@ impl Health {
     }
 }
 
-pub struct PanicTrip {
+pub(crate) struct PanicTrip {
     health: Health,
     thread: &'static str,
 }

@@ -1,6 +1,7 @@
 //! `customers-worker`: parses the configuration, sets up logging and runs the worker until
-//! SIGINT or SIGTERM (exit 0) or a failure (exit 74 for storage, 70 for a panic).
-//! `customers-worker backup|restore …` takes or loads a snapshot instead.
+//! SIGINT or SIGTERM (exit 0) or a failure (exit 74 for storage, 70 for a panic, 75 for a
+//! replicated primary that was fenced). `customers-worker backup|restore|verify …` takes,
+//! loads or checks a snapshot instead.
 
 use std::process::ExitCode;
 
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
     let _failpoints = fail::FailScenario::setup();
     cli::main(BINARY, |mut config: Config, shutdown| async move {
         if let Some(command) = config.command.take() {
-            return customers_worker::backup_command::run(command, &config).await;
+            return customers_worker::ops::commands::run(command, &config).await;
         }
         match Worker::start(config).await {
             Ok(worker) => match worker.run(shutdown).await {

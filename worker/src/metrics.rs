@@ -11,38 +11,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use customers_shared::runtime::metrics;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use customers_shared::wire::protocol::Endpoint;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::outbox::Outbox;
-use crate::replication::Role;
-use crate::store::Store;
+use crate::role::Role;
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)] // label values are written as the variants' names
-pub enum Operation {
-    create,
-    get,
-    list,
-}
-
-impl Operation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::create => "create",
-            Self::get => "get",
-            Self::list => "list",
-        }
-    }
-}
-
+/// The endpoint a series counts, by its name (`operation="create"`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
-    operation: Operation,
+    operation: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,13 +39,13 @@ struct ResultLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplyLabels {
-    operation: Operation,
+    operation: &'static str,
     status: u16,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    /// Problem replies per operation (indexed by `Operation as usize`), for `$SRV.STATS`.
+    /// Problem replies per operation (indexed by `Endpoint as usize`), for `$SRV.STATS`.
     errors: [AtomicU64; 3],
     replies: Family<ReplyLabels, Counter>,
     replays: Counter,
@@ -220,11 +202,12 @@ impl Default for Metrics {
             "Replicated mode: 1 for this instance's role (primary or standby), 0 for the other",
             metrics.role.clone(),
         );
-        for (operation, status) in [
-            (Operation::create, 201),
-            (Operation::get, 200),
-            (Operation::list, 200),
+        for (endpoint, status) in [
+            (Endpoint::Create, 201),
+            (Endpoint::Get, 200),
+            (Endpoint::List, 200),
         ] {
+            let operation = endpoint.name();
             drop(
                 metrics
                     .replies
@@ -240,7 +223,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn reply(&self, operation: Operation, status: u16, replayed: bool) {
+    pub(crate) fn reply(&self, endpoint: Endpoint, status: u16, replayed: bool) {
+        let operation = endpoint.name();
         self.replies
             .get_or_create(&ReplyLabels { operation, status })
             .inc();
@@ -248,28 +232,28 @@ impl Metrics {
             self.replays.inc();
         }
         if status >= 400 {
-            self.errors[operation as usize].fetch_add(1, Ordering::Relaxed);
+            self.errors[endpoint as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A request dropped unread because its deadline had passed.
-    pub fn expired(&self, operation: Operation) {
+    pub(crate) fn expired(&self, endpoint: Endpoint) {
         self.expired
-            .get_or_create(&OperationLabel { operation })
+            .get_or_create(&OperationLabel {
+                operation: endpoint.name(),
+            })
             .inc();
     }
 
     /// Problem replies sent by the endpoint named `endpoint` (`create`, `get`, `list`).
-    pub fn errors(&self, endpoint: &str) -> Option<u64> {
-        let operation = [Operation::create, Operation::get, Operation::list]
-            .into_iter()
-            .find(|o| o.name() == endpoint)?;
-        Some(self.errors[operation as usize].load(Ordering::Relaxed))
+    pub(crate) fn errors(&self, endpoint: &str) -> Option<u64> {
+        let endpoint = Endpoint::ALL.into_iter().find(|e| e.name() == endpoint)?;
+        Some(self.errors[endpoint as usize].load(Ordering::Relaxed))
     }
 
     /// A group of `size` writes whose journal record had `bytes` (none and no sync when every
     /// member was a conflict).
-    pub fn group_committed(
+    pub(crate) fn group_committed(
         &self,
         size: usize,
         bytes: usize,
@@ -284,25 +268,25 @@ impl Metrics {
         }
     }
 
-    pub fn checkpointed(&self, elapsed: Duration) {
+    pub(crate) fn checkpointed(&self, elapsed: Duration) {
         self.checkpoint_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// JetStream acknowledged an event (`duplicate`: it had stored it already).
-    pub fn event_published(&self, duplicate: bool) {
+    pub(crate) fn event_published(&self, duplicate: bool) {
         self.events_published.inc();
         if duplicate {
             self.events_duplicates.inc();
         }
     }
 
-    pub fn event_publish_failed(&self) {
+    pub(crate) fn event_publish_failed(&self) {
         self.event_publish_failures.inc();
     }
 
-    /// Replicated mode: this instance's role now (nothing in single-node mode).
-    pub fn role(&self, role: Option<Role>) {
-        if let Some(role) = role {
+    /// This instance's role now (replicated mode only: a single worker has no role series).
+    pub(crate) fn role(&self, role: Role) {
+        if role.is_replicated() {
             for candidate in [Role::Primary, Role::Standby] {
                 self.role
                     .get_or_create(&RoleLabel {
@@ -314,13 +298,13 @@ impl Metrics {
     }
 
     /// Replicated mode: the log is applied here through `sequence`.
-    pub fn log_applied(&self, sequence: u64) {
+    pub(crate) fn log_applied(&self, sequence: u64) {
         self.log_applied
             .set(i64::try_from(sequence).unwrap_or(i64::MAX));
     }
 
     /// Replicated mode: a snapshot through log `sequence` was stored (taking `elapsed`).
-    pub fn snapshot_stored(&self, sequence: u64, elapsed: Duration) {
+    pub(crate) fn snapshot_stored(&self, sequence: u64, elapsed: Duration) {
         self.snapshots
             .get_or_create(&ResultLabel { result: "ok" })
             .inc();
@@ -329,42 +313,53 @@ impl Metrics {
         self.snapshot_seconds.observe(elapsed.as_secs_f64());
     }
 
-    pub fn snapshot_failed(&self) {
+    pub(crate) fn snapshot_failed(&self) {
         self.snapshots
             .get_or_create(&ResultLabel { result: "failed" })
             .inc();
     }
 
     /// Replicated mode: this instance was rebuilt from the snapshot through `sequence`.
-    pub fn started_from_snapshot(&self, sequence: u64) {
+    pub(crate) fn started_from_snapshot(&self, sequence: u64) {
         self.snapshot_sequence
             .set(i64::try_from(sequence).unwrap_or(i64::MAX));
     }
 
-    pub fn recovered(&self, elapsed: Duration) {
+    pub(crate) fn recovered(&self, elapsed: Duration) {
         self.recovery_seconds.set(elapsed.as_secs_f64());
     }
 
     /// The metrics in the OpenMetrics text format, with the gauges read now.
-    pub fn render(&self, store: Option<&Store>, queued: usize, outbox: Option<&Outbox>) -> String {
-        self.queue_depth
-            .set(i64::try_from(queued).unwrap_or(i64::MAX));
-        if let Some(Ok(bytes)) = store.map(Store::size_on_disk) {
-            self.database_bytes
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    pub(crate) fn render(&self, now: &Gauges) -> String {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.queue_depth.set(gauge(now.queued as u64));
+        if let Some(bytes) = now.database_bytes {
+            self.database_bytes.set(gauge(bytes));
         }
-        if let Some(outbox) = outbox {
-            self.events_pending
-                .set(i64::try_from(outbox.pending()).unwrap_or(i64::MAX));
-            let oldest = store
-                .filter(|_| outbox.pending() > 0)
-                .and_then(|store| store.customers_after(outbox.relayed_through(), 1).ok())
-                .and_then(|pending| pending.first().map(|(id, _)| *id));
-            let age = oldest.map_or(0.0, |id| {
-                crate::idempotency::now_ms().saturating_sub(id.unix_ms()) as f64 / 1000.0
-            });
-            self.oldest_pending_event_age.set(age);
+        if let Some(events) = &now.events {
+            self.events_pending.set(gauge(events.pending as u64));
+            self.oldest_pending_event_age
+                .set(events.oldest_age.as_secs_f64());
         }
         metrics::encode(&self.registry)
     }
+}
+
+/// The gauges read at each scrape, from the parts that hold them.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    /// Writes waiting for the committer.
+    pub(crate) queued: usize,
+    /// The database's size on disk, when it could be read.
+    pub(crate) database_bytes: Option<u64>,
+    /// The outbox, when events are on.
+    pub(crate) events: Option<EventGauges>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EventGauges {
+    /// Events stored and not yet acknowledged.
+    pub(crate) pending: usize,
+    /// How long the oldest of them has waited (zero when there is none).
+    pub(crate) oldest_age: Duration,
 }

@@ -1,8 +1,10 @@
 //! What the worker answers on any endpoint: a status, the body, and the NATS headers that
 //! follow from them (micro error headers, `Customer-Id`, `Retry-After`). An idempotency
 //! record stores exactly this value, so a replay is the same bytes with the same headers.
-//! The committer decides every create's reply here, in one place: [`Reply::created`] or the
-//! conflict's [`Reply::error`].
+//! This module only builds replies; each is decided where its reason is known: the committer
+//! decides a create that reached it ([`Reply::created`], or the email conflict's
+//! [`Reply::error`]), `api` one refused before (invalid fields, a key in use, overloaded,
+//! stopping) and every read's.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -10,19 +12,19 @@ use customers_shared::wire::protocol::headers;
 use customers_shared::{ApiError, CustomerId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// The HTTP status this reply stands for (201, 200, or the error's).
-    pub status: u16,
+    pub(crate) status: u16,
     /// The problem's `code` on errors.
-    pub code: Option<String>,
+    pub(crate) code: Option<String>,
     /// On a create's 201: the new customer's id.
-    pub customer_id: Option<CustomerId>,
-    pub retry_after_secs: Option<u32>,
-    pub body: Bytes,
+    pub(crate) customer_id: Option<CustomerId>,
+    pub(crate) retry_after_secs: Option<u32>,
+    pub(crate) body: Bytes,
 }
 
 impl Reply {
-    pub fn created(id: CustomerId, customer_json: Bytes) -> Self {
+    pub(crate) fn created(id: CustomerId, customer_json: Bytes) -> Self {
         Self {
             status: 201,
             code: None,
@@ -32,7 +34,7 @@ impl Reply {
         }
     }
 
-    pub fn ok(body: Bytes) -> Self {
+    pub(crate) fn ok(body: Bytes) -> Self {
         Self {
             status: 200,
             code: None,
@@ -42,7 +44,7 @@ impl Reply {
         }
     }
 
-    pub fn error(error: &ApiError) -> Self {
+    pub(crate) fn error(error: &ApiError) -> Self {
         Self {
             status: error.status(),
             code: Some(error.code().to_owned()),
@@ -53,7 +55,7 @@ impl Reply {
     }
 
     /// The reply's headers; `replayed` marks a stored reply sent again.
-    pub fn headers(&self, request_id: Option<&str>, replayed: bool) -> HeaderMap {
+    pub(crate) fn headers(&self, request_id: Option<&str>, replayed: bool) -> HeaderMap {
         let mut map = HeaderMap::new();
         if let Some(request_id) = request_id {
             map.insert(headers::REQUEST_ID, request_id);

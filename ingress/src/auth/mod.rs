@@ -26,22 +26,22 @@ use keys_file::{KeysFile, KeysFileError, Scope};
 
 /// An authenticated caller.
 #[derive(Debug)]
-pub struct Credential {
+pub(crate) struct Credential {
     /// The key id, client certificate id, or `anonymous`: what logs and metrics name.
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
     scopes: Vec<Scope>,
-    pub bucket: Arc<Bucket>,
+    pub(crate) bucket: Arc<Bucket>,
 }
 
 impl Credential {
-    pub fn allows(&self, scope: Scope) -> bool {
+    pub(crate) fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
 }
 
 /// Why a request is not authenticated; each is a `401` (and a metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     /// No `Authorization` header and no granted client certificate.
     Missing,
     /// An `Authorization` header of another scheme than `Bearer`.
@@ -58,7 +58,7 @@ pub enum AuthFailure {
 
 impl AuthFailure {
     /// Every reason, for metrics that start at zero.
-    pub const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Missing,
         Self::NotBearer,
         Self::Malformed,
@@ -68,7 +68,7 @@ impl AuthFailure {
         Self::CertificateNotGranted,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Missing => "missing",
             Self::NotBearer => "not_bearer",
@@ -102,16 +102,16 @@ impl From<AuthFailure> for ApiError {
 }
 
 /// What a request presents.
-pub struct Caller<'a> {
-    pub authorization: Option<&'a HeaderValue>,
+pub(crate) struct Caller<'a> {
+    pub(crate) authorization: Option<&'a HeaderValue>,
     /// DNS and URI names of the connection's verified client certificate (empty without).
-    pub certificate_names: &'a [String],
-    pub address: IpAddr,
+    pub(crate) certificate_names: &'a [String],
+    pub(crate) address: IpAddr,
 }
 
 /// The credentials in force, compiled from a keys file.
 #[derive(Default)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     keys: HashMap<String, KeyRecord>,
     /// By certificate subject; revoked entries are left out.
     certificates: HashMap<String, Arc<Credential>>,
@@ -179,7 +179,7 @@ impl KeySet {
     }
 
     /// The id of every credential, revoked and expired ones included.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &str> {
         self.keys
             .values()
             .map(|record| &*record.credential.id)
@@ -187,7 +187,7 @@ impl KeySet {
     }
 
     /// Keys neither revoked nor expired, and granted client certificates.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         let now = SystemTime::now();
         let keys = self
             .keys
@@ -204,7 +204,7 @@ const NO_DIGEST: [u8; 32] = [0; 32];
 
 /// Authenticates requests against the keys in force (or, with `--auth none`, lets everyone
 /// in, rate-limited by address).
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     mode: Mode,
     default_policy: Policy,
 }
@@ -222,7 +222,10 @@ enum Mode {
 
 impl Authenticator {
     /// Loads the keys file at `path`; starting without valid keys is an error.
-    pub fn with_keys_file(path: &Path, default_policy: Policy) -> Result<Self, KeysFileError> {
+    pub(crate) fn with_keys_file(
+        path: &Path,
+        default_policy: Policy,
+    ) -> Result<Self, KeysFileError> {
         let file = KeysFile::load(path)?;
         let keys = KeySet::compile(&file, default_policy, &KeySet::default());
         Ok(Self {
@@ -235,7 +238,7 @@ impl Authenticator {
     }
 
     /// No authentication: every caller may do everything.
-    pub fn open(default_policy: Policy) -> Self {
+    pub(crate) fn open(default_policy: Policy) -> Self {
         Self {
             mode: Mode::Open {
                 addresses: AddressBuckets::new(default_policy),
@@ -246,7 +249,7 @@ impl Authenticator {
     }
 
     /// The keys file, unless authentication is off.
-    pub fn keys_file(&self) -> Option<&Path> {
+    pub(crate) fn keys_file(&self) -> Option<&Path> {
         match &self.mode {
             Mode::Keys { path, .. } => Some(path),
             Mode::Open { .. } => None,
@@ -254,7 +257,7 @@ impl Authenticator {
     }
 
     /// The keys in force (empty with `--auth none`).
-    pub fn key_set(&self) -> Arc<KeySet> {
+    pub(crate) fn key_set(&self) -> Arc<KeySet> {
         match &self.mode {
             Mode::Keys { keys, .. } => keys.read().expect("key set").clone(),
             Mode::Open { .. } => Arc::default(),
@@ -263,7 +266,7 @@ impl Authenticator {
 
     /// Reads the keys file again and puts it in force; on error the keys in force stay.
     /// Returns the keys now in force.
-    pub fn reload(&self) -> Result<Arc<KeySet>, KeysFileError> {
+    pub(crate) fn reload(&self) -> Result<Arc<KeySet>, KeysFileError> {
         let Mode::Keys { path, keys } = &self.mode else {
             return Ok(Arc::default());
         };
@@ -275,14 +278,14 @@ impl Authenticator {
 
     /// What the metrics name the credentials by: every key and certificate id in force, or
     /// `anonymous` without authentication.
-    pub fn credential_ids(&self) -> Vec<Arc<str>> {
+    pub(crate) fn credential_ids(&self) -> Vec<Arc<str>> {
         match &self.mode {
             Mode::Keys { .. } => self.key_set().ids().map(Arc::from).collect(),
             Mode::Open { anonymous, .. } => vec![anonymous.clone()],
         }
     }
 
-    pub fn authenticate(&self, caller: &Caller<'_>) -> Result<Arc<Credential>, AuthFailure> {
+    pub(crate) fn authenticate(&self, caller: &Caller<'_>) -> Result<Arc<Credential>, AuthFailure> {
         let keys = match &self.mode {
             Mode::Keys { keys, .. } => keys.read().expect("key set").clone(),
             Mode::Open {

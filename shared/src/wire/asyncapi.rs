@@ -184,21 +184,21 @@ pub fn document() -> Value {
         }));
     };
     request_reply(
-        protocol::CREATE_ENDPOINT,
+        protocol::Endpoint::Create.name(),
         "createCustomer",
         "Creates a customer with a case-insensitively unique email, durably; answers once it is on disk.",
         "createCustomerRequest",
         &["customer", "problem"],
     );
     request_reply(
-        protocol::GET_ENDPOINT,
+        protocol::Endpoint::Get.name(),
         "getCustomer",
         "Reads a customer by id (404 for an unknown or malformed id).",
         "getCustomerRequest",
         &["customer", "problem"],
     );
     request_reply(
-        protocol::LIST_ENDPOINT,
+        protocol::Endpoint::List.name(),
         "listCustomers",
         "Reads a page of customers, newest first.",
         "listCustomersRequest",

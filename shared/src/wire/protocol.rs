@@ -19,21 +19,43 @@ pub const MIN_BODY_LIMIT: u64 = 1024;
 /// Nor above this: NATS refuses messages over its `max_payload` (1 MiB by default).
 pub const MAX_BODY_LIMIT: u64 = 1024 * 1024;
 
-/// Name of the create endpoint within the service.
-pub const CREATE_ENDPOINT: &str = "create";
-/// Name of the get-by-id endpoint (payload: the id).
-pub const GET_ENDPOINT: &str = "get";
-/// Name of the list endpoint (payload: the query as JSON, see [`crate::wire::list::ListQuery`]).
-pub const LIST_ENDPOINT: &str = "list";
+/// The service's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// Payload: the customer as JSON.
+    Create,
+    /// Payload: the id.
+    Get,
+    /// Payload: the query as JSON, see [`crate::wire::list::ListQuery`].
+    List,
+}
 
-/// The subject of `endpoint`, e.g. `customers.v1.get`.
-pub fn subject(prefix: &str, endpoint: &str) -> String {
-    format!("{prefix}.v1.{endpoint}")
+impl Endpoint {
+    pub const ALL: [Self; 3] = [Self::Create, Self::Get, Self::List];
+
+    /// Its name within the service (the last token of its subject, a metrics label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Get => "get",
+            Self::List => "list",
+        }
+    }
+
+    /// Its subject under `prefix`, e.g. `customers.v1.create`.
+    pub fn subject(self, prefix: &str) -> String {
+        subject(prefix, self.name())
+    }
+}
+
+/// The subject `{prefix}.v1.{name}` (an endpoint's, the replicated log's).
+pub fn subject(prefix: &str, name: &str) -> String {
+    format!("{prefix}.v1.{name}")
 }
 
 /// The create subject, e.g. `customers.v1.create`.
 pub fn create_subject(prefix: &str) -> String {
-    subject(prefix, CREATE_ENDPOINT)
+    Endpoint::Create.subject(prefix)
 }
 
 /// Header names used on NATS requests and replies (and, where they match, over HTTP).

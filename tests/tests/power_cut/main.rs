@@ -18,7 +18,7 @@ use customers_tests::ledger::{Load, Verdict};
 use customers_tests::{
     NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
 };
-use customers_worker::store::Store;
+use customers_worker::Store;
 use cutfs::Disk;
 
 /// A [`cutfs`] mount on a temporary directory.

@@ -19,7 +19,7 @@ const KEY: &str = "primary";
 
 /// Until when the lease is surely held; shared with the committer.
 #[derive(Debug, Clone)]
-pub struct LeaseClock {
+pub(crate) struct LeaseClock {
     base: Instant,
     valid_until_ms: Arc<AtomicU64>,
 }
@@ -38,12 +38,12 @@ impl LeaseClock {
     }
 
     /// Whether the lease is surely still held now.
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         (self.base.elapsed().as_millis() as u64) < self.valid_until_ms.load(Ordering::Acquire)
     }
 
     /// How long it is surely still held.
-    pub fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         let now = self.base.elapsed().as_millis() as u64;
         Duration::from_millis(
             self.valid_until_ms
@@ -53,7 +53,7 @@ impl LeaseClock {
     }
 }
 
-pub struct Lease {
+pub(crate) struct Lease {
     kv: kv::Store,
     instance: String,
     ttl: Duration,
@@ -62,7 +62,7 @@ pub struct Lease {
 impl Lease {
     /// The lease bucket (made with `ttl` and `replicas` when missing; an existing bucket's
     /// own time to live counts) for the instance named `instance`.
-    pub async fn ensure(
+    pub(crate) async fn ensure(
         jetstream: &jetstream::Context,
         bucket: &str,
         ttl: Duration,
@@ -82,7 +82,7 @@ impl Lease {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| ReplicationError::Setup(format!("the lease bucket {bucket}: {e}")))?,
+                .map_err(|e| ReplicationError::setup(format!("the lease bucket {bucket}"), e))?,
         };
         let ttl = kv
             .status()
@@ -95,7 +95,7 @@ impl Lease {
     }
 
     /// Waits until this instance holds the lease; returns the revision it wrote and the clock.
-    pub async fn acquire(&self) -> (u64, LeaseClock) {
+    pub(crate) async fn acquire(&self) -> (u64, LeaseClock) {
         let clock = LeaseClock::new();
         loop {
             let sent = Instant::now();
@@ -118,7 +118,7 @@ impl Lease {
     /// Renews the lease every quarter of its time to live until a renewal fails for good (the
     /// key was taken, or no renewal succeeded before the lease ran out); then returns.
     /// `revision` starts as the one [`Lease::acquire`] wrote and follows each renewal.
-    pub async fn hold(&self, revision: &AtomicU64, clock: &LeaseClock) {
+    pub(crate) async fn hold(&self, revision: &AtomicU64, clock: &LeaseClock) {
         loop {
             tokio::time::sleep(self.ttl / 4).await;
             let sent = Instant::now();
@@ -154,14 +154,14 @@ impl Lease {
     }
 
     /// Gives the lease up at once (a clean stop), so a standby need not wait for it to expire.
-    pub async fn release(&self, revision: &AtomicU64) {
+    pub(crate) async fn release(&self, revision: &AtomicU64) {
         let revision = revision.load(Ordering::Acquire);
         if let Err(e) = self.kv.delete_expect_revision(KEY, Some(revision)).await {
             tracing::debug!(error = %e, "could not release the primary lease; it expires by itself");
         }
     }
 
-    pub fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 }

@@ -11,22 +11,47 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::ReplicationError;
+use crate::support::retry::Backoff;
 
 /// How long one attempt at an append waits for its acknowledgement.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why an append did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum AppendError {
+pub(crate) enum AppendError {
     /// Another instance appended since: this one no longer owns the log.
     #[error("fenced: the log moved past sequence {expected} (another instance appended)")]
     Fenced { expected: u64 },
+    /// The log stored the group, but at another sequence than the one after `expected`.
+    #[error("the log acknowledged sequence {acknowledged} after {expected}")]
+    OutOfPlace { expected: u64, acknowledged: u64 },
     /// JetStream did not answer in time; the append may or may not be stored.
     #[error("the log is unreachable: {0}")]
-    Unavailable(String),
+    Unavailable(LogError),
 }
 
-pub struct Log {
+/// Reading or changing the log failed (a node failing over, the connection lost).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub(crate) struct LogError {
+    what: &'static str,
+    source: async_nats::Error,
+}
+
+impl LogError {
+    fn new(what: &'static str) -> impl FnOnce(async_nats::Error) -> Self {
+        move |source| Self { what, source }
+    }
+
+    fn timed_out(what: &'static str) -> Self {
+        Self {
+            what,
+            source: "no answer in time".into(),
+        }
+    }
+}
+
+pub(crate) struct Log {
     jetstream: jetstream::Context,
     stream: String,
     subject: String,
@@ -34,7 +59,7 @@ pub struct Log {
 
 impl Log {
     /// The log stream named `name` capturing `subject`, made (with `replicas`) when missing.
-    pub async fn ensure(
+    pub(crate) async fn ensure(
         jetstream: jetstream::Context,
         name: &str,
         subject: String,
@@ -53,7 +78,7 @@ impl Log {
                 ..Default::default()
             })
             .await
-            .map_err(|e| ReplicationError::Setup(format!("the log stream {name}: {e}")))?;
+            .map_err(|e| ReplicationError::setup(format!("the log stream {name}"), e))?;
         Ok(Self {
             jetstream,
             stream: name.to_owned(),
@@ -61,48 +86,49 @@ impl Log {
         })
     }
 
-    async fn state(&self) -> Result<stream::State, String> {
-        let mut stream = self
-            .jetstream
+    async fn stream(&self) -> Result<jetstream::stream::Stream, LogError> {
+        self.jetstream
             .get_stream(&self.stream)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LogError::new("looking up the log")(e.into()))
+    }
+
+    async fn state(&self) -> Result<stream::State, LogError> {
+        let mut stream = self.stream().await?;
         Ok(stream
             .info()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| LogError::new("reading the log's state")(e.into()))?
             .state
             .clone())
     }
 
     /// The sequence of the newest group in the log (0 when empty).
-    pub async fn last_sequence(&self) -> Result<u64, String> {
+    pub(crate) async fn last_sequence(&self) -> Result<u64, LogError> {
         Ok(self.state().await?.last_sequence)
     }
 
     /// The oldest sequence still in the log (groups below it were trimmed after a snapshot).
-    pub async fn first_sequence(&self) -> Result<u64, String> {
+    pub(crate) async fn first_sequence(&self) -> Result<u64, LogError> {
         Ok(self.state().await?.first_sequence)
     }
 
     /// Removes the groups below `sequence` (a stored snapshot holds them).
-    pub async fn trim_below(&self, sequence: u64) -> Result<(), String> {
-        self.jetstream
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| e.to_string())?
+    pub(crate) async fn trim_below(&self, sequence: u64) -> Result<(), LogError> {
+        self.stream()
+            .await?
             .purge()
             .sequence(sequence)
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| LogError::new("trimming the log")(e.into()))
     }
 
     /// Appends `record` after `expected_last`; returns its sequence (`expected_last + 1`).
     /// An attempt whose outcome is unknown (a timeout, a node failing over) is resolved by
     /// reading the log: the record found there under `id` counts as appended. Gives up after
     /// `patience`.
-    pub async fn append(
+    pub(crate) async fn append(
         &self,
         record: Bytes,
         expected_last: u64,
@@ -110,7 +136,8 @@ impl Log {
         patience: Duration,
     ) -> Result<u64, AppendError> {
         let deadline = tokio::time::Instant::now() + patience;
-        let mut last_error = String::new();
+        let mut last_error = LogError::timed_out("appending to the log");
+        let mut backoff = Backoff::constant(Duration::from_millis(50));
         while tokio::time::Instant::now() < deadline {
             let message = jetstream::message::PublishMessage::build()
                 .message_id(id)
@@ -126,10 +153,10 @@ impl Log {
                 // Also a duplicate of our own earlier attempt, stored at that sequence.
                 Ok(Ok(ack)) if ack.sequence == expected_last + 1 => return Ok(ack.sequence),
                 Ok(Ok(ack)) => {
-                    return Err(AppendError::Unavailable(format!(
-                        "the log acknowledged sequence {} after {expected_last}",
-                        ack.sequence
-                    )));
+                    return Err(AppendError::OutOfPlace {
+                        expected: expected_last,
+                        acknowledged: ack.sequence,
+                    });
                 }
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     return match self.stored_under(expected_last + 1, id).await {
@@ -139,13 +166,13 @@ impl Log {
                         }),
                     };
                 }
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => last_error = "no acknowledgement in time".into(),
+                Ok(Err(e)) => last_error = LogError::new("appending to the log")(e.into()),
+                Err(_) => last_error = LogError::timed_out("appending to the log"),
             }
             if self.stored_under(expected_last + 1, id).await == Some(true) {
                 return Ok(expected_last + 1);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            backoff.wait().await;
         }
         Err(AppendError::Unavailable(last_error))
     }
@@ -165,15 +192,11 @@ impl Log {
 
     /// The groups from `from` on, in order, as they are appended: an ordered consumer, which
     /// JetStream recreates by itself after a node or connection loss.
-    pub async fn follow(
+    pub(crate) async fn follow(
         &self,
         from: u64,
-    ) -> Result<impl futures_util::Stream<Item = Result<(u64, Bytes), String>>, String> {
-        let stream = self
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<impl futures_util::Stream<Item = Result<(u64, Bytes), LogError>>, LogError> {
+        let stream = self.stream().await?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
@@ -182,11 +205,17 @@ impl Log {
                 ..Default::default()
             })
             .await
-            .map_err(|e| e.to_string())?;
-        let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            .map_err(|e| LogError::new("following the log")(e.into()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| LogError::new("following the log")(e.into()))?;
         Ok(messages.map(|message| {
-            let message = message.map_err(|e| e.to_string())?;
-            let sequence = message.info().map_err(|e| e.to_string())?.stream_sequence;
+            let message = message.map_err(|e| LogError::new("reading the log")(e.into()))?;
+            let sequence = message
+                .info()
+                .map_err(LogError::new("reading the log"))?
+                .stream_sequence;
             Ok((sequence, message.payload.clone()))
         }))
     }

@@ -10,9 +10,11 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use customers_shared::ApiError;
+use customers_shared::runtime::clock::unix_ms;
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -21,30 +23,32 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use crate::committer::QueueProbe;
+use crate::commit::{Outbox, QueueProbe, SnapshotFailed};
 use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::metrics::{EventGauges, Gauges, Metrics};
+use crate::role::Role;
+use crate::storage::backup::Summary;
+use crate::storage::store::Store;
 
 /// What the admin endpoints read. Weak handles only: the admin listener never keeps the
 /// database open or the committer running after the worker has stopped.
 #[derive(Clone)]
-pub struct Admin {
-    pub metrics: Arc<Metrics>,
-    pub store: Weak<Store>,
-    pub queue: QueueProbe,
+pub(crate) struct Admin {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) store: Weak<Store>,
+    pub(crate) queue: QueueProbe,
     /// The event outbox, when events are on.
-    pub outbox: Option<Arc<crate::outbox::Outbox>>,
-    pub client: async_nats::Client,
-    pub health: Health,
-    /// Replicated mode: this instance's role (none for a single worker).
-    pub role: tokio::sync::watch::Receiver<Option<crate::replication::Role>>,
+    pub(crate) outbox: Option<Arc<Outbox>>,
+    pub(crate) client: async_nats::Client,
+    pub(crate) health: Health,
+    /// This instance's role, as it changes.
+    pub(crate) role: tokio::sync::watch::Receiver<Role>,
     /// Where backups may be written, and who may ask; none: backups are refused.
-    pub backups: Option<Arc<BackupPolicy>>,
+    pub(crate) backups: Option<Arc<BackupPolicy>>,
 }
 
 /// The directory backups go to and, optionally, the token a backup request must present.
-pub struct BackupPolicy {
+pub(crate) struct BackupPolicy {
     dir: PathBuf,
     /// SHA-256 of the token: compared digest to digest, so the comparison's time says
     /// nothing about the token.
@@ -64,7 +68,7 @@ pub enum BackupPolicyError {
 
 impl BackupPolicy {
     /// The backup directory (created when missing) and the token in `token_file`.
-    pub fn new(dir: &Path, token_file: Option<&Path>) -> Result<Self, BackupPolicyError> {
+    pub(crate) fn new(dir: &Path, token_file: Option<&Path>) -> Result<Self, BackupPolicyError> {
         std::fs::create_dir_all(dir).map_err(|source| BackupPolicyError::Dir {
             dir: dir.to_owned(),
             source,
@@ -112,7 +116,7 @@ fn read_token(path: &Path) -> Result<[u8; 32], BackupPolicyError> {
 
 /// Serves `listener` until the task is aborted (the worker stops it last, so probes and
 /// scrapes see the whole shutdown).
-pub async fn run(listener: TcpListener, admin: Admin) {
+pub(crate) async fn run(listener: TcpListener, admin: Admin) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -129,7 +133,7 @@ pub async fn run(listener: TcpListener, admin: Admin) {
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "admin connection ended");
@@ -147,11 +151,9 @@ impl Admin {
             "/metrics" | "/healthz" | "/readyz" if !reads => not_allowed("GET, HEAD"),
             "/backup" if method != Method::POST => not_allowed("POST"),
             "/metrics" => {
-                let mut response = Response::new(Full::new(Bytes::from(self.metrics.render(
-                    self.store.upgrade().as_deref(),
-                    self.queue.queued(),
-                    self.outbox.as_deref(),
-                ))));
+                let gauges = self.gauges();
+                let mut response =
+                    Response::new(Full::new(Bytes::from(self.metrics.render(&gauges))));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(customers_shared::runtime::metrics::CONTENT_TYPE),
@@ -165,6 +167,32 @@ impl Admin {
         }
     }
 
+    /// The gauges a scrape reads now: the queue, the database's size and the outbox.
+    fn gauges(&self) -> Gauges {
+        let store = self.store.upgrade();
+        let events = self.outbox.as_deref().map(|outbox| {
+            let pending = outbox.pending();
+            // The oldest pending event is the first customer above the relayed mark.
+            let oldest = store
+                .as_deref()
+                .filter(|_| pending > 0)
+                .and_then(|store| store.customers_after(outbox.relayed_through(), 1).ok())
+                .and_then(|page| page.first().map(|(id, _)| *id));
+            let oldest_age = oldest.map_or(Duration::ZERO, |id| {
+                Duration::from_millis(unix_ms().saturating_sub(id.unix_ms()))
+            });
+            EventGauges {
+                pending,
+                oldest_age,
+            }
+        });
+        Gauges {
+            queued: self.queue.queued(),
+            database_bytes: store.as_deref().and_then(|store| store.size_on_disk().ok()),
+            events,
+        }
+    }
+
     /// Ready while connected to NATS and not stopping after a failure; replicated, with the
     /// role. Not ready is the same 503 problem the ingress answers.
     fn readiness(&self) -> Response<Full<Bytes>> {
@@ -174,7 +202,8 @@ impl Admin {
             "not connected to NATS"
         } else {
             let mut ready = serde_json::json!({"status": "ready"});
-            if let Some(role) = *self.role.borrow() {
+            let role = *self.role.borrow();
+            if role.is_replicated() {
                 ready["role"] = role.name().into();
             }
             return json(StatusCode::OK, ready);
@@ -246,22 +275,18 @@ impl Admin {
                 StatusCode::CONFLICT,
                 "a backup of that name exists already; choose another name",
             ),
-            Err(BackupError::Failed(e)) => {
+            Err(e) => {
                 tracing::error!(error = %e, path = %target.display(), "backup failed");
-                refusal(StatusCode::INTERNAL_SERVER_ERROR, &e)
+                refusal(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
             }
         }
     }
 
     /// Has the committer write the snapshot beside `target`, then gives it its name only if
     /// the name is still free (a hard link fails where a rename would replace), durably.
-    async fn write_backup(
-        &self,
-        dir: &Path,
-        target: &Path,
-    ) -> Result<crate::snapshot::Summary, BackupError> {
+    async fn write_backup(&self, dir: &Path, target: &Path) -> Result<Summary, BackupError> {
         // The directory may have been removed since the start.
-        std::fs::create_dir_all(dir).map_err(|e| BackupError::Failed(e.to_string()))?;
+        std::fs::create_dir_all(dir)?;
         if target.exists() {
             return Err(BackupError::Exists);
         }
@@ -273,13 +298,13 @@ impl Admin {
             std::process::id()
         ));
         let outcome = match self.queue.snapshot(partial.clone()).await {
-            Err(e) => Err(BackupError::Failed(e)),
+            Err(e) => Err(BackupError::Snapshot(e)),
             Ok(summary) => match std::fs::hard_link(&partial, target) {
-                Ok(()) => crate::journal::sync_dir(dir)
+                Ok(()) => crate::storage::journal::sync_dir(dir)
                     .map(|()| summary)
-                    .map_err(|e| BackupError::Failed(e.to_string())),
+                    .map_err(BackupError::Io),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(BackupError::Exists),
-                Err(e) => Err(BackupError::Failed(e.to_string())),
+                Err(e) => Err(BackupError::Io(e)),
             },
         };
         let _ = std::fs::remove_file(&partial);
@@ -287,15 +312,20 @@ impl Admin {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
 enum BackupError {
+    #[error("a backup of that name exists already")]
     Exists,
-    Failed(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotFailed),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 const NAME_RULE: &str = "the body is the backup's file name: 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'";
 
 /// A file name that stays in the backup directory: no separator, no `..`, not hidden.
-pub fn is_backup_name(name: &str) -> bool {
+pub(super) fn is_backup_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && !name.starts_with('.')
         && name

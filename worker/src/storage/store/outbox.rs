@@ -2,22 +2,22 @@
 //! customers whose `customer.created` event JetStream has not acknowledged are exactly those
 //! above the *relayed mark*, the newest id it acknowledged, kept in the `relayed` tree. A
 //! customer and its pending event are therefore one write: the record itself. The mark
-//! advances with later groups (`crate::outbox`); nothing is removed per event.
+//! advances with later groups (`crate::commit::outbox`); nothing is removed per event.
 
 use std::ops::Bound;
 
 use customers_shared::CustomerId;
 use sled::IVec;
 
-use crate::store::reads::id_from_bytes;
-use crate::store::{Store, StoreError};
+use crate::storage::store::reads::id_from_bytes;
+use crate::storage::store::{Store, StoreError};
 
 /// The one key of the `relayed` tree.
-pub const RELAYED_KEY: &[u8] = b"through";
+pub(crate) const RELAYED_KEY: &[u8] = b"through";
 
 impl Store {
     /// The newest id whose event JetStream acknowledged, as last journaled.
-    pub fn relayed_through(&self) -> Result<Option<CustomerId>, StoreError> {
+    pub(crate) fn relayed_through(&self) -> Result<Option<CustomerId>, StoreError> {
         Ok(self
             .relayed
             .get(RELAYED_KEY)?
@@ -43,7 +43,7 @@ impl Store {
     }
 
     /// How many customers were created after `after` (all when `None`).
-    pub fn count_after(&self, after: Option<CustomerId>) -> Result<usize, StoreError> {
+    pub(crate) fn count_after(&self, after: Option<CustomerId>) -> Result<usize, StoreError> {
         let start = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_bytes()));
         let mut count = 0;
         for entry in self.records.range((start, Bound::Unbounded)) {
@@ -57,14 +57,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Batch, TreeId};
+    use crate::storage::journal::{Batch, TreeId};
 
     #[test]
     fn pending_events_are_the_customers_above_the_relayed_mark() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap().store;
-        let mut ids = crate::ids::IdGenerator::after(None);
-        let ids: Vec<CustomerId> = (0..5).map(|_| ids.next_id()).collect();
+        let ids = crate::storage::store::ascending_ids(5);
         let mut batch = Batch::default();
         for id in &ids {
             batch.put(TreeId::Customers, &id.to_bytes(), b"{}");

@@ -19,20 +19,22 @@ use bytes::Bytes;
 use customers_shared::CustomerId;
 use tokio::sync::Notify;
 
+use crate::storage::store::{Store, StoreError};
+
 /// Recent events kept for the relay (about 300 bytes each, so a few MB at most).
 const RECENT_EVENTS: usize = 16 * 1024;
 
 /// A committed customer whose event is pending: its number in this process's sequence of
 /// events, its id and its stored record.
 #[derive(Debug, Clone)]
-pub struct PendingEvent {
-    pub number: u64,
-    pub id: CustomerId,
-    pub record: Bytes,
+pub(crate) struct PendingEvent {
+    pub(crate) number: u64,
+    pub(crate) id: CustomerId,
+    pub(crate) record: Bytes,
 }
 
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     max_pending: usize,
     state: Mutex<State>,
     committed: Notify,
@@ -53,7 +55,7 @@ struct State {
 impl Outbox {
     /// An outbox with `pending` events already stored (above the mark `journaled`, found at
     /// start; numbered 0 to `pending - 1`), of at most `max_pending`.
-    pub fn new(max_pending: usize, pending: usize, journaled: Option<CustomerId>) -> Self {
+    pub(crate) fn new(max_pending: usize, pending: usize, journaled: Option<CustomerId>) -> Self {
         Self {
             max_pending: max_pending.max(1),
             state: Mutex::new(State {
@@ -67,21 +69,32 @@ impl Outbox {
         }
     }
 
+    /// The outbox of `store` as it is now: the events above its relayed mark pending, of at
+    /// most `max_pending`.
+    pub(crate) fn load(store: &Store, max_pending: usize) -> Result<Self, StoreError> {
+        Ok(match store.relayed_through()? {
+            Some(mark) => Self::new(max_pending, store.count_after(Some(mark))?, Some(mark)),
+            // Customers stored before events were ever on get none: events start here (the
+            // first group journals the mark).
+            None => Self::starting_after(max_pending, store.newest_id()?),
+        })
+    }
+
     /// An outbox for a store whose events were never on: nothing is pending, and the mark
     /// starts at `newest`, the newest stored customer (journaled with the first group).
-    pub fn starting_after(max_pending: usize, newest: Option<CustomerId>) -> Self {
+    pub(crate) fn starting_after(max_pending: usize, newest: Option<CustomerId>) -> Self {
         let outbox = Self::new(max_pending, 0, None);
         outbox.state().relayed = newest;
         outbox
     }
 
     /// Events waiting for JetStream's acknowledgement.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.state().pending
     }
 
     /// Takes room for one more event (the committer, for a new customer); `false` when full.
-    pub fn reserve(&self) -> bool {
+    pub(crate) fn reserve(&self) -> bool {
         let mut state = self.state();
         if state.pending >= self.max_pending {
             return false;
@@ -91,7 +104,7 @@ impl Outbox {
     }
 
     /// The committer, after a group is durable and applied: its new customers, in order.
-    pub fn committed(&self, events: impl IntoIterator<Item = (CustomerId, Bytes)>) {
+    pub(crate) fn committed(&self, events: impl IntoIterator<Item = (CustomerId, Bytes)>) {
         let mut state = self.state();
         for (id, record) in events {
             let number = state.next_number;
@@ -106,14 +119,14 @@ impl Outbox {
     }
 
     /// Waits for the next [`Outbox::committed`] (or returns at once for one not yet waited for).
-    pub async fn next_commit(&self) {
+    pub(crate) async fn next_commit(&self) {
         self.committed.notified().await;
     }
 
     /// The relay: up to `limit` events from number `from` on, as far as the queue still
     /// holds them; and how many committed events before the first of them it no longer holds
     /// (those are read from the store).
-    pub fn take_from(&self, from: u64, limit: usize) -> (Vec<PendingEvent>, u64) {
+    pub(crate) fn take_from(&self, from: u64, limit: usize) -> (Vec<PendingEvent>, u64) {
         let mut state = self.state();
         while state.recent.front().is_some_and(|e| e.number < from) {
             state.recent.pop_front();
@@ -124,14 +137,14 @@ impl Outbox {
     }
 
     /// The relay: JetStream acknowledged `count` more events, through `through`.
-    pub fn relayed(&self, through: CustomerId, count: usize) {
+    pub(crate) fn relayed(&self, through: CustomerId, count: usize) {
         let mut state = self.state();
         state.pending -= count.min(state.pending);
         state.relayed = Some(through);
     }
 
     /// The committer: the mark to journal with this group, if it moved since the last one.
-    pub fn mark_to_journal(&self) -> Option<CustomerId> {
+    pub(crate) fn mark_to_journal(&self) -> Option<CustomerId> {
         let state = self.state();
         (state.relayed != state.journaled)
             .then_some(state.relayed)
@@ -139,18 +152,18 @@ impl Outbox {
     }
 
     /// The committer: `through` is durable in the journal.
-    pub fn journaled(&self, through: CustomerId) {
+    pub(crate) fn journaled(&self, through: CustomerId) {
         let mut state = self.state();
         state.journaled = state.journaled.max(Some(through));
     }
 
     /// The newest acknowledged id (journaled or not).
-    pub fn relayed_through(&self) -> Option<CustomerId> {
+    pub(crate) fn relayed_through(&self) -> Option<CustomerId> {
         self.state().relayed
     }
 
     /// Whether acknowledged events are not yet covered by a journaled mark.
-    pub fn mark_lags(&self) -> bool {
+    pub(crate) fn mark_lags(&self) -> bool {
         self.mark_to_journal().is_some()
     }
 
@@ -170,7 +183,7 @@ mod tests {
         let outbox = Outbox::new(2, 1, None);
         assert!(outbox.reserve());
         assert!(!outbox.reserve(), "full at two");
-        let mut ids = crate::ids::IdGenerator::after(None);
+        let mut ids = crate::commit::ids::IdGenerator::after(None);
         let (a, b) = (ids.next_id(), ids.next_id());
         outbox.relayed(a, 1);
         assert_eq!(outbox.pending(), 1);
@@ -187,7 +200,7 @@ mod tests {
     fn the_relay_learns_which_events_it_must_read_from_the_store() {
         // Two events were stored before this process started: numbers 0 and 1.
         let outbox = Outbox::new(100_000, 2, None);
-        let mut ids = crate::ids::IdGenerator::after(None);
+        let mut ids = crate::commit::ids::IdGenerator::after(None);
         let new: Vec<CustomerId> = (0..3).map(|_| ids.next_id()).collect();
         outbox.committed(new.iter().map(|id| (*id, Bytes::from_static(b"{}"))));
         let (events, from_store) = outbox.take_from(0, 10);

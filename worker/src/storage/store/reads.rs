@@ -10,7 +10,7 @@ use customers_shared::wire::list::{Cursor, ListQuery};
 use serde::Deserialize;
 use sled::IVec;
 
-use crate::store::{Store, StoreError};
+use crate::storage::store::{Store, StoreError};
 
 /// How the record tree and the email index agree.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +32,12 @@ impl Consistency {
 
 impl Store {
     /// The customer's JSON, if it exists.
-    pub fn get(&self, id: CustomerId) -> Result<Option<IVec>, StoreError> {
+    pub(crate) fn get(&self, id: CustomerId) -> Result<Option<IVec>, StoreError> {
         Ok(self.records.get(id.to_bytes())?)
     }
 
     /// The customer that owns the lower-cased email `email_key`.
-    pub fn email_owner(&self, email_key: &str) -> Result<Option<CustomerId>, StoreError> {
+    pub(crate) fn email_owner(&self, email_key: &str) -> Result<Option<CustomerId>, StoreError> {
         Ok(self
             .emails
             .get(email_key.as_bytes())?
@@ -52,7 +52,7 @@ impl Store {
     /// A page of customers, newest first, and whether more lie beyond it. The page stops early
     /// (with `has_more`) before its customers would pass `max_bytes` together, but always
     /// holds at least one.
-    pub fn list(
+    pub(crate) fn list(
         &self,
         query: &ListQuery,
         max_bytes: usize,
@@ -154,14 +154,13 @@ pub(crate) fn id_from_bytes(bytes: &[u8]) -> CustomerId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Batch, TreeId};
+    use crate::storage::journal::{Batch, TreeId};
 
     #[test]
     fn lists_newest_first_with_cursors_and_email_lookup() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap().store;
-        let mut ids = crate::ids::IdGenerator::after(None);
-        let ids: Vec<CustomerId> = (0..25).map(|_| ids.next_id()).collect();
+        let ids = crate::storage::store::ascending_ids(25);
         let mut batch = Batch::default();
         for (i, id) in ids.iter().enumerate() {
             let email = format!("c{i}@x.com");
@@ -251,9 +250,8 @@ mod tests {
     fn verify_counts_every_disagreement_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap().store;
-        let mut ids = crate::ids::IdGenerator::after(None);
-        let (ok, missing, conflicting, ghost) =
-            (ids.next_id(), ids.next_id(), ids.next_id(), ids.next_id());
+        let ids = crate::storage::store::ascending_ids(4);
+        let (ok, missing, conflicting, ghost) = (ids[0], ids[1], ids[2], ids[3]);
         let mut batch = Batch::default();
         batch.put(
             TreeId::Customers,

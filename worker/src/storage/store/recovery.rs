@@ -7,18 +7,18 @@
 
 use std::time::Duration;
 
-use crate::journal::{self, Journal, Promise, Replayed};
-use crate::store::manifest::{Manifest, RecordKeys};
-use crate::store::{Store, StoreError};
+use crate::storage::journal::{self, Journal, Promise, Replayed};
+use crate::storage::store::manifest::{Manifest, RecordKeys};
+use crate::storage::store::{Store, StoreError};
 
 /// What [`Store::open`] found in the journal.
 #[derive(Debug, Clone)]
-pub struct Recovery {
-    pub replayed: Replayed,
+pub(crate) struct Recovery {
+    pub(crate) replayed: Replayed,
     /// The record tree's keys after the replay: where the committer's count starts.
-    pub records: RecordKeys,
+    pub(crate) records: RecordKeys,
     /// Time to open sled, replay and checkpoint.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 impl Store {
@@ -60,7 +60,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Batch, TreeId};
+    use crate::storage::journal::{Batch, TreeId};
 
     #[test]
     fn what_the_journal_holds_is_in_sled_after_a_crash() {

@@ -29,8 +29,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+pub(crate) use crate::storage::schema::TreeId;
+
 /// First bytes of every segment this version writes: names the format and its version.
-pub const MAGIC: &[u8; 8] = b"CUSJRNL2";
+pub(crate) const MAGIC: &[u8; 8] = b"CUSJRNL2";
 /// The first format's magic, the whole of its header.
 const MAGIC_V1: &[u8; 8] = b"CUSJRNL1";
 /// Magic, the previous segment's number and length, and their checksum.
@@ -40,44 +42,12 @@ const RECORD_HEADER: usize = 8;
 const PUT_HEADER: usize = 7;
 const SEGMENT_SUFFIX: &str = ".journal";
 
-/// The sled tree a journaled put goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TreeId {
-    Customers = 1,
-    Emails = 2,
-    Idempotency = 3,
-    Relayed = 4,
-    Replication = 5,
-}
-
-impl TreeId {
-    /// Every tree, in a fixed order.
-    pub const ALL: [Self; 5] = [
-        Self::Customers,
-        Self::Emails,
-        Self::Idempotency,
-        Self::Relayed,
-        Self::Replication,
-    ];
-
-    fn from_byte(byte: u8) -> Option<Self> {
-        match byte {
-            1 => Some(Self::Customers),
-            2 => Some(Self::Emails),
-            3 => Some(Self::Idempotency),
-            4 => Some(Self::Relayed),
-            5 => Some(Self::Replication),
-            _ => None,
-        }
-    }
-}
-
 /// One put of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Put<'a> {
-    pub tree: TreeId,
-    pub key: &'a [u8],
-    pub value: &'a [u8],
+pub(crate) struct Put<'a> {
+    pub(crate) tree: TreeId,
+    pub(crate) key: &'a [u8],
+    pub(crate) value: &'a [u8],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +72,9 @@ pub enum JournalError {
 /// `covered_below` to `created_through` were created whole (their headers synced), so each
 /// must be there with its header. The default promises nothing.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Promise {
-    pub covered_below: u64,
-    pub created_through: u64,
+pub(crate) struct Promise {
+    pub(crate) covered_below: u64,
+    pub(crate) created_through: u64,
 }
 
 impl Promise {
@@ -123,7 +93,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
 
 /// A group's puts, encoded as the journal stores them: the record header is reserved at the
 /// front, so the whole record goes to disk in one `write`.
-pub struct Batch {
+pub(crate) struct Batch {
     buf: Vec<u8>,
 }
 
@@ -136,7 +106,7 @@ impl Default for Batch {
 }
 
 impl Batch {
-    pub fn put(&mut self, tree: TreeId, key: &[u8], value: &[u8]) {
+    pub(crate) fn put(&mut self, tree: TreeId, key: &[u8], value: &[u8]) {
         let key_len = u16::try_from(key.len()).expect("keys are short");
         let value_len = u32::try_from(value.len()).expect("values are bounded");
         self.buf.push(tree as u8);
@@ -146,30 +116,30 @@ impl Batch {
         self.buf.extend_from_slice(value);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.len() == RECORD_HEADER
     }
 
     /// Adds the puts of a payload that [`split_record`] accepted (a replicated group).
-    pub fn extend_from_payload(&mut self, payload: &[u8]) {
+    pub(crate) fn extend_from_payload(&mut self, payload: &[u8]) {
         self.buf.extend_from_slice(payload);
     }
 
     /// Bytes of the record this batch makes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len()
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.buf.truncate(RECORD_HEADER);
     }
 
-    pub fn puts(&self) -> Puts<'_> {
+    pub(crate) fn puts(&self) -> Puts<'_> {
         Puts(&self.buf[RECORD_HEADER..])
     }
 
     /// The complete record: header (length, checksum) and payload.
-    pub fn sealed(&mut self) -> &[u8] {
+    pub(crate) fn sealed(&mut self) -> &[u8] {
         let len = u32::try_from(self.buf.len() - RECORD_HEADER).expect("a group is under 4 GiB");
         self.buf[..4].copy_from_slice(&len.to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &self.buf[8..]);
@@ -180,18 +150,18 @@ impl Batch {
 
 /// The puts of one record's payload, in order.
 #[derive(Clone)]
-pub struct Puts<'a>(&'a [u8]);
+pub(crate) struct Puts<'a>(&'a [u8]);
 
 impl<'a> Puts<'a> {
     /// The puts of a payload that [`split_record`] accepted.
-    pub fn from_payload(payload: &'a [u8]) -> Self {
+    pub(crate) fn from_payload(payload: &'a [u8]) -> Self {
         Self(payload)
     }
 }
 
 /// The payload of the good record at the start of `bytes` (checksum and puts checked) and
 /// the bytes after it; `None` when it is not a good record.
-pub fn split_record(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn split_record(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = check_record(bytes).ok()?;
     Some((&bytes[RECORD_HEADER..len], &bytes[len..]))
 }
@@ -233,7 +203,7 @@ fn check_payload(mut payload: &[u8]) -> bool {
 }
 
 /// The journal's append side: the active segment. Owned by the committer, the only writer.
-pub struct Journal {
+pub(crate) struct Journal {
     dir: PathBuf,
     active: File,
     active_path: PathBuf,
@@ -244,7 +214,7 @@ pub struct Journal {
 
 impl Journal {
     /// Starts a new, empty segment numbered `seq` (after recovery has removed older ones).
-    pub fn create(dir: &Path, seq: u64) -> Result<Self, JournalError> {
+    pub(crate) fn create(dir: &Path, seq: u64) -> Result<Self, JournalError> {
         Self::create_after(dir, seq, None)
     }
 
@@ -265,12 +235,12 @@ impl Journal {
     }
 
     /// The number of the segment being appended to.
-    pub fn active_seq(&self) -> u64 {
+    pub(crate) fn active_seq(&self) -> u64 {
         self.active_seq
     }
 
     /// Appends `batch` as one record. Not durable until [`Journal::sync`].
-    pub fn append(&mut self, batch: &mut Batch) -> Result<(), JournalError> {
+    pub(crate) fn append(&mut self, batch: &mut Batch) -> Result<(), JournalError> {
         failpoint!("journal-write", |_| Err(JournalError::Io {
             path: self.active_path.clone(),
             source: io::Error::other("failpoint journal-write"),
@@ -284,7 +254,7 @@ impl Journal {
     }
 
     /// `fdatasync` of the active segment: everything appended so far is durable.
-    pub fn sync(&mut self) -> Result<(), JournalError> {
+    pub(crate) fn sync(&mut self) -> Result<(), JournalError> {
         failpoint!("journal-sync", |_| Err(JournalError::Io {
             path: self.active_path.clone(),
             source: io::Error::other("failpoint journal-sync"),
@@ -295,14 +265,14 @@ impl Journal {
     }
 
     /// Bytes in the active segment.
-    pub fn active_len(&self) -> u64 {
+    pub(crate) fn active_len(&self) -> u64 {
         self.active_len
     }
 
     /// Closes the active segment and starts the next one, whose header records how long the
     /// closed one is; returns the new segment's number. Every segment numbered below it is
     /// complete and synced.
-    pub fn rotate(&mut self) -> Result<u64, JournalError> {
+    pub(crate) fn rotate(&mut self) -> Result<u64, JournalError> {
         let previous = (self.active_seq, self.active_len);
         *self = Self::create_after(&self.dir, self.active_seq + 1, Some(previous))?;
         Ok(self.active_seq)
@@ -351,7 +321,7 @@ fn segment_header(previous: Option<(u64, u64)>) -> [u8; SEGMENT_HEADER] {
 }
 
 /// `fsync` of a directory: makes its entries (created, renamed, removed files) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -373,13 +343,13 @@ fn segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
 }
 
 /// The one place a segment's file name is made.
-pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}{SEGMENT_SUFFIX}"))
 }
 
 /// Removes the segments numbered below `seq`, oldest first, then syncs the directory. Used
 /// once a checkpoint has made everything in them durable in sled.
-pub fn remove_segments_before(dir: &Path, seq: u64) -> Result<(), JournalError> {
+pub(crate) fn remove_segments_before(dir: &Path, seq: u64) -> Result<(), JournalError> {
     for old in segments(dir)?.into_iter().filter(|&s| s < seq) {
         let path = segment_path(dir, old);
         fs::remove_file(&path).map_err(io_error(&path))?;
@@ -389,22 +359,22 @@ pub fn remove_segments_before(dir: &Path, seq: u64) -> Result<(), JournalError> 
 
 /// What [`replay`] found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Replayed {
-    pub segments: usize,
-    pub records: u64,
-    pub puts: u64,
-    pub bytes: u64,
+pub(crate) struct Replayed {
+    pub(crate) segments: usize,
+    pub(crate) records: u64,
+    pub(crate) puts: u64,
+    pub(crate) bytes: u64,
     /// Bytes of an incomplete last record that were cut.
-    pub torn_tail_bytes: u64,
+    pub(crate) torn_tail_bytes: u64,
     /// The number for the next segment: above every segment found.
-    pub next_seq: u64,
+    pub(crate) next_seq: u64,
 }
 
 /// Reads every segment in `dir` (created if missing) in order and hands each record's puts
 /// to `apply`. A torn tail of the last segment is cut (truncated and synced); any other bad
 /// record is [`JournalError::Corrupt`], and a journal shorter than its headers or `promise`
 /// say is [`JournalError::Short`]. Nothing is applied from a journal refused as short.
-pub fn replay<E>(
+pub(crate) fn replay<E>(
     dir: &Path,
     promise: Promise,
     mut apply: impl FnMut(Puts<'_>) -> Result<(), E>,

@@ -13,22 +13,22 @@
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
-use crate::journal::TreeId;
-use crate::store::{Store, StoreError};
+use crate::storage::journal::TreeId;
+use crate::storage::store::{Store, StoreError};
 
 /// False-positive rate of the first filter; the whole stays under twice this.
 const FIRST_FALSE_POSITIVE_RATE: f64 = 0.005;
 /// Emails the first filter is sized for, at least.
 const FIRST_CAPACITY: usize = 1 << 16;
 
-pub struct KnownEmails {
+pub(crate) struct KnownEmails {
     filters: Vec<Bloom>,
     len: usize,
 }
 
 impl KnownEmails {
     /// Reads every key of the email index.
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
+    pub(crate) fn load(store: &Store) -> Result<Self, StoreError> {
         let emails = store.tree(TreeId::Emails);
         let mut known = Self::with_capacity(emails.len());
         for key in emails.iter().keys() {
@@ -50,12 +50,12 @@ impl KnownEmails {
     }
 
     /// Whether `email_key` may be taken: `false` means certainly not.
-    pub fn may_contain(&self, email_key: &str) -> bool {
+    pub(crate) fn may_contain(&self, email_key: &str) -> bool {
         let hash = hash(email_key.as_bytes());
         self.filters.iter().any(|filter| filter.contains(hash))
     }
 
-    pub fn insert(&mut self, email_key: &str) {
+    pub(crate) fn insert(&mut self, email_key: &str) {
         self.insert_hash(hash(email_key.as_bytes()));
     }
 
@@ -73,16 +73,12 @@ impl KnownEmails {
     }
 
     /// Emails added (counting any added twice, twice).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Bytes the filters hold.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.filters.iter().map(|f| f.bits.len() * 8).sum()
     }
 }
@@ -143,7 +139,7 @@ impl Bloom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Batch;
+    use crate::storage::journal::Batch;
 
     #[test]
     fn knows_the_stored_emails_and_those_added_since() {

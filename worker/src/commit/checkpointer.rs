@@ -11,16 +11,16 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::health::{Failure, Health};
-use crate::journal::{self, Promise};
 use crate::metrics::Metrics;
-use crate::store::manifest::RecordKeys;
-use crate::store::{Store, StoreError};
+use crate::storage::journal::{self, Promise};
+use crate::storage::store::manifest::RecordKeys;
+use crate::storage::store::{Store, StoreError};
 
 /// A checkpoint to make: the new segment's number (everything below it is applied) and the
 /// record tree's keys when it started.
 type Request = (u64, RecordKeys);
 
-pub struct Checkpointer {
+pub(crate) struct Checkpointer {
     /// Checkpoints to make; `None` once stopping.
     requests: Option<mpsc::Sender<Request>>,
     idle: Arc<AtomicBool>,
@@ -29,7 +29,7 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn spawn(
+    pub(crate) fn spawn(
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         health: Health,
@@ -71,13 +71,13 @@ impl Checkpointer {
     }
 
     /// Whether the last checkpoint has finished.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.idle.load(Ordering::Acquire)
     }
 
     /// Checkpoints everything applied so far and removes the segments numbered below
     /// `below`; `records` are the record tree's keys as of segment `below`'s start.
-    pub fn start(&self, below: u64, records: RecordKeys) {
+    pub(crate) fn start(&self, below: u64, records: RecordKeys) {
         self.idle.store(false, Ordering::Release);
         if let Some(requests) = &self.requests {
             // A checkpointer that already failed has tripped health itself.
@@ -86,7 +86,7 @@ impl Checkpointer {
     }
 
     /// Waits for a running checkpoint to end and stops the thread.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.requests = None;
         if self.thread.join().is_err() {
             self.health
@@ -104,7 +104,7 @@ fn checkpoint(store: &Store, below: u64, records: RecordKeys) -> Result<(), Stor
         },
         records,
     )?;
-    failpoint!("checkpoint-before-remove", |_| crate::crash());
+    failpoint!("checkpoint-before-remove", |_| crate::support::crash());
     journal::remove_segments_before(&store.journal_dir(), below)?;
     Ok(())
 }

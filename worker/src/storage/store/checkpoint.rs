@@ -7,12 +7,12 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use crate::store::{JOURNAL_DIR, Store, StoreError};
+use crate::storage::store::{JOURNAL_DIR, Store, StoreError};
 
 impl Store {
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
+    pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        failpoint!("checkpoint-after-flush", |_| crate::crash());
+        failpoint!("checkpoint-after-flush", |_| crate::support::crash());
         sync_database_files(&self.dir)
     }
 }

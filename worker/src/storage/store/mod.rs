@@ -1,48 +1,31 @@
-//! The sled database and its recovery. Trees: `customers` (16-byte UUID → the customer's
-//! JSON, exactly as replied), `emails` (lower-cased email → 16-byte UUID), `idempotency`
-//! (its layout belongs to `crate::idempotency`), `relayed` (the newest id whose
-//! `customer.created` event JetStream acknowledged; see `outbox`) and `replication` (in
-//! replicated mode, the log sequence of the newest group applied here). sled holds only what
-//! the journal (or, replicated, the log) has made durable: the committer applies a group after its journal sync, so a read never sees a
-//! write that a crash could take back, and no bookkeeping of "unsynced" writes is needed.
+//! The sled database and its recovery (the trees and keys are in [`crate::storage::schema`]).
+//! sled holds only what the journal (or, replicated, the log) has made durable: the committer
+//! applies a group after its journal sync, so a read never sees a write that a crash could
+//! take back, and no bookkeeping of "unsynced" writes is needed.
 //!
 //! By job:
-//! * this module: the layout and [`Store::open`], which replays the journal (`recovery`) and
-//!   checks the result against the last checkpoint's [`manifest`];
+//! * this module: [`Store::open`], which replays the journal (`recovery`) and checks the
+//!   result against the last checkpoint's [`manifest`];
 //! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
 //! * [`reads`]: lookups and pages for the read endpoints and the committer;
-//! * [`outbox`]: the event outbox: the customers above the relayed mark.
+//! * [`outbox`]: the event outbox as stored: the customers above the relayed mark.
 
-pub mod apply;
-pub mod checkpoint;
-pub mod manifest;
-pub mod outbox;
-pub mod reads;
-pub mod recovery;
+pub(crate) mod apply;
+pub(crate) mod checkpoint;
+pub(crate) mod manifest;
+pub(crate) mod outbox;
+pub(crate) mod reads;
+pub(crate) mod recovery;
 
 use std::path::{Path, PathBuf};
 
-use crate::journal::{self, Journal, JournalError, TreeId};
+use crate::storage::journal::{self, Journal, JournalError};
+use crate::storage::schema::{APPLIED_KEY, JOURNAL_DIR, TreeId};
 
-pub use apply::MAX_VALUE_BYTES;
-pub use reads::Consistency;
-pub use recovery::Recovery;
+pub(crate) use apply::MAX_VALUE_BYTES;
+pub(crate) use recovery::Recovery;
 
-/// Name of the record tree (UUID → customer JSON).
-pub const RECORDS_TREE: &str = "customers";
-/// Name of the email index tree (lower-cased email → UUID).
-pub const EMAILS_TREE: &str = "emails";
-/// Name of the idempotency tree (records and their expiry entries).
-pub const IDEMPOTENCY_TREE: &str = "idempotency";
-/// Name of the tree that remembers how far the relay got (one key).
-pub const RELAYED_TREE: &str = "relayed";
-/// Name of the tree that remembers how much of the replicated log is applied (one key).
-pub const REPLICATION_TREE: &str = "replication";
-/// The one key of the replication tree: the log sequence of the newest applied group.
-pub const APPLIED_KEY: &[u8] = b"applied";
-/// The journal's directory inside the data directory (sled's files are beside it).
-pub const JOURNAL_DIR: &str = "journal";
 /// sled writes a log buffer larger than a quarter segment to a separate blob file. A leaf
 /// holds at most 17 entries of at most [`MAX_VALUE_BYTES`], far below a quarter of 2 MiB, so
 /// sled never makes blob files (the committer test
@@ -89,8 +72,8 @@ pub struct Store {
 /// An opened store with the journal's append side, ready for the committer.
 pub struct Opened {
     pub store: Store,
-    pub journal: Journal,
-    pub recovery: Recovery,
+    pub(crate) journal: Journal,
+    pub(crate) recovery: Recovery,
 }
 
 /// How long an open waits for the lock of a database closed a moment before.
@@ -148,11 +131,11 @@ impl Store {
             .flush_every_ms(None);
         let db = open_when_unlocked(&config, dir)?;
         let store = Self {
-            records: db.open_tree(RECORDS_TREE)?,
-            emails: db.open_tree(EMAILS_TREE)?,
-            idempotency: db.open_tree(IDEMPOTENCY_TREE)?,
-            relayed: db.open_tree(RELAYED_TREE)?,
-            replication: db.open_tree(REPLICATION_TREE)?,
+            records: db.open_tree(TreeId::Customers.name())?,
+            emails: db.open_tree(TreeId::Emails.name())?,
+            idempotency: db.open_tree(TreeId::Idempotency.name())?,
+            relayed: db.open_tree(TreeId::Relayed.name())?,
+            replication: db.open_tree(TreeId::Replication.name())?,
             db,
             dir: dir.to_owned(),
         };
@@ -188,12 +171,12 @@ impl Store {
     }
 
     /// The journal's directory.
-    pub fn journal_dir(&self) -> PathBuf {
+    pub(crate) fn journal_dir(&self) -> PathBuf {
         self.dir.join(JOURNAL_DIR)
     }
 
     /// The log sequence of the newest replicated group applied here (0: none).
-    pub fn applied_log_sequence(&self) -> Result<u64, StoreError> {
+    pub(crate) fn applied_log_sequence(&self) -> Result<u64, StoreError> {
         Ok(self
             .replication
             .get(APPLIED_KEY)?
@@ -201,9 +184,21 @@ impl Store {
             .map_or(0, u64::from_be_bytes))
     }
 
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+    pub(crate) fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// `n` distinct ids in ascending order, a millisecond apart (the tests' stand-in for the
+/// committer's id generator, which `storage` does not use).
+#[cfg(test)]
+pub(crate) fn ascending_ids(n: usize) -> Vec<customers_shared::CustomerId> {
+    (0..n as u64)
+        .map(|i| {
+            let uuid = uuid::Builder::from_unix_timestamp_millis(1_700_000_000_000 + i, &[0; 10]);
+            customers_shared::CustomerId::from_uuid(uuid.into_uuid())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -18,36 +18,36 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{self, Promise};
-use crate::store::{Store, StoreError};
+use crate::storage::journal::{self, Promise};
+use crate::storage::store::{Store, StoreError};
 
 /// The manifest's file name in the data directory.
-pub const MANIFEST: &str = "checkpoint.json";
+pub(crate) const MANIFEST: &str = "checkpoint.json";
 const VERSION: u32 = 1;
 
 /// What the last checkpoint recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     version: u32,
     /// Every segment numbered below this is in sled's files.
-    pub covered_below: u64,
+    pub(crate) covered_below: u64,
     /// Every segment from `covered_below` to this one was created whole.
-    pub created_through: u64,
-    pub records: RecordKeys,
+    pub(crate) created_through: u64,
+    pub(crate) records: RecordKeys,
 }
 
 /// The keys of the record tree: how many, their digest, and the greatest.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RecordKeys {
-    pub count: u64,
+pub(crate) struct RecordKeys {
+    pub(crate) count: u64,
     /// Wrapping sum of the FNV-1a hash (64 bits) of every key, in hexadecimal.
     #[serde(with = "hex_u64")]
-    pub digest: u64,
+    pub(crate) digest: u64,
     /// The greatest key counted, in hexadecimal; none while there is none.
     #[serde(with = "hex_bytes")]
-    pub through: Option<Vec<u8>>,
+    pub(crate) through: Option<Vec<u8>>,
 }
 
 impl RecordKeys {
@@ -60,7 +60,7 @@ impl RecordKeys {
 
     /// Counts `key` if it is new: greater than every key counted (record ids are assigned
     /// in increasing order, so a smaller one is a record written again, not a new one).
-    pub fn observe(&mut self, key: &[u8]) {
+    pub(crate) fn observe(&mut self, key: &[u8]) {
         if self.through.as_deref().is_none_or(|through| key > through) {
             self.add(key);
         }
@@ -75,7 +75,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl Manifest {
-    pub fn new(journal: Promise, records: RecordKeys) -> Self {
+    pub(crate) fn new(journal: Promise, records: RecordKeys) -> Self {
         Self {
             version: VERSION,
             covered_below: journal.covered_below,
@@ -84,7 +84,7 @@ impl Manifest {
         }
     }
 
-    pub fn promise(&self) -> Promise {
+    pub(crate) fn promise(&self) -> Promise {
         Promise {
             covered_below: self.covered_below,
             created_through: self.created_through,
@@ -92,7 +92,7 @@ impl Manifest {
     }
 
     /// The manifest in `dir`, if there is one.
-    pub fn read(dir: &Path) -> Result<Option<Self>, StoreError> {
+    pub(crate) fn read(dir: &Path) -> Result<Option<Self>, StoreError> {
         let path = dir.join(MANIFEST);
         let text = match std::fs::read(&path) {
             Ok(text) => text,
@@ -113,7 +113,7 @@ impl Manifest {
     }
 
     /// Replaces the manifest in `dir`, durably.
-    pub fn write(&self, dir: &Path) -> Result<(), StoreError> {
+    pub(crate) fn write(&self, dir: &Path) -> Result<(), StoreError> {
         let path = dir.join(MANIFEST);
         let temporary = dir.join(format!("{MANIFEST}.partial"));
         let sync_error = |path: &Path| {
@@ -136,7 +136,7 @@ impl Manifest {
 impl Store {
     /// Records a checkpoint: everything in the segments below `journal.covered_below` is in
     /// sled's files, and the record tree held `records` when it began.
-    pub fn record_checkpoint(
+    pub(crate) fn record_checkpoint(
         &self,
         journal: Promise,
         records: RecordKeys,
@@ -146,7 +146,7 @@ impl Store {
 
     /// The record tree's keys: all of them, and those up to `through` (what a checkpoint
     /// that counted through `through` covered).
-    pub fn record_keys(
+    pub(crate) fn record_keys(
         &self,
         through: Option<&[u8]>,
     ) -> Result<(RecordKeys, RecordKeys), StoreError> {
@@ -201,11 +201,11 @@ impl Store {
 mod hex_u64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format!("{value:016x}"))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         let text = String::deserialize(deserializer)?;
         u64::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
     }
@@ -215,7 +215,7 @@ mod hex_u64 {
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         value: &Option<Vec<u8>>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
@@ -226,7 +226,7 @@ mod hex_bytes {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Vec<u8>>, D::Error> {
         let Some(text) = Option::<String>::deserialize(deserializer)? else {

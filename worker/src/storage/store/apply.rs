@@ -3,19 +3,19 @@
 //! next checkpoint replays it). The committer applies a group only after its journal sync,
 //! and recovery applies what the journal holds, so both go through [`Store::apply`].
 
-use crate::journal::Puts;
-use crate::store::{Store, StoreError};
+use crate::storage::journal::Puts;
+use crate::storage::store::{Store, StoreError};
 
 /// Largest value ever written to a tree. sled moves a log buffer over a quarter of its 2 MiB
 /// segment to a blob file that it never fsyncs; a leaf of at most 17 such values stays well
 /// under that (17 × 24 KiB = 408 KiB < 512 KiB). Customers are at most about 13 KiB by the
 /// field rules and stored replies at most a problem body (16 KiB), so the committer never
 /// hands over more; [`Store::apply`] asserts it.
-pub const MAX_VALUE_BYTES: usize = 24 * 1024;
+pub(crate) const MAX_VALUE_BYTES: usize = 24 * 1024;
 
 impl Store {
     /// Inserts every put of a journal record.
-    pub fn apply(&self, puts: Puts<'_>) -> Result<(), StoreError> {
+    pub(crate) fn apply(&self, puts: Puts<'_>) -> Result<(), StoreError> {
         for put in puts {
             assert!(
                 put.value.len() <= MAX_VALUE_BYTES,

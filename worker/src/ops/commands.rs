@@ -1,7 +1,7 @@
 //! `customers-worker backup`, `restore` and `verify`. A backup asks a running worker's admin
 //! listener (`POST /backup`) for a snapshot, which the committer writes between two groups
 //! into the worker's backup directory; a restore loads such a file into a new data directory
-//! (`crate::snapshot`); a verify opens a data directory no worker runs on and checks it
+//! (`crate::storage::backup`); a verify opens a data directory no worker runs on and checks it
 //! whole. Each prints one line of JSON and exits 0 on success (verify: when the database is
 //! consistent).
 
@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{Command, Config};
-use crate::store::Store;
+use crate::storage::store::Store;
 
 const BINARY: &str = "customers-worker";
 
@@ -28,7 +28,7 @@ pub async fn run(command: Command, config: &Config) -> ExitCode {
         } => backup(&admin_url, name, token_file.as_deref()).await,
         Command::Restore { from, data_dir } => {
             blocking(move || {
-                crate::snapshot::restore(&from, &data_dir, cache)
+                crate::storage::backup::restore(&from, &data_dir, cache)
                     .map(|summary| {
                         serde_json::json!({
                             "data_dir": data_dir,
@@ -55,7 +55,7 @@ pub async fn run(command: Command, config: &Config) -> ExitCode {
 async fn blocking(
     work: impl FnOnce() -> Result<String, String> + Send + 'static,
 ) -> Result<String, String> {
-    tokio::task::spawn_blocking(work)
+    crate::support::blocking::run(work)
         .await
         .unwrap_or_else(|e| Err(e.to_string()))
 }
@@ -98,7 +98,7 @@ async fn backup(
         .ok_or("--admin-url must be an http:// address (the admin listener)")?
         .trim_end_matches('/');
     let name = name.unwrap_or_else(default_name);
-    if !crate::admin::is_backup_name(&name) {
+    if !super::admin::is_backup_name(&name) {
         return Err(format!(
             "--name {name:?}: a file name of letters, digits, '.', '_' and '-', not starting with '.' (the worker writes it into its --backup-dir)"
         ));

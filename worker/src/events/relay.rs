@@ -1,9 +1,6 @@
 //! The relay: publishes the outbox's `customer.created` events to JetStream, in commit order,
 //! and removes each from the outbox only after JetStream acknowledged it (docs/API.md §8).
 //!
-//! * At start, [`ensure_stream`] finds the events stream, or creates it when it is missing;
-//!   one that exists is used as the operator configured it, never changed. A server without
-//!   JetStream stops the start with a clear error (unless events are off).
 //! * [`RelayThread`] runs the relay on a thread with its own runtime and NATS connection. It
 //!   takes pending events oldest first (recent ones from memory, older ones
 //!   from the store), publishes a batch with `Nats-Msg-Id` (the event id), each with a reply
@@ -18,19 +15,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use bytes::{Bytes, BytesMut};
 use customers_shared::CustomerId;
 use customers_shared::wire::event;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::committer::{CommitHandle, Write};
-use crate::config::{EventsOptions, Retention};
+use super::stream::EventsError;
+use crate::commit::outbox::{Outbox, PendingEvent};
+use crate::commit::{CommitHandle, Control};
 use crate::health::{Failure, Health};
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PendingEvent};
-use crate::store::Store;
+use crate::storage::store::Store;
+use crate::support::blocking;
+use crate::support::retry::Backoff;
 
 /// After a batch smaller than [`BATCH`], the relay waits this long before taking the next:
 /// events gather into fewer, larger batches, so the relay and nats-server wake up less often
@@ -48,126 +46,21 @@ const MARK_DELAY: Duration = Duration::from_millis(200);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-#[derive(Debug, thiserror::Error)]
-pub enum EventsError {
-    #[error(
-        "JetStream is not available on the NATS server ({0}); start nats-server with JetStream (-js), or run the worker with --events off"
-    )]
-    Unavailable(String),
-    #[error("cannot create the events stream {stream}: {reason}")]
-    Create { stream: String, reason: String },
-    #[error(
-        "the stream {stream} does not capture {subject} (its subjects: {subjects:?}); add the subject to it or name another stream with --events-stream"
-    )]
-    NotCapturing {
-        stream: String,
-        subject: String,
-        subjects: Vec<String>,
-    },
-}
-
-/// Makes sure a stream captures the events: the one named in `options` as it is, or a new one
-/// made from `options` when none has that name.
-pub async fn ensure_stream(
-    jetstream: &jetstream::Context,
-    options: &EventsOptions,
-    subject_prefix: &str,
-) -> Result<(), EventsError> {
-    let subject = event::created_subject(subject_prefix);
-    let mut found = match jetstream.get_stream(&options.stream).await {
-        Ok(stream) => stream,
-        Err(e) => match e.kind() {
-            GetStreamErrorKind::JetStream(error)
-                if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-            {
-                return create_stream(jetstream, options, subject_prefix).await;
-            }
-            _ => return Err(EventsError::Unavailable(e.to_string())),
-        },
-    };
-    let info = found
-        .info()
-        .await
-        .map_err(|e| EventsError::Unavailable(e.to_string()))?;
-    let subjects = &info.config.subjects;
-    if !subjects.iter().any(|filter| captures(filter, &subject)) {
-        return Err(EventsError::NotCapturing {
-            stream: options.stream.clone(),
-            subject,
-            subjects: subjects.clone(),
-        });
-    }
-    tracing::info!(
-        stream = %options.stream,
-        replicas = info.config.num_replicas,
-        messages = info.state.messages,
-        "publishing events to the existing stream, as configured"
-    );
-    Ok(())
-}
-
-async fn create_stream(
-    jetstream: &jetstream::Context,
-    options: &EventsOptions,
-    subject_prefix: &str,
-) -> Result<(), EventsError> {
-    let config = stream::Config {
-        name: options.stream.clone(),
-        description: Some(
-            "customer.created events (CloudEvents 1.0) of the customers service".into(),
-        ),
-        subjects: vec![event::all_events_subject(subject_prefix)],
-        storage: stream::StorageType::File,
-        num_replicas: options.replicas,
-        retention: match options.retention {
-            Retention::Limits => stream::RetentionPolicy::Limits,
-            Retention::Interest => stream::RetentionPolicy::Interest,
-            Retention::Workqueue => stream::RetentionPolicy::WorkQueue,
-        },
-        max_age: options.max_age,
-        duplicate_window: options.duplicate_window,
-        allow_direct: true,
-        ..Default::default()
-    };
-    jetstream
-        .create_stream(config)
-        .await
-        .map_err(|e| EventsError::Create {
-            stream: options.stream.clone(),
-            reason: e.to_string(),
-        })?;
-    tracing::info!(stream = %options.stream, replicas = options.replicas, "events stream created");
-    Ok(())
-}
-
-/// Whether the subject filter `filter` (with `*` and `>` wildcards) matches `subject`.
-fn captures(filter: &str, subject: &str) -> bool {
-    let (mut filter, mut subject) = (filter.split('.'), subject.split('.'));
-    loop {
-        match (filter.next(), subject.next()) {
-            (Some(">"), Some(_)) => return true,
-            (None, None) => return true,
-            (Some(f), Some(s)) if f == "*" || f == s => {}
-            _ => return false,
-        }
-    }
-}
-
 /// Everything the relay needs but its connection.
-pub struct RelayParts {
-    pub store: Arc<Store>,
-    pub outbox: Arc<Outbox>,
+pub(crate) struct RelayParts {
+    pub(crate) store: Arc<Store>,
+    pub(crate) outbox: Arc<Outbox>,
     /// `{prefix}.v1.events.created` (a `Subject` shares its bytes with every publication).
-    pub subject: async_nats::Subject,
+    pub(crate) subject: async_nats::Subject,
     /// Writes the events, with their CloudEvents `source`.
-    pub encoder: event::CreatedEventEncoder,
-    pub committer: CommitHandle,
-    pub metrics: Arc<Metrics>,
-    pub health: Health,
+    pub(crate) encoder: event::CreatedEventEncoder,
+    pub(crate) committer: CommitHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) health: Health,
 }
 
 /// The running relay: stop it with [`RelayThread::stop`].
-pub struct RelayThread {
+pub(crate) struct RelayThread {
     stop: watch::Sender<bool>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -176,7 +69,7 @@ impl RelayThread {
     /// Starts the relay on a thread of its own, with its own runtime and NATS connection:
     /// publishing events then neither competes with request handling for the runtime's
     /// thread nor queues behind replies on the service's connection. Returns once connected.
-    pub fn start(
+    pub(crate) fn start(
         parts: RelayParts,
         nats: &customers_shared::runtime::nats::NatsOptions,
     ) -> Result<Self, EventsError> {
@@ -192,7 +85,7 @@ impl RelayThread {
                 {
                     Ok(runtime) => runtime,
                     Err(e) => {
-                        let _ = ready.send(Err(e.to_string()));
+                        let _ = ready.send(Err(async_nats::Error::from(e)));
                         return;
                     }
                 };
@@ -206,7 +99,7 @@ impl RelayThread {
                     {
                         Ok(connection) => connection.client,
                         Err(e) => {
-                            let _ = ready.send(Err(e.to_string()));
+                            let _ = ready.send(Err(async_nats::Error::from(e)));
                             return;
                         }
                     };
@@ -214,7 +107,7 @@ impl RelayThread {
                     let acks = match client.subscribe(format!("{acks_prefix}.*")).await {
                         Ok(acks) => acks,
                         Err(e) => {
-                            let _ = ready.send(Err(e.to_string()));
+                            let _ = ready.send(Err(async_nats::Error::from(e)));
                             return;
                         }
                     };
@@ -230,7 +123,7 @@ impl RelayThread {
                     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
                 });
             })
-            .map_err(|e| EventsError::Unavailable(e.to_string()))?;
+            .map_err(|e| EventsError::Unavailable(e.into()))?;
         match connected.recv() {
             Ok(Ok(())) => Ok(Self { stop, thread }),
             Ok(Err(e)) => Err(EventsError::Unavailable(e)),
@@ -239,10 +132,12 @@ impl RelayThread {
     }
 
     /// Asks the relay to stop (after the batch in flight) and waits for it.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         let thread = self.thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Err(e) = blocking::run(move || thread.join()).await {
+            tracing::warn!(error = %e, "could not join the relay thread");
+        }
     }
 }
 
@@ -253,14 +148,6 @@ struct Relay {
     /// all of them, rather than a request (a waiting future and a timer) per event.
     acks_prefix: String,
     acks: async_nats::Subscriber,
-}
-
-impl std::ops::Deref for Relay {
-    type Target = RelayParts;
-
-    fn deref(&self) -> &RelayParts {
-        &self.parts
-    }
 }
 
 /// Where the relay stands: the number of the next event to publish, and the id of the last
@@ -275,12 +162,12 @@ impl Relay {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut position = Position {
             next_number: 0,
-            relayed: self.outbox.relayed_through(),
+            relayed: self.parts.outbox.relayed_through(),
         };
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut failing_since: Option<Instant> = None;
         // Stopped when told, or when whoever could tell it is gone.
-        while !*stop.borrow() && stop.has_changed().is_ok() && !self.health.is_failed() {
+        while !*stop.borrow() && stop.has_changed().is_ok() && !self.parts.health.is_failed() {
             let Some(batch) = self.next_batch(&position).await else {
                 break;
             };
@@ -295,7 +182,7 @@ impl Relay {
             if let Some(last) = acknowledged.checked_sub(1).map(|i| &batch[i]) {
                 position.next_number = last.number + 1;
                 position.relayed = Some(last.id);
-                self.outbox.relayed(last.id, acknowledged);
+                self.parts.outbox.relayed(last.id, acknowledged);
             }
             match failure {
                 None => {
@@ -305,57 +192,55 @@ impl Relay {
                             "JetStream acknowledges events again"
                         );
                     }
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                 }
                 Some(error) => {
-                    self.metrics.event_publish_failed();
+                    self.parts.metrics.event_publish_failed();
                     if failing_since.is_none() {
                         tracing::warn!(
                             %error,
-                            pending = self.outbox.pending(),
+                            pending = self.parts.outbox.pending(),
                             "cannot publish events; they wait in the outbox and creates go on"
                         );
                         failing_since = Some(Instant::now());
                     }
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = backoff.wait() => {}
                         _ = stop.changed() => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
-        if self.outbox.mark_lags() {
-            let _ = self.committer.commit(Write::RecordRelayed).await;
+        if self.parts.outbox.mark_lags() {
+            let _ = self.parts.committer.control(Control::RecordRelayed).await;
         }
-        tracing::debug!(pending = self.outbox.pending(), "relay stopped");
+        tracing::debug!(pending = self.parts.outbox.pending(), "relay stopped");
     }
 
     /// The next events to publish, oldest first: from the outbox's queue of recent events,
     /// or from the store for those the queue no longer holds (after a restart, or when the
     /// relay fell far behind). `None` after a storage failure (the worker is stopping).
     async fn next_batch(&self, position: &Position) -> Option<Vec<PendingEvent>> {
-        let (recent, missing) = self.outbox.take_from(position.next_number, BATCH);
+        let (recent, missing) = self.parts.outbox.take_from(position.next_number, BATCH);
         if missing == 0 {
             return Some(recent);
         }
         let limit = usize::try_from(missing).unwrap_or(usize::MAX).min(BATCH);
         let after = position.relayed;
-        let store = self.store.clone();
-        let stored =
-            match tokio::task::spawn_blocking(move || store.customers_after(after, limit)).await {
-                Ok(Ok(stored)) => stored,
-                Ok(Err(e)) => {
-                    self.health.fail(Failure::storage(e));
-                    return None;
-                }
-                Err(e) => {
-                    self.health.fail(Failure::panic(format!(
-                        "reading pending events failed: {e}"
-                    )));
-                    return None;
-                }
-            };
+        let store = self.parts.store.clone();
+        let stored = match blocking::run(move || store.customers_after(after, limit)).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(e)) => {
+                self.parts.health.fail(Failure::storage(e));
+                return None;
+            }
+            Err(e) => {
+                self.parts.health.fail(Failure::panic(format!(
+                    "reading pending events failed: {e}"
+                )));
+                return None;
+            }
+        };
         Some(
             (position.next_number..)
                 .zip(stored)
@@ -372,14 +257,14 @@ impl Relay {
     /// of its own once the worker has been quiet for [`MARK_DELAY`].
     async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
         let mark = async {
-            if self.outbox.mark_lags() {
+            if self.parts.outbox.mark_lags() {
                 tokio::time::sleep(MARK_DELAY).await;
-                let _ = self.committer.commit(Write::RecordRelayed).await;
+                let _ = self.parts.committer.control(Control::RecordRelayed).await;
             }
             std::future::pending::<()>().await;
         };
         tokio::select! {
-            () = self.outbox.next_commit() => {}
+            () = self.parts.outbox.next_commit() => {}
             () = mark => {}
             _ = stop.changed() => {}
         }
@@ -387,18 +272,21 @@ impl Relay {
 
     /// Publishes `batch` in order and awaits the acknowledgements: returns how many (from
     /// the first) were acknowledged and, if one failed or none came in time, why.
-    async fn publish(&mut self, batch: &[PendingEvent]) -> (usize, Option<String>) {
+    async fn publish(&mut self, batch: &[PendingEvent]) -> (usize, Option<PublishFailure>) {
         let mut failure = None;
         let mut sent = 0;
         // One buffer for the whole batch: each event's payload is a slice of it.
         let mut payloads = BytesMut::with_capacity(
             batch
                 .iter()
-                .map(|event| self.encoder.size_of(&event.record))
+                .map(|event| self.parts.encoder.size_of(&event.record))
                 .sum(),
         );
         for event in batch {
-            let event_id = self.encoder.encode(event.id, &event.record, &mut payloads);
+            let event_id = self
+                .parts
+                .encoder
+                .encode(event.id, &event.record, &mut payloads);
             let payload = payloads.split().freeze();
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id);
@@ -406,10 +294,10 @@ impl Relay {
             let reply = format!("{}.{}", self.acks_prefix, event.number);
             let published = self
                 .client
-                .publish_with_reply_and_headers(self.subject.clone(), reply, headers, payload)
+                .publish_with_reply_and_headers(self.parts.subject.clone(), reply, headers, payload)
                 .await;
             if let Err(e) = published {
-                failure = Some(e.to_string());
+                failure = Some(PublishFailure::Send(e));
                 break;
             }
             sent += 1;
@@ -419,7 +307,7 @@ impl Relay {
         for outcome in outcomes {
             match outcome {
                 Some(Ok(duplicate)) => {
-                    self.metrics.event_published(duplicate);
+                    self.parts.metrics.event_published(duplicate);
                     acknowledged += 1;
                 }
                 Some(Err(e)) => {
@@ -427,9 +315,7 @@ impl Relay {
                     break;
                 }
                 None => {
-                    failure.get_or_insert_with(|| {
-                        "no acknowledgement from JetStream in time".to_owned()
-                    });
+                    failure.get_or_insert(PublishFailure::NoAcknowledgement);
                     break;
                 }
             }
@@ -445,8 +331,9 @@ impl Relay {
         &mut self,
         batch: &[PendingEvent],
         sent: usize,
-    ) -> Vec<Option<Result<bool, String>>> {
-        let mut outcomes = vec![None; sent];
+    ) -> Vec<Option<Result<bool, PublishFailure>>> {
+        let mut outcomes: Vec<Option<Result<bool, PublishFailure>>> =
+            (0..sent).map(|_| None).collect();
         let Some(first) = batch.first().map(|event| event.number) else {
             return outcomes;
         };
@@ -480,9 +367,24 @@ impl Relay {
 /// again (JetStream's own request timeout).
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why events were not acknowledged; the relay logs it, counts it and tries again.
+#[derive(Debug, thiserror::Error)]
+enum PublishFailure {
+    #[error("cannot send the events: {0}")]
+    Send(async_nats::PublishError),
+    #[error("no acknowledgement from JetStream in time")]
+    NoAcknowledgement,
+    #[error("no stream captures the events subject (no responders)")]
+    NoStream,
+    #[error("JetStream refused the event: {description} ({code})")]
+    Refused { code: u16, description: String },
+    #[error("not a JetStream acknowledgement")]
+    NotAnAcknowledgement,
+}
+
 /// What JetStream answered to one event: stored (`true` when it was a duplicate the stream
 /// dropped), or why not.
-fn acknowledgement(message: &async_nats::Message) -> Result<bool, String> {
+fn acknowledgement(message: &async_nats::Message) -> Result<bool, PublishFailure> {
     #[derive(serde::Deserialize)]
     struct PublishAck {
         seq: Option<u64>,
@@ -498,21 +400,21 @@ fn acknowledgement(message: &async_nats::Message) -> Result<bool, String> {
         description: String,
     }
     if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-        return Err("no stream captures the events subject (no responders)".to_owned());
+        return Err(PublishFailure::NoStream);
     }
     match serde_json::from_slice::<PublishAck>(&message.payload) {
         Ok(PublishAck {
             error: Some(error), ..
-        }) => Err(format!(
-            "JetStream refused the event: {} ({})",
-            error.description, error.code
-        )),
+        }) => Err(PublishFailure::Refused {
+            code: error.code,
+            description: error.description,
+        }),
         Ok(PublishAck {
             seq: Some(_),
             duplicate,
             ..
         }) => Ok(duplicate),
-        _ => Err("not a JetStream acknowledgement".to_owned()),
+        _ => Err(PublishFailure::NotAnAcknowledgement),
     }
 }
 
@@ -569,31 +471,11 @@ mod tests {
             match (super::acknowledgement(&message), expected) {
                 (Ok(duplicate), Ok(expected)) => assert_eq!(duplicate, expected, "{description}"),
                 (Err(error), Err(expected)) => {
+                    let error = error.to_string();
                     assert!(error.contains(expected), "{description}: {error}")
                 }
                 (outcome, _) => panic!("{description}: {outcome:?}"),
             }
-        }
-    }
-
-    #[test]
-    fn subject_filters_match_as_nats_does() {
-        let subject = "customers.v1.events.created";
-        for filter in [
-            "customers.v1.events.created",
-            "customers.v1.events.>",
-            "customers.*.events.*",
-            ">",
-        ] {
-            assert!(super::captures(filter, subject), "{filter}");
-        }
-        for filter in [
-            "customers.v1.events",
-            "customers.v1.events.created.x",
-            "customers.v1.*",
-            "orders.>",
-        ] {
-            assert!(!super::captures(filter, subject), "{filter}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Snapshots of the whole database, for `customers-worker backup` / `restore` (and for
-//! replicated mode's bootstrap). A snapshot is written by the committer between two groups,
+//! replicated mode's snapshots, from which an instance behind the trimmed log is rebuilt:
+//! `replication::snapshots`). A snapshot is written by the committer between two groups,
 //! so it holds exactly the groups committed before it: consistent, while the worker keeps
 //! serving (creates wait for the length of the copy).
 //!
@@ -11,18 +12,18 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::journal::{self, Batch, TreeId};
-use crate::store::{Store, StoreError};
+use crate::storage::journal::{self, Batch, TreeId};
+use crate::storage::store::{Store, StoreError};
 
 /// First bytes of a snapshot file.
-pub const MAGIC: &[u8; 8] = b"CUSSNAP1";
+pub(crate) const MAGIC: &[u8; 8] = b"CUSSNAP1";
 /// Marks the end, before the count of puts.
 const END: &[u8; 8] = b"CUSSNEND";
 /// A record is cut once its puts pass this size.
 const RECORD_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub(crate) enum SnapshotError {
     #[error("snapshot {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path} is not a complete snapshot: {reason}")]
@@ -33,17 +34,17 @@ pub enum SnapshotError {
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Summary {
-    pub puts: u64,
-    pub bytes: u64,
+pub(crate) struct Summary {
+    pub(crate) puts: u64,
+    pub(crate) bytes: u64,
     /// Replicated mode: the log's last group the snapshot holds (0 in the single-node mode).
-    pub log_sequence: u64,
+    pub(crate) log_sequence: u64,
 }
 
 impl Store {
     /// Writes every tree to `path` (made durable before returning). Call it where no group is
     /// being applied: the committer does.
-    pub fn write_snapshot(&self, path: &Path) -> Result<Summary, SnapshotError> {
+    pub(crate) fn write_snapshot(&self, path: &Path) -> Result<Summary, SnapshotError> {
         let io_error = |source| SnapshotError::Io {
             path: path.to_owned(),
             source,
@@ -82,7 +83,7 @@ impl Store {
 
 /// Loads the snapshot at `from` into a new database in `data_dir`, which must be empty or
 /// missing; checks the whole file before writing anything.
-pub fn restore(
+pub(crate) fn restore(
     from: &Path,
     data_dir: &Path,
     cache_capacity_bytes: u64,
@@ -108,7 +109,7 @@ pub fn restore(
 }
 
 /// A complete, intact snapshot, checked as a whole and ready to load.
-pub struct Snapshot<'a> {
+pub(crate) struct Snapshot<'a> {
     payloads: Vec<&'a [u8]>,
     puts: u64,
     bytes: u64,
@@ -117,7 +118,7 @@ pub struct Snapshot<'a> {
 impl<'a> Snapshot<'a> {
     /// Checks `bytes` (read from `origin`, named in errors): magic, every record's checksum,
     /// the end marker and the count of puts.
-    pub fn parse(bytes: &'a [u8], origin: &Path) -> Result<Self, SnapshotError> {
+    pub(crate) fn parse(bytes: &'a [u8], origin: &Path) -> Result<Self, SnapshotError> {
         let (payloads, puts) = check(bytes).ok_or_else(|| SnapshotError::Invalid {
             path: origin.to_owned(),
             reason: "bad magic, checksum, structure or count",
@@ -131,7 +132,7 @@ impl<'a> Snapshot<'a> {
 
     /// Writes every entry into a new database in `data_dir` (its caller made sure nothing
     /// else is there) and checkpoints it.
-    pub fn load_into(
+    pub(crate) fn load_into(
         &self,
         data_dir: &Path,
         cache_capacity_bytes: u64,

@@ -13,7 +13,7 @@
 //! unique by construction (they strictly increase), not secrets, and a `getrandom` system
 //! call per create cost as much as a tenth of the worker's request handling.
 
-use std::time::SystemTime;
+use customers_shared::runtime::clock::unix_ms;
 
 use customers_shared::CustomerId;
 use uuid::Uuid;
@@ -25,14 +25,14 @@ const RAND_B_BITS: u32 = 62;
 const RAND_B_MASK: u128 = (1 << RAND_B_BITS) - 1;
 const RAND_A_MASK: u128 = 0xfff;
 
-pub struct IdGenerator {
+pub(crate) struct IdGenerator {
     last: u128,
     random: fastrand::Rng,
 }
 
 impl IdGenerator {
     /// A generator whose ids are all above `newest` (the newest stored id, if any).
-    pub fn after(newest: Option<CustomerId>) -> Self {
+    pub(crate) fn after(newest: Option<CustomerId>) -> Self {
         Self {
             last: newest.map_or(0, |id| id.uuid().as_u128()),
             // The low bits of a UUIDv7 come from the operating system's generator.
@@ -40,11 +40,8 @@ impl IdGenerator {
         }
     }
 
-    pub fn next_id(&mut self) -> CustomerId {
-        let millis = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let fresh = step(u128::from(millis) << 80, u128::from(self.random.u64(..)));
+    pub(crate) fn next_id(&mut self) -> CustomerId {
+        let fresh = step(u128::from(unix_ms()) << 80, u128::from(self.random.u64(..)));
         self.last = if fresh > self.last {
             fresh
         } else {

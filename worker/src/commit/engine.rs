@@ -1,15 +1,18 @@
-//! Group commit. Request tasks hand validated writes to one committer thread through a
-//! bounded queue. The thread takes everything queued (up to `max_group`) and, for the group:
+//! The committer thread. It takes everything queued (up to `max_group`) and, for the group:
 //!
-//! 1. decides each member against the email index and earlier members of the group,
+//! 1. **plans**: decides each write against the email index and earlier members of the group,
 //!    assigns new customers their ids (so id order is commit order) and decides every reply;
-//! 2. appends the group's puts to the journal as one record and calls `fdatasync` once:
-//!    the commit point;
-//! 3. applies the puts to sled and answers every member.
+//!    carries out the controls in their place (a snapshot between two groups, a promotion, a
+//!    log group to apply);
+//! 2. **persists**: appends the group's puts to the journal as one record and calls
+//!    `fdatasync` once (the commit point); replicated, appends the record to the log first,
+//!    fenced by the sequence it last applied, and the log makes it durable;
+//! 3. **delivers**: applies the puts to sled and answers every member in one hand-off to the
+//!    runtime.
 //!
-//! A new customer's record is also its pending `customer.created` event (`outbox`): after
-//! the group is applied the committer hands the new records to the relay, and a group carries
-//! the relay's newest acknowledged mark when it moved, so the mark costs no fsync of its own
+//! A new customer's record is also its pending `customer.created` event (`outbox`): after the
+//! group is applied the committer hands the new records to the relay, and a group carries the
+//! relay's newest acknowledged mark when it moved, so the mark costs no fsync of its own
 //! under load. With events off, each group moves the mark past its own customers.
 //!
 //! Under load one fsync serves many writes; a lone write is committed as soon as it arrives.
@@ -17,14 +20,9 @@
 //! segment and hands the old ones to the checkpointer thread.
 //!
 //! Any error in steps 2–3 or in a checkpoint is fail-stop (see `health`): the group is
-//! answered 500, nothing later is committed, and queued or later writes are answered 503.
-//!
-//! Replicated (`crate::replication`): the primary appends each group's record to the log,
-//! fenced by the sequence it last applied, and answers only once the log acknowledged it and
-//! while its lease is surely held; the log, not the local `fdatasync`, makes it durable (the
-//! local journal is then a cache the log can rebuild). A standby's committer applies the
-//! log's groups as they come (`Write::Replicated`) and takes over on `Write::Promote`. A lost
-//! lease or a fenced append is fail-stop too (exit 75): the instance restarts as a standby.
+//! answered 500, nothing later is committed, and queued or later writes are answered 503. A
+//! primary whose lease is gone or whose append is fenced stops too (exit 75): the instance
+//! restarts as a standby.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,82 +30,25 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use customers_shared::{ApiError, Customer, CustomerId, NewCustomer};
-use tokio::sync::{mpsc, oneshot, watch};
+use customers_shared::runtime::clock::unix_ms;
+use customers_shared::{ApiError, Customer, CustomerId};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::checkpointer::Checkpointer;
+use super::checkpointer::Checkpointer;
+use super::ids::IdGenerator;
+use super::known_emails::KnownEmails;
+use super::mode::{Mode, Primacy, Replica};
+use super::outbox::Outbox;
+use super::{Answer, CommitError, CommitHandle, Control, Done, Job, Limits, Write};
 use crate::health::{Failure, Health};
-use crate::idempotency::{self, IdempotencyClaim, now_ms};
-use crate::ids::IdGenerator;
-use crate::journal::{Batch, Journal, Promise, TreeId};
-use crate::known_emails::KnownEmails;
+use crate::idempotency;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
-use crate::replication::lease::LeaseClock;
-use crate::replication::log::Log;
+use crate::replication::log::AppendError;
 use crate::reply::Reply;
-use crate::store::manifest::RecordKeys;
-use crate::store::outbox::RELAYED_KEY;
-use crate::store::{MAX_VALUE_BYTES, Store, StoreError};
-
-/// What a request asks the committer to make durable.
-#[derive(Debug)]
-pub enum Write {
-    /// A validated new customer; with a claim, its reply is stored under the key.
-    Create {
-        customer: NewCustomer,
-        claim: Option<IdempotencyClaim>,
-    },
-    /// The final reply of an idempotent create refused before it reached the committer
-    /// (not JSON, invalid fields), stored so that a retry is answered the same.
-    Remember {
-        claim: IdempotencyClaim,
-        reply: Reply,
-    },
-    /// Nothing but the relay's acknowledged mark (see `outbox`), when no other group has
-    /// carried it for a while.
-    RecordRelayed,
-    /// A group of the replicated log, for a standby to apply: its sequence and its record.
-    Replicated { sequence: u64, record: Bytes },
-    /// A standby that holds the lease and applied the log through `expected_last` becomes the
-    /// primary.
-    Promote {
-        expected_last: u64,
-        lease: LeaseClock,
-        outbox: Option<Arc<Outbox>>,
-    },
-    /// A snapshot of the database as of the groups committed so far, written to `path`
-    /// (`snapshot`); its outcome goes to `done`.
-    Snapshot {
-        path: std::path::PathBuf,
-        done: oneshot::Sender<Result<crate::snapshot::Summary, String>>,
-    },
-}
-
-/// Why a write got no reply of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CommitError {
-    /// The queue is full: the worker is overloaded.
-    #[error("the commit queue is full")]
-    Overloaded,
-    /// The committer has stopped: the worker is shutting down or has failed.
-    #[error("the committer has stopped")]
-    Stopped,
-    /// The group's journal write, sync or apply failed; the worker is stopping. The write
-    /// may or may not be durable.
-    #[error("the group commit failed")]
-    Failed,
-    /// A value over [`MAX_VALUE_BYTES`]: a bug, refused instead of stored.
-    #[error("a value is too large to store")]
-    Unstorable,
-    /// The event outbox is full (JetStream has been unreachable for long): the create is
-    /// refused rather than stored without its event.
-    #[error("the event outbox is full")]
-    OutboxFull,
-    /// Replicated: this instance is not (or no longer) the primary.
-    #[error("this instance is not the primary")]
-    NotPrimary,
-}
+use crate::storage::journal::{Batch, Journal, JournalError, Promise, TreeId};
+use crate::storage::schema::{APPLIED_KEY, RELAYED_KEY};
+use crate::storage::store::manifest::RecordKeys;
+use crate::storage::store::{MAX_VALUE_BYTES, Store, StoreError};
 
 /// Why a group failed as a whole; both stop the worker.
 #[derive(Debug, thiserror::Error)]
@@ -115,147 +56,62 @@ enum GroupError {
     #[error(transparent)]
     Storage(#[from] StoreError),
     /// Replicated: the lease is gone or the log moved on without us.
-    #[error("{0}")]
-    Fenced(String),
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
 }
 
-impl From<crate::journal::JournalError> for GroupError {
-    fn from(error: crate::journal::JournalError) -> Self {
+/// How a replicated instance learns it may not go on.
+#[derive(Debug, thiserror::Error)]
+enum Fenced {
+    #[error("the primary lease ran out")]
+    LeaseRanOut,
+    #[error("the primary lease ran out while appending")]
+    LeaseRanOutWhileAppending,
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(
+        "the log skips from {applied} to {sequence} (trimmed below what this instance applied); restart to rebuild"
+    )]
+    LogSkips { applied: u64, sequence: u64 },
+}
+
+impl From<JournalError> for GroupError {
+    fn from(error: JournalError) -> Self {
         Self::Storage(error.into())
     }
 }
 
-type Answer = Result<Reply, CommitError>;
-
-struct Job {
-    write: Write,
-    reply: oneshot::Sender<Answer>,
+/// Where a member's outcome goes.
+enum Waiting {
+    Write(oneshot::Sender<Answer>),
+    Control(oneshot::Sender<Done>),
 }
 
-/// A group's answers, handed to the runtime in one message: one wake-up of the request
+/// A group's outcomes, handed to the runtime in one message: one wake-up of the request
 /// tasks' thread per group instead of one per member (each costs a system call), and the
 /// replies then leave together.
-type Delivery = Vec<(oneshot::Sender<Answer>, Answer)>;
-
-/// Submits writes to the committer thread. Cheap to clone; the thread stops once every
-/// handle is dropped and the queue is drained.
-#[derive(Clone)]
-pub struct CommitHandle {
-    queue: mpsc::Sender<Job>,
-}
-
-impl CommitHandle {
-    /// A view of the queue's depth that does not keep the committer running.
-    pub fn probe(&self) -> QueueProbe {
-        QueueProbe(self.queue.downgrade())
-    }
-
-    /// Queues `write`, waiting for room in the queue (the log follower's backpressure);
-    /// returns where its answer will arrive.
-    pub async fn submit(&self, write: Write) -> Result<oneshot::Receiver<Answer>, CommitError> {
-        let (reply, outcome) = oneshot::channel();
-        self.queue
-            .send(Job { write, reply })
-            .await
-            .map_err(|_| CommitError::Stopped)?;
-        Ok(outcome)
-    }
-
-    /// Queues `write` and waits until its group is durable and applied.
-    pub async fn commit(&self, write: Write) -> Result<Reply, CommitError> {
-        let (reply, outcome) = oneshot::channel();
-        self.queue
-            .try_send(Job { write, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => CommitError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => CommitError::Stopped,
-            })?;
-        outcome.await.map_err(|_| CommitError::Stopped)?
-    }
-}
-
-/// Reads how many writes wait for the committer (0 once it has stopped), and asks it for a
-/// snapshot, without keeping it running.
-#[derive(Clone)]
-pub struct QueueProbe(mpsc::WeakSender<Job>);
-
-impl QueueProbe {
-    pub fn queued(&self) -> usize {
-        self.0
-            .upgrade()
-            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
-    }
-
-    /// Has the committer write a snapshot to `path` between two groups.
-    pub async fn snapshot(
-        &self,
-        path: std::path::PathBuf,
-    ) -> Result<crate::snapshot::Summary, String> {
-        let queue = self.0.upgrade().ok_or("the worker is stopping")?;
-        let (done, written) = oneshot::channel();
-        CommitHandle { queue }
-            .commit(Write::Snapshot { path, done })
-            .await
-            .map_err(|e| e.to_string())?;
-        written
-            .await
-            .map_err(|_| "the committer stopped".to_owned())?
-    }
-}
-
-/// The committer's limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Writes that may wait in the queue.
-    pub max_pending: usize,
-    /// Writes in one group at most.
-    pub max_group: usize,
-    /// Size of the active journal segment that starts a checkpoint.
-    pub checkpoint_bytes: u64,
-}
+type Delivery = Vec<(Waiting, Answer)>;
 
 /// What the committer starts from: the journal's append side, the id generator (above the
-/// newest stored id), the record tree's keys, the stored emails and, with events on, the
-/// outbox.
-pub struct Prepared {
+/// newest stored id), the record tree's keys, the stored emails, its mode and, with events
+/// on, the outbox.
+pub(crate) struct Prepared {
     journal: Journal,
     ids: IdGenerator,
     records: RecordKeys,
     known_emails: KnownEmails,
     outbox: Option<Arc<Outbox>>,
-    replicated: Option<Replicated>,
-}
-
-/// A committer's part in replicated mode.
-pub struct Replicated {
-    pub log: Arc<Log>,
-    /// The runtime the log's client runs on (the committer thread blocks on appends).
-    pub runtime: tokio::runtime::Handle,
-    /// The log sequence applied here, for the read barrier and the take-over.
-    pub applied: watch::Sender<u64>,
-    /// Names this instance's appends (`Nats-Msg-Id`).
-    pub instance: String,
-}
-
-/// What only the primary has.
-struct Primacy {
-    expected_last: u64,
-    lease: LeaseClock,
+    mode: Mode,
 }
 
 impl Prepared {
-    /// Reads what the committer needs from an opened store (the newest id, every email key);
-    /// with `max_pending_events`, finds the pending events (the customers above the relayed
-    /// mark) and bounds them.
-    pub fn new(
+    /// Reads what the committer needs from an opened store (the newest id, every email key):
+    /// a single worker's committer, publishing through `outbox` when events are on.
+    pub(crate) fn new(
         store: &Store,
         opened: (Journal, RecordKeys),
-        max_pending_events: Option<usize>,
+        outbox: Option<Arc<Outbox>>,
     ) -> Result<Self, StoreError> {
-        let outbox = match max_pending_events {
-            Some(max_pending) => Some(Arc::new(Self::outbox_for(store, max_pending)?)),
-            None => None,
-        };
         let (journal, records) = opened;
         Ok(Self {
             journal,
@@ -263,34 +119,27 @@ impl Prepared {
             ids: IdGenerator::after(store.newest_id()?),
             known_emails: KnownEmails::load(store)?,
             outbox,
-            replicated: None,
+            mode: Mode::Single,
         })
     }
 
-    /// The outbox of `store` as it is: the customers above the relayed mark are pending.
-    pub fn outbox_for(store: &Store, max_pending: usize) -> Result<Outbox, StoreError> {
-        Ok(match store.relayed_through()? {
-            Some(mark) => Outbox::new(max_pending, store.count_after(Some(mark))?, Some(mark)),
-            // Customers stored before events were ever on get none: events start here (the
-            // first group journals the mark).
-            None => Outbox::starting_after(max_pending, store.newest_id()?),
-        })
-    }
-
-    /// The same, for replicated mode: the committer starts as a standby.
-    pub fn replicated(mut self, replicated: Replicated) -> Self {
-        self.outbox = None;
-        self.replicated = Some(replicated);
-        self
+    /// The same, replicated: the committer starts as a standby (without an outbox: only the
+    /// primary publishes, and it gets one when it takes over).
+    pub(crate) fn standby(self, replica: Replica) -> Self {
+        Self {
+            outbox: None,
+            mode: Mode::Standby(replica),
+            ..self
+        }
     }
 
     /// The emails the committer knows.
-    pub fn known_emails(&self) -> &KnownEmails {
+    pub(crate) fn known_emails(&self) -> &KnownEmails {
         &self.known_emails
     }
 
-    /// The outbox, when events are on.
-    pub fn outbox(&self) -> Option<Arc<Outbox>> {
+    /// The outbox the committer fills, when it publishes events.
+    pub(crate) fn outbox(&self) -> Option<Arc<Outbox>> {
         self.outbox.clone()
     }
 }
@@ -299,7 +148,7 @@ impl Prepared {
 /// runtime, the task that hands its answers to the waiting requests. Join the returned
 /// handle after dropping every [`CommitHandle`] to wait for the last group and the final
 /// checkpoint.
-pub fn spawn(
+pub(crate) fn spawn(
     store: Arc<Store>,
     prepared: Prepared,
     metrics: Arc<Metrics>,
@@ -312,7 +161,7 @@ pub fn spawn(
         while let Some(group) = delivered.recv().await {
             for (waiting, answer) in group {
                 // A requester that went away no longer needs its answer.
-                let _ = waiting.send(answer);
+                deliver(waiting, answer);
             }
         }
     });
@@ -323,14 +172,8 @@ pub fn spawn(
         records,
         known_emails,
         outbox,
-        replicated,
+        mode,
     } = prepared;
-    let applied_sequence = match &replicated {
-        Some(_) => store
-            .applied_log_sequence()
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
-        None => 0,
-    };
     let committer = Committer {
         store,
         journal,
@@ -338,9 +181,7 @@ pub fn spawn(
         records,
         known_emails,
         outbox,
-        replicated,
-        primacy: None,
-        applied_sequence,
+        mode,
         metrics,
         health,
         deliveries,
@@ -356,6 +197,17 @@ pub fn spawn(
     Ok((CommitHandle { queue }, thread))
 }
 
+fn deliver(waiting: Waiting, answer: Answer) {
+    match waiting {
+        Waiting::Write(sender) => {
+            let _ = sender.send(answer);
+        }
+        Waiting::Control(sender) => {
+            let _ = sender.send(answer.map(|_| ()));
+        }
+    }
+}
+
 struct Committer {
     store: Arc<Store>,
     journal: Journal,
@@ -364,10 +216,7 @@ struct Committer {
     records: RecordKeys,
     known_emails: KnownEmails,
     outbox: Option<Arc<Outbox>>,
-    replicated: Option<Replicated>,
-    primacy: Option<Primacy>,
-    /// Replicated: the log sequence of the newest group applied here.
-    applied_sequence: u64,
+    mode: Mode,
     metrics: Arc<Metrics>,
     health: Health,
     deliveries: mpsc::UnboundedSender<Delivery>,
@@ -379,41 +228,55 @@ struct Committer {
     created: Vec<(CustomerId, Bytes)>,
 }
 
+/// What a member of a group is, without where its answer goes.
+// Writes are most of the members: boxing them would cost an allocation per create.
+#[allow(clippy::large_enum_variant)]
+enum Member {
+    Write(Write),
+    Control(Control),
+}
+
 impl Committer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
         let _trip = self.health.trip_on_panic("committer");
-        let mut writes = Vec::with_capacity(max_group);
-        let mut replies = Vec::with_capacity(max_group);
+        let mut members = Vec::with_capacity(max_group);
+        let mut waiting = Vec::with_capacity(max_group);
         while let Some(first) = jobs.blocking_recv() {
             let mut next = Some(first);
-            while let Some(Job { write, reply }) = next {
-                writes.push(write);
-                replies.push(reply);
-                next = if writes.len() < max_group {
+            while let Some(job) = next {
+                let (member, waits) = match job {
+                    Job::Write { write, answer } => (Member::Write(write), Waiting::Write(answer)),
+                    Job::Control { control, done } => {
+                        (Member::Control(control), Waiting::Control(done))
+                    }
+                };
+                members.push(member);
+                waiting.push(waits);
+                next = if members.len() < max_group {
                     jobs.try_recv().ok()
                 } else {
                     None
                 };
             }
             if self.health.is_failed() {
-                answer_all(&mut replies, CommitError::Stopped);
+                answer_all(&mut waiting, CommitError::Stopped);
                 break;
             }
-            match self.commit(&mut writes) {
+            match self.commit(&mut members) {
                 Ok(answers) => {
-                    let delivery = replies.drain(..).zip(answers).collect();
+                    let delivery = waiting.drain(..).zip(answers).collect();
                     // Gone only when the runtime is: nobody is left waiting.
                     let _ = self.deliveries.send(delivery);
                 }
                 Err(GroupError::Storage(e)) => {
                     // Failed first, so nobody answered 500 can still find the worker ready.
                     self.health.fail(Failure::storage(e));
-                    answer_all(&mut replies, CommitError::Failed);
+                    answer_all(&mut waiting, CommitError::Failed);
                     break;
                 }
                 Err(GroupError::Fenced(reason)) => {
-                    self.health.fail(Failure::fenced(reason));
-                    answer_all(&mut replies, CommitError::NotPrimary);
+                    self.health.fail(Failure::fenced(reason.to_string()));
+                    answer_all(&mut waiting, CommitError::NotPrimary);
                     break;
                 }
             }
@@ -425,30 +288,53 @@ impl Committer {
         // Whatever is still queued gets an answer; later writes find the queue closed.
         jobs.close();
         while let Ok(job) = jobs.try_recv() {
-            let _ = job.reply.send(Err(CommitError::Stopped));
+            let waits = match job {
+                Job::Write { answer, .. } => Waiting::Write(answer),
+                Job::Control { done, .. } => Waiting::Control(done),
+            };
+            deliver(waits, Err(CommitError::Stopped));
         }
         self.stop();
     }
 
-    /// Plans, journals, syncs and applies one group; returns each member's answer.
-    fn commit(&mut self, writes: &mut Vec<Write>) -> Result<Vec<Answer>, GroupError> {
+    /// Plans, persists and applies one group; returns each member's answer.
+    fn commit(&mut self, members: &mut Vec<Member>) -> Result<Vec<Answer>, GroupError> {
         let started = Instant::now();
-        let members = writes.len();
-        let created_ms = now_ms();
+        let size = members.len();
+        let created_ms = unix_ms();
         self.batch.clear();
         self.created.clear();
         let mut emails_taken: HashMap<String, CustomerId> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(members);
+        let mut outcomes = Vec::with_capacity(size);
         let mut mark_asked = false;
         let mut log_sequence = None;
-        for write in writes.drain(..) {
-            mark_asked |= matches!(write, Write::RecordRelayed);
-            if let Write::Replicated { sequence, record } = write {
-                outcomes.push(self.take_replicated(sequence, &record)?);
-                log_sequence = Some(sequence).max(log_sequence);
-                continue;
-            }
-            outcomes.push(self.plan(write, &mut emails_taken, created_ms)?);
+        for member in members.drain(..) {
+            let outcome = match member {
+                Member::Write(write) => self.plan(write, &mut emails_taken, created_ms)?,
+                Member::Control(Control::RecordRelayed) => {
+                    mark_asked = true;
+                    Ok(Reply::ok(Bytes::new()))
+                }
+                Member::Control(Control::ApplyLogGroup { sequence, record }) => {
+                    let outcome = self.take_log_group(sequence, &record)?;
+                    if outcome.is_ok() {
+                        log_sequence = Some(sequence).max(log_sequence);
+                    }
+                    outcome
+                }
+                Member::Control(Control::Promote {
+                    expected_last,
+                    lease,
+                    outbox,
+                }) => self.promote(expected_last, lease, outbox)?,
+                Member::Control(Control::Snapshot { path, done }) => {
+                    // Planned before this group is applied: the snapshot holds exactly the
+                    // groups before it.
+                    let _ = done.send(self.store.write_snapshot(&path));
+                    Ok(Reply::ok(Bytes::new()))
+                }
+            };
+            outcomes.push(outcome);
         }
         // The mark rides along with a group that syncs anyway; a group of conflicts only
         // stays without a sync unless the relay asked for one.
@@ -463,15 +349,12 @@ impl Committer {
         }
         let mut journaled = None;
         if !self.batch.is_empty() {
-            if self.primacy.is_some() {
-                log_sequence = Some(self.append_to_log()?);
+            if let Mode::Primary(replica, primacy) = &mut self.mode {
+                log_sequence = Some(append_to_log(replica, primacy, &mut self.batch)?);
             }
             if let Some(sequence) = log_sequence {
-                self.batch.put(
-                    TreeId::Replication,
-                    crate::store::APPLIED_KEY,
-                    &sequence.to_be_bytes(),
-                );
+                self.batch
+                    .put(TreeId::Replication, APPLIED_KEY, &sequence.to_be_bytes());
             }
             self.journal.append(&mut self.batch)?;
             for put in self.batch.puts() {
@@ -482,16 +365,16 @@ impl Committer {
             let sync_started = Instant::now();
             // Replicated, the log made the group durable; a local tail lost in a crash is
             // applied again from it.
-            if self.replicated.is_none() {
+            if matches!(self.mode, Mode::Single) {
                 self.journal.sync()?;
             }
             journaled = Some((self.batch.len(), sync_started.elapsed()));
-            failpoint!("commit-before-apply", |_| crate::crash());
+            failpoint!("commit-before-apply", |_| crate::support::crash());
             failpoint!("committer-panic", |_| panic!("failpoint committer-panic"));
             self.store.apply(self.batch.puts())?;
-            if let (Some(replicated), Some(sequence)) = (&self.replicated, log_sequence) {
-                self.applied_sequence = sequence;
-                replicated.applied.send_replace(sequence);
+            if let (Some(replica), Some(sequence)) = (self.mode.replica(), log_sequence) {
+                replica.applied_sequence = sequence;
+                replica.applied.send_replace(sequence);
                 self.metrics.log_applied(sequence);
             }
             if let Some(outbox) = &self.outbox {
@@ -503,13 +386,45 @@ impl Committer {
         }
         let (bytes, sync) = journaled.unzip();
         self.metrics
-            .group_committed(members, bytes.unwrap_or(0), started.elapsed(), sync);
+            .group_committed(size, bytes.unwrap_or(0), started.elapsed(), sync);
         tracing::debug!(
-            group_size = members,
+            group_size = size,
             elapsed_us = started.elapsed().as_micros() as u64,
             "group committed"
         );
         Ok(outcomes)
+    }
+
+    /// A standby that holds the lease and applied the log through `expected_last` becomes
+    /// the primary, publishing through `outbox`.
+    fn promote(
+        &mut self,
+        expected_last: u64,
+        lease: crate::replication::lease::LeaseClock,
+        outbox: Option<Arc<Outbox>>,
+    ) -> Result<Answer, StoreError> {
+        if let Mode::Standby(replica) = &self.mode
+            && replica.applied_sequence != expected_last
+        {
+            return Ok(Err(CommitError::NotPrimary));
+        }
+        let primacy = Primacy {
+            expected_last,
+            lease,
+        };
+        match std::mem::replace(&mut self.mode, Mode::Single).promote(primacy) {
+            Ok(primary) => {
+                self.mode = primary;
+                // Ids continue above everything the log holds.
+                self.ids = IdGenerator::after(self.store.newest_id()?);
+                self.outbox = outbox;
+                Ok(Ok(Reply::ok(Bytes::new())))
+            }
+            Err(unchanged) => {
+                self.mode = unchanged;
+                Ok(Err(CommitError::NotStandby))
+            }
+        }
     }
 
     /// Decides one write's reply and adds its puts to the batch. `emails_taken` holds the
@@ -520,38 +435,10 @@ impl Committer {
         emails_taken: &mut HashMap<String, CustomerId>,
         created_ms: u64,
     ) -> Result<Answer, StoreError> {
+        if matches!(self.mode, Mode::Standby(_)) {
+            return Ok(Err(CommitError::NotPrimary));
+        }
         let (reply, claim, new_customer) = match write {
-            Write::Create { .. } | Write::Remember { .. }
-                if self.replicated.is_some() && self.primacy.is_none() =>
-            {
-                return Ok(Err(CommitError::NotPrimary));
-            }
-            Write::Replicated { .. } => return Ok(Err(CommitError::NotPrimary)),
-            Write::Promote {
-                expected_last,
-                lease,
-                outbox,
-            } => {
-                if expected_last != self.applied_sequence {
-                    return Ok(Err(CommitError::NotPrimary));
-                }
-                // Ids continue above everything the log holds.
-                self.ids = IdGenerator::after(self.store.newest_id()?);
-                self.outbox = outbox;
-                self.primacy = Some(Primacy {
-                    expected_last,
-                    lease,
-                });
-                return Ok(Ok(Reply::ok(Bytes::new())));
-            }
-            Write::RecordRelayed => return Ok(Ok(Reply::ok(Bytes::new()))),
-            Write::Snapshot { path, done } => {
-                // Planning comes before this group is applied: the snapshot holds exactly
-                // the groups before it.
-                let written = self.store.write_snapshot(&path).map_err(|e| e.to_string());
-                let _ = done.send(written);
-                return Ok(Ok(Reply::ok(Bytes::new())));
-            }
             Write::Remember { claim, reply } => (reply, Some(claim), None),
             Write::Create { customer, claim } => {
                 let email_key = customer.email.index_key();
@@ -608,63 +495,36 @@ impl Committer {
 
     /// A standby: adds the log's group `sequence` to the batch (after the ones it already
     /// applied, in order), and learns its emails for the day it becomes the primary.
-    fn take_replicated(&mut self, sequence: u64, record: &[u8]) -> Result<Answer, GroupError> {
-        if self.primacy.is_some() {
-            return Ok(Err(CommitError::NotPrimary));
-        }
-        let expected = self.applied_sequence + 1;
+    fn take_log_group(&mut self, sequence: u64, record: &[u8]) -> Result<Answer, GroupError> {
+        let Mode::Standby(replica) = &mut self.mode else {
+            return Ok(Err(CommitError::NotStandby));
+        };
+        let expected = replica.applied_sequence + 1;
         if sequence < expected {
             return Ok(Ok(Reply::ok(Bytes::new()))); // applied already (a redelivery)
         }
         if sequence > expected {
-            return Err(GroupError::Fenced(format!(
-                "the log skips from {} to {sequence} (trimmed below what this instance applied); restart to rebuild",
-                self.applied_sequence
-            )));
+            return Err(Fenced::LogSkips {
+                applied: replica.applied_sequence,
+                sequence,
+            }
+            .into());
         }
-        let Some((payload, [])) = crate::journal::split_record(record) else {
+        let Some((payload, [])) = crate::storage::journal::split_record(record) else {
             return Err(GroupError::Storage(StoreError::Corrupt {
                 what: format!("log group {sequence}"),
                 reason: "not a whole journal record".into(),
             }));
         };
-        for put in crate::journal::Puts::from_payload(payload) {
+        for put in crate::storage::journal::Puts::from_payload(payload) {
             if let (TreeId::Emails, Ok(email)) = (put.tree, std::str::from_utf8(put.key)) {
                 self.known_emails.insert(email);
             }
         }
         self.batch.extend_from_payload(payload);
-        self.applied_sequence = sequence;
+        // The next group of this batch follows this one.
+        replica.applied_sequence = sequence;
         Ok(Ok(Reply::ok(Bytes::new())))
-    }
-
-    /// The primary: appends the group's record to the log after the last applied sequence;
-    /// its sequence, once acknowledged while the lease is surely held.
-    fn append_to_log(&mut self) -> Result<u64, GroupError> {
-        let (Some(replicated), Some(primacy)) = (&self.replicated, &mut self.primacy) else {
-            unreachable!("only the primary appends");
-        };
-        if !primacy.lease.is_valid() {
-            return Err(GroupError::Fenced("the primary lease ran out".into()));
-        }
-        let record = Bytes::copy_from_slice(self.batch.sealed());
-        let id = format!("{}-{}", replicated.instance, primacy.expected_last + 1);
-        let appended = replicated.runtime.block_on(replicated.log.append(
-            record,
-            primacy.expected_last,
-            &id,
-            primacy.lease.remaining(),
-        ));
-        let sequence = appended.map_err(|e| GroupError::Fenced(e.to_string()))?;
-        primacy.expected_last = sequence;
-        // Paused past the lease between the check and the acknowledgement: the group is in
-        // the log (the next primary applies it), but this instance no longer answers for it.
-        if !primacy.lease.is_valid() {
-            return Err(GroupError::Fenced(
-                "the primary lease ran out while appending".into(),
-            ));
-        }
-        Ok(sequence)
     }
 
     /// Past the size bound, starts a new segment and has the older ones checkpointed (unless
@@ -703,23 +563,58 @@ impl Committer {
         match store
             .checkpoint()
             .and_then(|()| store.record_checkpoint(covered, records))
-            .and_then(|()| Ok(crate::journal::remove_segments_before(&dir, u64::MAX)?))
-        {
+            .and_then(|()| {
+                Ok(crate::storage::journal::remove_segments_before(
+                    &dir,
+                    u64::MAX,
+                )?)
+            }) {
             Ok(()) => tracing::debug!("committer stopped after a final checkpoint"),
             Err(e) => health.fail(Failure::storage(e)),
         }
     }
 }
 
-fn answer_all(replies: &mut Vec<oneshot::Sender<Result<Reply, CommitError>>>, error: CommitError) {
-    for reply in replies.drain(..) {
-        let _ = reply.send(Err(error));
+/// The primary: appends the group's record to the log after the last applied sequence; its
+/// sequence, once acknowledged while the lease is surely held.
+fn append_to_log(
+    replica: &Replica,
+    primacy: &mut Primacy,
+    batch: &mut Batch,
+) -> Result<u64, GroupError> {
+    if !primacy.lease.is_valid() {
+        return Err(Fenced::LeaseRanOut.into());
+    }
+    let record = Bytes::copy_from_slice(batch.sealed());
+    let id = format!("{}-{}", replica.instance, primacy.expected_last + 1);
+    let appended = replica.runtime.block_on(replica.log.append(
+        record,
+        primacy.expected_last,
+        &id,
+        primacy.lease.remaining(),
+    ));
+    let sequence = appended.map_err(Fenced::from)?;
+    primacy.expected_last = sequence;
+    // Paused past the lease between the check and the acknowledgement: the group is in the
+    // log (the next primary applies it), but this instance no longer answers for it.
+    if !primacy.lease.is_valid() {
+        return Err(Fenced::LeaseRanOutWhileAppending.into());
+    }
+    Ok(sequence)
+}
+
+fn answer_all(waiting: &mut Vec<Waiting>, error: CommitError) {
+    for waits in waiting.drain(..) {
+        deliver(waits, Err(error));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use customers_shared::NewCustomer;
+
     use super::*;
+    use crate::idempotency::IdempotencyClaim;
 
     fn customer(email: &str) -> NewCustomer {
         NewCustomer::parse(format!(r#"{{"name":"T","email":"{email}"}}"#).as_bytes()).unwrap()
@@ -863,7 +758,7 @@ mod tests {
             thread,
             health,
         } = start_with(
-            |dir, _| crate::journal::failing_journal(&dir.join("failing")),
+            |dir, _| crate::storage::journal::failing_journal(&dir.join("failing")),
             1 << 20,
         );
         assert_eq!(

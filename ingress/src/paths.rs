@@ -1,0 +1,4 @@
+//! The ingress's URL paths that more than one module names.
+
+/// The customers collection; a customer is `{CUSTOMERS_PATH}/{id}`.
+pub(crate) const CUSTOMERS_PATH: &str = "/api/v1/customers";

@@ -1,0 +1,100 @@
+//! The reads: a customer by id and a page of customers, straight from the store (never behind
+//! the commit queue), on the blocking pool (a read that misses sled's cache waits for the
+//! disk), each through its instance's read gate (`replication::ReadGate`): a standby catches up
+//! with the log where an acknowledged write could be missing, a primary answers only while its
+//! lease is surely held. A page stops before its reply would pass the connection's
+//! `max_payload`.
+
+use bytes::Bytes;
+use customers_shared::wire::list::{ListQuery, list_body};
+use customers_shared::{ApiError, CustomerId};
+
+use super::Context;
+use crate::replication::ReadGate;
+use crate::reply::Reply;
+use crate::storage::store::StoreError;
+use crate::support::blocking;
+
+/// Room left in a reply for its headers and NATS's own framing, below `max_payload`.
+const REPLY_HEADROOM: usize = 4 * 1024;
+
+/// `customers.v1.get`: the payload is the id. A malformed id is a 404 like an unknown one:
+/// no customer has it.
+pub(super) async fn get(payload: &[u8], context: &Context) -> Reply {
+    let Some(id) = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|id| id.trim().parse::<CustomerId>().ok())
+    else {
+        return Reply::error(&ApiError::CustomerNotFound);
+    };
+    let lookup = || {
+        let store = context.store.clone();
+        on_blocking_pool(move || store.get(id))
+    };
+    let mut found = lookup().await;
+    if matches!(found, Ok(None)) && matches!(context.reads, ReadGate::Standby(_)) {
+        // A standby may not have applied a create its client was already told about.
+        if !context.reads.caught_up().await {
+            return Reply::error(&behind());
+        }
+        found = lookup().await;
+    }
+    if !context.reads.still_current().await {
+        return Reply::error(&behind());
+    }
+    match found {
+        Ok(Some(json)) => Reply::ok(Bytes::copy_from_slice(&json)),
+        Ok(None) => Reply::error(&ApiError::CustomerNotFound),
+        Err(e) => Reply::error(&e),
+    }
+}
+
+/// A standby that cannot catch up with the log within its barrier's wait.
+fn behind() -> ApiError {
+    ApiError::ServiceUnavailable {
+        reason: "this replica is behind the log",
+        retry_after_secs: 1,
+    }
+}
+
+/// `customers.v1.list`: a page of up to `limit` customers that, with its headers, fits in one
+/// NATS message on this connection (`has_more` says when it stopped short).
+pub(super) async fn list(payload: &[u8], context: &Context) -> Reply {
+    let query = match ListQuery::parse(payload) {
+        Ok(query) => query,
+        Err(e) => return Reply::error(&e),
+    };
+    let max_bytes = context.client.max_payload().saturating_sub(REPLY_HEADROOM);
+    if !context.reads.caught_up().await {
+        return Reply::error(&behind());
+    }
+    let store = context.store.clone();
+    let page = on_blocking_pool(move || store.list(&query, max_bytes)).await;
+    if !context.reads.still_current().await {
+        return Reply::error(&behind());
+    }
+    match page {
+        Ok((customers, has_more)) => Reply::ok(Bytes::from(list_body(
+            customers.iter().map(|c| &c[..]),
+            has_more,
+        ))),
+        Err(e) => Reply::error(&e),
+    }
+}
+
+/// A read on the blocking pool: a storage error or a panic there is a 500.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match blocking::run(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "read failed");
+            Err(ApiError::Internal)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "read failed");
+            Err(ApiError::Internal)
+        }
+    }
+}

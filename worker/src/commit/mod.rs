@@ -1,0 +1,223 @@
+//! Group commit: where a write becomes durable. Request tasks hand validated [`Write`]s, and
+//! the worker's own parts hand [`Control`] messages, to one committer thread through a bounded
+//! queue ([`CommitHandle`]); the [`engine`] takes everything queued and, for each group,
+//! gathers, plans (decides every member against the email index, assigns ids in commit order,
+//! decides every reply), persists (one journal append and `fdatasync`, or, replicated, one log
+//! append) and delivers (applies to sled, then answers). Its [`mode`] says which of that it
+//! does: a single worker, a standby applying the log, or the primary.
+//!
+//! Beside it: [`ids`] (new ids above every stored one), [`known_emails`] (which emails need
+//! an index lookup), [`outbox`] (the events the relay has yet to publish, shared with it) and
+//! the [`checkpointer`] thread.
+
+pub(crate) mod checkpointer;
+mod engine;
+pub(crate) mod ids;
+pub(crate) mod known_emails;
+pub(crate) mod mode;
+pub(crate) mod outbox;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use customers_shared::NewCustomer;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::idempotency::IdempotencyClaim;
+use crate::replication::lease::LeaseClock;
+use crate::reply::Reply;
+use crate::storage::backup::{SnapshotError, Summary};
+
+pub(crate) use engine::{Prepared, spawn};
+pub(crate) use outbox::Outbox;
+
+/// What a client's request asks the committer to make durable.
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// A validated new customer; with a claim, its reply is stored under the key.
+    Create {
+        customer: NewCustomer,
+        claim: Option<IdempotencyClaim>,
+    },
+    /// The final reply of an idempotent create refused before it reached the committer
+    /// (not JSON, invalid fields), stored so that a retry is answered the same.
+    Remember {
+        claim: IdempotencyClaim,
+        reply: Reply,
+    },
+}
+
+/// What the worker's own parts ask of the committer, in order with the writes around them.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Nothing but the relay's acknowledged mark (see `outbox`), when no other group has
+    /// carried it for a while.
+    RecordRelayed,
+    /// A standby: the log's group `sequence`, to apply after the ones before it.
+    ApplyLogGroup { sequence: u64, record: Bytes },
+    /// A standby that holds the lease and applied the log through `expected_last` becomes
+    /// the primary (with the outbox its relay will publish, when events are on).
+    Promote {
+        expected_last: u64,
+        lease: LeaseClock,
+        outbox: Option<Arc<Outbox>>,
+    },
+    /// A snapshot of the database as of the groups committed before it, written to `path`;
+    /// its outcome goes to `done`.
+    Snapshot {
+        path: PathBuf,
+        done: oneshot::Sender<Result<Summary, SnapshotError>>,
+    },
+}
+
+/// Why a write or a control got no answer of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The queue is full: the worker is overloaded.
+    #[error("the commit queue is full")]
+    Overloaded,
+    /// The committer has stopped: the worker is shutting down or has failed.
+    #[error("the committer has stopped")]
+    Stopped,
+    /// The group's journal write, sync or apply failed; the worker is stopping. The write
+    /// may or may not be durable.
+    #[error("the group commit failed")]
+    Failed,
+    /// A value over the store's bound: a bug, refused instead of stored.
+    #[error("a value is too large to store")]
+    Unstorable,
+    /// The event outbox is full (JetStream has been unreachable for long): the create is
+    /// refused rather than stored without its event.
+    #[error("the event outbox is full")]
+    OutboxFull,
+    /// Replicated: this instance is not (or no longer) the primary.
+    #[error("this instance is not the primary")]
+    NotPrimary,
+    /// A log group or a promotion reached an instance that is not a standby.
+    #[error("this instance does not follow the log")]
+    NotStandby,
+}
+
+/// Why a snapshot was not written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SnapshotFailed {
+    #[error("the committer did not take the snapshot: {0}")]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+type Answer = Result<Reply, CommitError>;
+type Done = Result<(), CommitError>;
+
+/// A queued write or control with where its outcome goes.
+// Writes are most of the queue: boxing them would cost an allocation per create.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Write {
+        write: Write,
+        answer: oneshot::Sender<Answer>,
+    },
+    Control {
+        control: Control,
+        done: oneshot::Sender<Done>,
+    },
+}
+
+/// Submits writes and controls to the committer thread. Cheap to clone; the thread stops
+/// once every handle is dropped and the queue is drained.
+#[derive(Clone)]
+pub(crate) struct CommitHandle {
+    queue: mpsc::Sender<Job>,
+}
+
+impl CommitHandle {
+    /// A view of the queue's depth that does not keep the committer running.
+    pub(crate) fn probe(&self) -> QueueProbe {
+        QueueProbe(self.queue.downgrade())
+    }
+
+    /// Queues `write` (503-worthy `Overloaded` when the queue is full) and waits until its
+    /// group is durable and applied.
+    pub(crate) async fn commit(&self, write: Write) -> Answer {
+        let (answer, outcome) = oneshot::channel();
+        self.try_queue(Job::Write { write, answer })?;
+        outcome.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// Queues `control` and waits until the committer has carried it out.
+    pub(crate) async fn control(&self, control: Control) -> Done {
+        let (done, outcome) = oneshot::channel();
+        self.try_queue(Job::Control { control, done })?;
+        outcome.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// A standby's follower: queues the log's group `sequence`, waiting for room in the
+    /// queue (its backpressure); returns where the outcome will arrive.
+    pub(crate) async fn apply_log_group(
+        &self,
+        sequence: u64,
+        record: Bytes,
+    ) -> Result<oneshot::Receiver<Done>, CommitError> {
+        let (done, outcome) = oneshot::channel();
+        let control = Control::ApplyLogGroup { sequence, record };
+        self.queue
+            .send(Job::Control { control, done })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        Ok(outcome)
+    }
+
+    fn try_queue(&self, job: Job) -> Result<(), CommitError> {
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CommitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => CommitError::Stopped,
+        })
+    }
+}
+
+/// Reads how many writes wait for the committer (0 once it has stopped), and asks it for a
+/// snapshot, without keeping it running.
+#[derive(Clone)]
+pub(crate) struct QueueProbe(mpsc::WeakSender<Job>);
+
+impl QueueProbe {
+    pub(crate) fn queued(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
+    }
+
+    /// Has the committer write a snapshot to `path` between two groups.
+    pub(crate) async fn snapshot(&self, path: PathBuf) -> Result<Summary, SnapshotFailed> {
+        let queue = self.0.upgrade().ok_or(CommitError::Stopped)?;
+        let (done, written) = oneshot::channel();
+        CommitHandle { queue }
+            .control(Control::Snapshot { path, done })
+            .await?;
+        Ok(written.await.map_err(|_| CommitError::Stopped)??)
+    }
+}
+
+/// The committer's limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Writes that may wait in the queue.
+    pub(crate) max_pending: usize,
+    /// Writes in one group at most.
+    pub(crate) max_group: usize,
+    /// Size of the active journal segment that starts a checkpoint.
+    pub(crate) checkpoint_bytes: u64,
+}
+
+impl Limits {
+    /// The queue, group and journal bounds `config` sets.
+    pub(crate) fn of(config: &crate::config::Config) -> Self {
+        Self {
+            max_pending: config.max_pending,
+            max_group: config.max_group,
+            checkpoint_bytes: config.checkpoint_bytes,
+        }
+    }
+}

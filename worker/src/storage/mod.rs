@@ -1,0 +1,13 @@
+//! Where data lives on disk, and nothing about what requests mean:
+//!
+//! * [`schema`]: the trees and the keys written in them;
+//! * [`journal`]: the write-ahead journal, where a group of writes becomes durable;
+//! * [`store`]: the sled database: open and recovery (journal replay checked against the
+//!   checkpoint manifest), applying journaled groups, checkpoints, reads;
+//! * [`backup`]: the snapshot format of backups and of replicated mode's snapshots, written
+//!   between two groups, and restore.
+
+pub(crate) mod backup;
+pub(crate) mod journal;
+pub(crate) mod schema;
+pub(crate) mod store;

@@ -1,0 +1,70 @@
+//! What the database holds, in one place: the sled trees (their names on disk and their
+//! numbers in the journal) and the keys the worker writes in them. Everything else reads the
+//! layout from here.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `customers` | the id's 16 bytes (UUIDv7, so keys sort in commit order) | the customer's JSON, exactly as replied |
+//! | `emails` | the lower-cased email | the owner's 16-byte id |
+//! | `idempotency` | `k{key}` / `t{created_ms: u64 BE}{key}` | the stored reply (`idempotency::record`) / empty: the expiry entry the purge walks in time order |
+//! | `relayed` | `through` | the newest id whose `customer.created` event JetStream acknowledged |
+//! | `replication` | `applied` | the log sequence of the newest group applied here (u64 BE) |
+
+/// The sled tree a journaled put goes to; its number is what the journal stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeId {
+    Customers = 1,
+    Emails = 2,
+    Idempotency = 3,
+    Relayed = 4,
+    Replication = 5,
+}
+
+impl TreeId {
+    /// Every tree, in a fixed order.
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Customers,
+        Self::Emails,
+        Self::Idempotency,
+        Self::Relayed,
+        Self::Replication,
+    ];
+
+    pub(crate) fn from_byte(byte: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|tree| *tree as u8 == byte)
+    }
+
+    /// The tree's name in the sled database.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Customers => "customers",
+            Self::Emails => "emails",
+            Self::Idempotency => "idempotency",
+            Self::Relayed => "relayed",
+            Self::Replication => "replication",
+        }
+    }
+}
+
+/// The one key of the `relayed` tree.
+pub(crate) const RELAYED_KEY: &[u8] = b"through";
+/// The one key of the `replication` tree.
+pub(crate) const APPLIED_KEY: &[u8] = b"applied";
+
+/// The `idempotency` tree's record of `key`.
+pub(crate) fn idempotency_record_key(key: &str) -> Vec<u8> {
+    [b"k", key.as_bytes()].concat()
+}
+
+/// The `idempotency` tree's expiry entry of `key`, committed at `created_ms`.
+pub(crate) fn idempotency_expiry_key(key: &str, created_ms: u64) -> Vec<u8> {
+    [b"t", &created_ms.to_be_bytes()[..], key.as_bytes()].concat()
+}
+
+/// The first byte of every expiry entry: they sort together, oldest first.
+pub(crate) const IDEMPOTENCY_EXPIRY_PREFIX: &[u8] = b"t";
+/// The first byte of every record.
+pub(crate) const IDEMPOTENCY_RECORD_PREFIX: &[u8] = b"k";
+
+/// The journal's directory inside the data directory (sled's files are beside it).
+pub(crate) const JOURNAL_DIR: &str = "journal";
