@@ -7,8 +7,8 @@
 //! does: a single worker, a standby applying the log, or the primary.
 //!
 //! Beside it: [`ids`] (new ids above every stored one), [`known_emails`] (which emails need
-//! an index lookup), [`outbox`] (the events the relay has yet to publish, shared with it) and
-//! the [`checkpointer`] thread.
+//! an index lookup), [`outbox`] (the events the relay has yet to publish, shared with it),
+//! the [`checkpointer`] thread and the [`purger`] task.
 
 pub(crate) mod checkpointer;
 mod engine;
@@ -16,6 +16,7 @@ pub(crate) mod ids;
 pub(crate) mod known_emails;
 pub(crate) mod mode;
 pub(crate) mod outbox;
+pub(crate) mod purger;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +69,14 @@ pub(crate) enum Control {
     Snapshot {
         path: PathBuf,
         done: oneshot::Sender<Result<Summary, SnapshotError>>,
+    },
+    /// Removes up to `batch` idempotency records committed before `created_before_ms`; how
+    /// many goes to `done`. Here rather than in its own task so that only this thread writes
+    /// sled while the worker runs, and a storage error in it stops the worker like any other.
+    PurgeExpired {
+        created_before_ms: u64,
+        batch: usize,
+        done: oneshot::Sender<usize>,
     },
 }
 
@@ -178,7 +187,7 @@ impl CommitHandle {
 }
 
 /// Reads how many writes wait for the committer (0 once it has stopped), and asks it for a
-/// snapshot, without keeping it running.
+/// snapshot or a purge, without keeping it running.
 #[derive(Clone)]
 pub(crate) struct QueueProbe(mpsc::WeakSender<Job>);
 
@@ -191,12 +200,33 @@ impl QueueProbe {
 
     /// Has the committer write a snapshot to `path` between two groups.
     pub(crate) async fn snapshot(&self, path: PathBuf) -> Result<Summary, SnapshotFailed> {
+        Ok(self.ask(|done| Control::Snapshot { path, done }).await??)
+    }
+
+    /// Has the committer remove up to `batch` idempotency records committed before
+    /// `created_before_ms`; returns how many it removed (fewer than `batch`: none left).
+    pub(crate) async fn purge_expired(
+        &self,
+        created_before_ms: u64,
+        batch: usize,
+    ) -> Result<usize, CommitError> {
+        self.ask(|done| Control::PurgeExpired {
+            created_before_ms,
+            batch,
+            done,
+        })
+        .await
+    }
+
+    /// Queues the control `ask` builds around where its result goes, and waits for it.
+    async fn ask<T>(
+        &self,
+        ask: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, CommitError> {
         let queue = self.0.upgrade().ok_or(CommitError::Stopped)?;
-        let (done, written) = oneshot::channel();
-        CommitHandle { queue }
-            .control(Control::Snapshot { path, done })
-            .await?;
-        Ok(written.await.map_err(|_| CommitError::Stopped)??)
+        let (done, result) = oneshot::channel();
+        CommitHandle { queue }.control(ask(done)).await?;
+        result.await.map_err(|_| CommitError::Stopped)
     }
 }
 

@@ -5,7 +5,8 @@
 //! have just committed), and is processed. Its final reply is written in the same journal
 //! record as the customer ([`record`]), and the claim is released only after that group is
 //! durable and applied, so a lookup never finds a reply that a crash could take back.
-//! Expired records are removed in the background ([`purge`]).
+//! Expired records are removed a batch at a time ([`purge`]), by the committer, between two
+//! groups.
 
 pub(crate) mod purge;
 pub(crate) mod record;

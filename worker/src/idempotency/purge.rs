@@ -1,15 +1,11 @@
-//! The background purge of expired idempotency records: every `retention / 4` (at most every
-//! 10 minutes), in time order along the expiry entries, in batches on the blocking pool.
-//! Purges are not journaled: one lost in a crash is simply done again.
+//! The purge of expired idempotency records, in time order along the expiry entries, one
+//! batch at a time. The committer runs each batch between two groups (`commit::purger` asks
+//! it to), so that only it writes sled while the worker runs. Purges are not journaled: one
+//! lost in a crash is simply done again.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use super::record;
 use crate::storage::journal::TreeId;
 use crate::storage::schema;
 use crate::storage::store::{Store, StoreError};
-use crate::support::blocking;
 
 /// Removes up to `batch` records committed before `created_before_ms`, oldest first; returns
 /// how many expiry entries it removed (fewer than `batch`: none left). A record is removed
@@ -39,43 +35,4 @@ pub(crate) fn purge_expired(
         tree.remove(expiry)?;
     }
     Ok(expired.len())
-}
-
-/// Purges expired records every `retention / 4` (at most every 10 minutes) until the task is
-/// aborted. Each batch is a few hundred small sled operations (about a millisecond) on the
-/// blocking pool, never on the runtime's thread. Aborting the task drops its handle on the
-/// store once the running batch ends, so a stopped worker releases the database.
-pub(crate) async fn purge_expired_forever(store: Arc<Store>, retention: Duration) {
-    const BATCH: usize = 256;
-    let period = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(600));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let cutoff = record::oldest_kept_ms(retention);
-        let mut purged = 0;
-        loop {
-            let store = store.clone();
-            let batch = blocking::run(move || purge_expired(&store, cutoff, BATCH)).await;
-            match batch {
-                Ok(Ok(n)) => {
-                    purged += n;
-                    if n < BATCH {
-                        break;
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "idempotency purge failed");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "idempotency purge failed");
-                    break;
-                }
-            }
-        }
-        if purged > 0 {
-            tracing::info!(purged, "expired idempotency keys purged");
-        }
-    }
 }

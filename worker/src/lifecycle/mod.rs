@@ -21,13 +21,13 @@ use tokio::sync::watch;
 
 use crate::api::{Context, CustomersService};
 use crate::commit::mode::Replica;
+use crate::commit::purger::purge_expired_forever;
 use crate::commit::{self, CommitError, CommitHandle, Control, Limits, Outbox, Prepared};
 use crate::config::{Config, EventsMode, ReplicationMode};
 use crate::events::relay::{RelayParts, RelayThread};
 use crate::events::stream::{EventsError, ensure_stream};
 use crate::health::{Failure, Health};
 use crate::idempotency::Claims;
-use crate::idempotency::purge::purge_expired_forever;
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Admin, BackupPolicy, BackupPolicyError};
 use crate::replication::lease::Lease;
@@ -242,7 +242,7 @@ impl Worker {
             None => None,
         };
         let purge = tokio::spawn(purge_expired_forever(
-            store.clone(),
+            handle.probe(),
             config.idempotency_retention,
         ));
         let mode = match parts {
@@ -381,10 +381,8 @@ impl Worker {
         if let Some(relay) = self.relay.take() {
             relay.stop().await;
         }
-        // The purge task holds the store: wait until it is gone, so that the database is
-        // closed (and its lock released) when `run` returns.
+        // A purge is not worth finishing: what it leaves, the next start purges.
         self.purge.abort();
-        let _ = (&mut self.purge).await;
         // Every commit handle is gone with the service: the committer drains, checkpoints
         // and stops (or has stopped already, after a failure).
         drop(self.service);
