@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::{HttpClient, customer_with_email, nats_header};
+use crate::{HttpClient, customer_with_email, nats_header, subject};
 
 /// One create request whose answer was not a 201.
 #[derive(Debug, Clone)]
@@ -249,18 +249,18 @@ impl Ledger {
 
 async fn request(
     nats: &async_nats::Client,
-    endpoint: &str,
+    endpoint: Endpoint,
     headers: async_nats::HeaderMap,
     payload: Vec<u8>,
 ) -> async_nats::Message {
-    nats.request_with_headers(format!("customers.v1.{endpoint}"), headers, payload.into())
+    nats.request_with_headers(subject(endpoint), headers, payload.into())
         .await
-        .unwrap_or_else(|e| panic!("NATS request to {endpoint}: {e}"))
+        .unwrap_or_else(|e| panic!("NATS request to {endpoint:?}: {e}"))
 }
 
 /// The stored customer with this id.
 async fn get(nats: &async_nats::Client, id: &str) -> Option<Value> {
-    let reply = request(nats, "get", async_nats::HeaderMap::new(), id.into()).await;
+    let reply = request(nats, Endpoint::Get, async_nats::HeaderMap::new(), id.into()).await;
     match nats_header(&reply, headers::SERVICE_ERROR_CODE) {
         None => Some(serde_json::from_slice(&reply.payload).expect("a customer")),
         Some("404") => None,
@@ -271,7 +271,13 @@ async fn get(nats: &async_nats::Client, id: &str) -> Option<Value> {
 /// The ids of the customers with this email (at most one, if uniqueness holds).
 async fn owners(nats: &async_nats::Client, email: &str) -> Vec<String> {
     let query = serde_json::json!({ "email": email, "limit": 100 }).to_string();
-    let reply = request(nats, "list", async_nats::HeaderMap::new(), query.into()).await;
+    let reply = request(
+        nats,
+        Endpoint::List,
+        async_nats::HeaderMap::new(),
+        query.into(),
+    )
+    .await;
     let page: Value = serde_json::from_slice(&reply.payload).expect("a page");
     page["data"]
         .as_array()
@@ -285,7 +291,7 @@ async fn owners(nats: &async_nats::Client, email: &str) -> Vec<String> {
 async fn create(nats: &async_nats::Client, body: &str, key: &str) -> (String, Vec<u8>, bool) {
     let mut request_headers = async_nats::HeaderMap::new();
     request_headers.insert(headers::IDEMPOTENCY_KEY, key);
-    let reply = request(nats, "create", request_headers, body.into()).await;
+    let reply = request(nats, Endpoint::Create, request_headers, body.into()).await;
     let status = nats_header(&reply, headers::SERVICE_ERROR_CODE).unwrap_or("201");
     let replayed = nats_header(&reply, headers::IDEMPOTENT_REPLAYED) == Some("true");
     (status.to_owned(), reply.payload.to_vec(), replayed)

@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
+use customers_tests::subject;
 use customers_tests::{TestApp, customer_with_email, nats_header, spawn_app};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -207,19 +208,19 @@ async fn bad_list_parameters_are_400_naming_the_parameter() {
 async fn reads_over_nats() {
     let app = spawn_app().await;
     let ids = create_customers(&app, 3, 3).await;
-    let request = async |subject: &str, payload: String| {
+    let request = async |endpoint: Endpoint, payload: String| {
         app.nats_client
-            .request(subject.to_owned(), payload.into())
+            .request(subject(endpoint), payload.into())
             .await
             .expect("NATS reply")
     };
 
-    let found = request("customers.v1.get", ids[0].clone()).await;
+    let found = request(Endpoint::Get, ids[0].clone()).await;
     assert_eq!(nats_header(&found, headers::SERVICE_ERROR_CODE), None);
     let customer: Value = serde_json::from_slice(&found.payload).unwrap();
     assert_eq!(customer["id"], ids[0].as_str());
 
-    let missing = request("customers.v1.get", "cus_01h3vjs3b16yc3f9q8q9pfrb80".into()).await;
+    let missing = request(Endpoint::Get, "cus_01h3vjs3b16yc3f9q8q9pfrb80".into()).await;
     assert_eq!(
         nats_header(&missing, headers::SERVICE_ERROR_CODE),
         Some("404")
@@ -229,15 +230,15 @@ async fn reads_over_nats() {
         Some("customer_not_found")
     );
 
-    let page = request("customers.v1.list", r#"{"limit": 2}"#.into()).await;
+    let page = request(Endpoint::List, r#"{"limit": 2}"#.into()).await;
     let page: Value = serde_json::from_slice(&page.payload).unwrap();
     assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(page["has_more"], true);
-    let everything = request("customers.v1.list", String::new()).await;
+    let everything = request(Endpoint::List, String::new()).await;
     let everything: Value = serde_json::from_slice(&everything.payload).unwrap();
     assert_eq!(everything["data"].as_array().map(Vec::len), Some(3));
 
-    let bad = request("customers.v1.list", r#"{"limit": 0}"#.into()).await;
+    let bad = request(Endpoint::List, r#"{"limit": 0}"#.into()).await;
     assert_eq!(nats_header(&bad, headers::SERVICE_ERROR_CODE), Some("400"));
     assert_eq!(
         nats_header(&bad, headers::SERVICE_ERROR),

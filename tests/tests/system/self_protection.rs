@@ -14,7 +14,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
+use customers_tests::subject;
 use customers_tests::{
     HttpClient, NatsServer, ServiceProcess, TestIngress, TestWorker, customer_with_email,
     nats_header, report,
@@ -146,7 +147,7 @@ async fn a_request_past_its_deadline_is_dropped_unread() {
     );
     let list = client
         .request(
-            "customers.v1.list",
+            subject(Endpoint::List),
             r#"{"email":"late@deadline.example.com"}"#.into(),
         )
         .await
@@ -168,7 +169,7 @@ async fn burst(
     for n in 0..count {
         client
             .publish_with_reply(
-                "customers.v1.create",
+                subject(Endpoint::Create),
                 format!("{inbox}.{tag}{n}"),
                 customer_with_email(&format!("{tag}{n}@example.com")).into(),
             )
@@ -191,6 +192,7 @@ async fn burst(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_over_nats_gets_fast_503s_and_the_worker_recovers() {
+    let _alone = customers_tests::exclusive().await;
     let nats = NatsServer::start();
     let url = nats.url();
     let data_dir = tempfile::tempdir().unwrap();
@@ -250,7 +252,7 @@ async fn a_flood_over_nats_gets_fast_503s_and_the_worker_recovers() {
     // Once the flood is over the worker serves as before.
     let after = client
         .request(
-            "customers.v1.create",
+            subject(Endpoint::Create),
             customer_with_email("after-flood@example.com").into(),
         )
         .await

@@ -1,7 +1,8 @@
 //! Email uniqueness: the first create of an email wins, compared case-insensitively, under
 //! concurrency over HTTP and NATS at once, and across worker restarts.
 
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
+use customers_tests::subject;
 use customers_tests::{customer_with_email, nats_header, spawn_app};
 use futures_util::future::join_all;
 
@@ -57,7 +58,7 @@ async fn two_hundred_concurrent_creates_of_one_email_make_one_customer() {
         let body = customer_with_email(variants[(i + 1) % variants.len()]);
         async move {
             let reply = client
-                .request("customers.v1.create", body.into())
+                .request(subject(Endpoint::Create), body.into())
                 .await
                 .expect("reply");
             let status = nats_header(&reply, headers::SERVICE_ERROR_CODE)

@@ -16,7 +16,9 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use customers_shared::wire::protocol::Endpoint;
 use customers_tests::ledger::Load;
+use customers_tests::subject;
 use customers_tests::{
     NatsServer, TestIngress, TestWorker, report, start_worker_process_with_failpoints,
 };
@@ -95,6 +97,7 @@ async fn fault_under_load(name: &str, failpoints: &str, extra: &[&str], expected
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_write_error_stops_the_worker_with_74() {
+    let _alone = customers_tests::exclusive().await;
     fault_under_load(
         "journal-write-error",
         "journal-write=40*off->return",
@@ -106,6 +109,7 @@ async fn a_journal_write_error_stops_the_worker_with_74() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_fsync_error_stops_the_worker_with_74() {
+    let _alone = customers_tests::exclusive().await;
     fault_under_load(
         "journal-fsync-error",
         "journal-sync=40*off->return",
@@ -117,6 +121,7 @@ async fn a_journal_fsync_error_stops_the_worker_with_74() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_journal_sync_and_apply_loses_nothing() {
+    let _alone = customers_tests::exclusive().await;
     fault_under_load(
         "crash-before-apply",
         "commit-before-apply=40*off->return",
@@ -128,6 +133,7 @@ async fn a_crash_between_journal_sync_and_apply_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_checkpoints_flush_loses_nothing() {
+    let _alone = customers_tests::exclusive().await;
     fault_under_load(
         "crash-in-checkpoint-after-flush",
         "checkpoint-after-flush=2*off->return",
@@ -139,6 +145,7 @@ async fn a_crash_after_the_checkpoints_flush_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_a_checkpoint_removes_segments_loses_nothing() {
+    let _alone = customers_tests::exclusive().await;
     fault_under_load(
         "crash-in-checkpoint-before-removal",
         "checkpoint-before-remove=2*off->return",
@@ -150,6 +157,7 @@ async fn a_crash_before_a_checkpoint_removes_segments_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committer_panic_surfaces_and_exits_70() {
+    let _alone = customers_tests::exclusive().await;
     fault_under_load(
         "committer-panic",
         "committer-panic=40*off->return",
@@ -243,7 +251,7 @@ async fn a_damaged_journal_or_database_is_refused_at_start() {
         for n in 0..60 {
             let reply = client
                 .request(
-                    "customers.v1.create",
+                    subject(Endpoint::Create),
                     customers_tests::customer_with_email(&format!("damage{n}@example.com")).into(),
                 )
                 .await

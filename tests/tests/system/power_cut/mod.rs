@@ -100,12 +100,14 @@ async fn power_cuts_under_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_create_survives_power_cuts() {
+    let _alone = customers_tests::exclusive().await;
     let verdict = power_cuts_under_load("power-cut", "", &["--checkpoint-bytes", "65536"], 3).await;
     verdict.assert_nothing_lost();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_journal_sync_a_power_cut_loses_acknowledged_creates() {
+    let _alone = customers_tests::exclusive().await;
     let verdict = power_cuts_under_load(
         "power-cut-no-journal-sync",
         "journal-skip-sync=return",

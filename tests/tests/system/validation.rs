@@ -2,7 +2,9 @@
 //! is one HTTP request with a description, and either the 201 body's normalised fields or
 //! the exact list of `(field, code)` errors is asserted.
 
+use customers_shared::wire::protocol::Endpoint;
 use customers_tests::spawn_app;
+use customers_tests::subject;
 use serde_json::{Map, Value, json};
 
 enum Expect {
@@ -672,7 +674,7 @@ async fn duplicate_keys_are_refused_at_every_level_through_both_doors() {
     }
     let list = app
         .nats_client
-        .request("customers.v1.list", r#"{"limit":1,"limit":100}"#.into())
+        .request(subject(Endpoint::List), r#"{"limit":1,"limit":100}"#.into())
         .await
         .unwrap();
     let problem: Value = serde_json::from_slice(&list.payload).unwrap();

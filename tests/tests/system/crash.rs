@@ -17,6 +17,7 @@ const CRASHES: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_creates_survive_sigkill() {
+    let _alone = customers_tests::exclusive().await;
     let nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
     let url = nats.url();
@@ -25,7 +26,7 @@ async fn acknowledged_creates_survive_sigkill() {
     let ingress = TestIngress::start_with(ingress_config).await;
     let load = Load::start(&ingress.http(), CLIENTS, "crash");
 
-    let mut moments = KillMoments::seeded_from_clock();
+    let mut moments = KillMoments::seeded();
     for _ in 0..CRASHES {
         // Small checkpoints, so that kills also land during checkpoints and segment rotation.
         let worker =

@@ -20,6 +20,7 @@ struct Sample {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_recover_after_a_broker_restart() {
+    let _alone = customers_tests::exclusive().await;
     let mut app = spawn_app().await;
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let stop = Arc::new(AtomicBool::new(false));

@@ -26,6 +26,7 @@ fn count(summary: &Value, status: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drives_http_and_nats_in_closed_and_open_loops() {
+    let _alone = customers_tests::exclusive().await;
     let app = spawn_app().await;
     let url = format!("http://{}", app.ingress.addr);
     let key = app.ingress.api_key.clone().expect("a minted key");

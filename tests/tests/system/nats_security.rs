@@ -515,6 +515,7 @@ async fn create_as_billing(billing: &async_nats::Client, email: &str) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicated_workers_run_on_the_deployed_grants() {
+    let _alone = customers_tests::exclusive().await;
     let server = deployed_server();
     let url = server.url();
     let data_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];

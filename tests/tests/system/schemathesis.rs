@@ -15,6 +15,7 @@ use customers_tests::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_failures() {
+    let _alone = customers_tests::exclusive().await;
     let st = std::env::var_os("SCHEMATHESIS_BIN").map(PathBuf::from).expect(
         "SCHEMATHESIS_BIN is not set; run the tests with the README's test command, which installs schemathesis",
     );

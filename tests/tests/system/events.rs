@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use customers_shared::wire::event::{self, DEFAULT_STREAM};
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
 use customers_tests::events::{first_events, stored_count};
 use customers_tests::ledger::Load;
+use customers_tests::subject;
 use customers_tests::{
     HttpClient, KillMoments, NatsServer, PATIENCE, ServiceProcess, TestIngress, TestWorker,
     customer_with_email, nats_header, spawn_app, start_worker_process, workspace_binary,
@@ -181,7 +182,7 @@ async fn without_jetstream_the_worker_refuses_to_start_unless_events_are_off() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let reply = client
         .request(
-            "customers.v1.create",
+            subject(Endpoint::Create),
             customer_with_email("off@events.example.com").into(),
         )
         .await
@@ -202,7 +203,7 @@ async fn customers_stored_while_events_were_off_get_none_when_events_are_switche
         let client = client.clone();
         async move {
             let reply = client
-                .request("customers.v1.create", customer_with_email(email).into())
+                .request(subject(Endpoint::Create), customer_with_email(email).into())
                 .await
                 .unwrap();
             nats_header(&reply, headers::CUSTOMER_ID)
@@ -233,7 +234,7 @@ async fn create_when_served(client: &async_nats::Client, email: &str) -> async_n
     tokio::time::timeout(PATIENCE, async {
         loop {
             if let Ok(reply) = client
-                .request("customers.v1.create", customer_with_email(email).into())
+                .request(subject(Endpoint::Create), customer_with_email(email).into())
                 .await
             {
                 return reply;
@@ -257,6 +258,7 @@ async fn metric_reaches(admin: &HttpClient, series: &str, value: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jetstream_outage_neither_fails_creates_nor_loses_events() {
+    let _alone = customers_tests::exclusive().await;
     const BOUND: usize = 15;
     let mut nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
@@ -337,7 +339,7 @@ async fn stored_ids(client: &async_nats::Client) -> Vec<String> {
     let mut query = serde_json::json!({"limit": 100});
     loop {
         let reply = client
-            .request("customers.v1.list", query.to_string().into())
+            .request(subject(Endpoint::List), query.to_string().into())
             .await
             .unwrap();
         let page: Value = serde_json::from_slice(&reply.payload).unwrap();
@@ -356,6 +358,7 @@ async fn stored_ids(client: &async_nats::Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_event_per_customer_after_kill_9_under_load_and_a_broker_restart() {
+    let _alone = customers_tests::exclusive().await;
     const KILLS: usize = 5;
     let mut nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
@@ -364,7 +367,7 @@ async fn exactly_one_event_per_customer_after_kill_9_under_load_and_a_broker_res
     ingress_config.request_timeout = Duration::from_millis(1000);
     let ingress = TestIngress::start_with(ingress_config).await;
     let load = Load::start(&ingress.http(), 16, "events");
-    let mut moments = KillMoments::seeded_from_clock();
+    let mut moments = KillMoments::seeded();
     for round in 0..KILLS {
         let worker =
             start_worker_process(&url, data_dir.path(), &["--checkpoint-bytes", "65536"]).await;

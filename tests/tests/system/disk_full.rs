@@ -69,6 +69,7 @@ fn fill(dir: &Path, leave: u64) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_the_worker_and_a_restart_after_space_returns_serves_again() {
+    let _alone = customers_tests::exclusive().await;
     let tmpfs = Tmpfs::mount("48m");
     let data_dir = tmpfs.path().join("data");
     let nats = NatsServer::start();

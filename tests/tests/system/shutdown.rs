@@ -1,7 +1,8 @@
 //! Graceful shutdown: SIGTERM makes both binaries exit 0 without losing anything they
 //! acknowledged, and the ingress answers the requests it is already handling.
 
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
+use customers_tests::subject;
 use customers_tests::{
     NatsServer, ServiceProcess, StandInWorker, TestIngress, TestWorker, customer_with_email,
     nats_header, start_worker_process,
@@ -19,7 +20,10 @@ async fn worker_exits_0_on_sigterm_and_keeps_what_it_acknowledged() {
     for i in 0..20 {
         let email = format!("term{i}@example.com");
         let reply = client
-            .request("customers.v1.create", customer_with_email(&email).into())
+            .request(
+                subject(Endpoint::Create),
+                customer_with_email(&email).into(),
+            )
             .await
             .unwrap();
         let id = nats_header(&reply, headers::CUSTOMER_ID)
@@ -33,7 +37,7 @@ async fn worker_exits_0_on_sigterm_and_keeps_what_it_acknowledged() {
     let restarted = TestWorker::start(&url, data_dir.path()).await;
     for (email, id) in &acknowledged {
         let reply = client
-            .request("customers.v1.create", customer_with_email(email).into())
+            .request(subject(Endpoint::Create), customer_with_email(email).into())
             .await
             .unwrap();
         assert_eq!(
@@ -117,6 +121,7 @@ enum Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_every_accepted_request() {
+    let _alone = customers_tests::exclusive().await;
     use async_nats::client::RequestErrorKind;
     use std::sync::Arc;
     use tokio::sync::Notify;
@@ -138,7 +143,10 @@ async fn sigterm_under_load_answers_every_accepted_request() {
                     let request = async_nats::Request::new()
                         .payload(customer_with_email(&email).into())
                         .timeout(Some(std::time::Duration::from_secs(3)));
-                    let outcome = match client.send_request("customers.v1.create", request).await {
+                    let outcome = match client
+                        .send_request(subject(Endpoint::Create), request)
+                        .await
+                    {
                         Ok(reply) => match nats_header(&reply, headers::CUSTOMER_ID) {
                             Some(_) => Seen::Created,
                             None => Seen::Refused,
@@ -172,7 +180,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     let (mut created, mut timed_out) = (0, 0);
     for (email, outcome) in &seen {
         let reply = client
-            .request("customers.v1.create", customer_with_email(email).into())
+            .request(subject(Endpoint::Create), customer_with_email(email).into())
             .await
             .unwrap();
         let exists = nats_header(&reply, headers::SERVICE_ERROR_CODE) == Some("409");

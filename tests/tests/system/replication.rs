@@ -9,17 +9,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use customers_shared::CustomerId;
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
 use customers_tests::ledger::Load;
+use customers_tests::subject;
 use customers_tests::{
     HttpClient, KillMoments, NatsCluster, PATIENCE, ServiceProcess, TestIngress,
     customer_with_email, free_port, nats_header, start_worker_process_with_failpoints,
 };
 use customers_worker::Store;
-
-/// Each test runs a cluster, three workers and a load on the machine's two cores: one at a
-/// time, so that none is starved by the others.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One worker instance: its process (while it runs), data directory and admin port.
 struct Instance {
@@ -142,7 +139,7 @@ async fn create_customers(
     for n in numbers {
         let reply = client
             .request(
-                "customers.v1.create",
+                subject(Endpoint::Create),
                 customer_with_email(&format!("c{n}@{domain}")).into(),
             )
             .await
@@ -279,12 +276,12 @@ async fn ingress(urls: &str) -> TestIngress {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_primary_under_load_fails_over_within_5_s_five_times() {
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _alone = customers_tests::exclusive().await;
     const ROUNDS: usize = 5;
     let (cluster, urls, mut instances) = three_instances().await;
     let ingress = ingress(&urls).await;
     let load = Load::start(&ingress.http(), 16, "failover");
-    let mut moments = KillMoments::seeded_from_clock();
+    let mut moments = KillMoments::seeded();
     let mut failovers = Vec::new();
     for _ in 0..ROUNDS {
         let current = primary(&instances).await;
@@ -337,7 +334,7 @@ async fn kill_9_of_the_primary_under_load_fails_over_within_5_s_five_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_primary_acknowledges_nothing_after_it_resumes() {
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _alone = customers_tests::exclusive().await;
     let (cluster, urls, mut instances) = three_instances().await;
     let client = cluster.client().await;
     // Until the server drops the paused instance's connection, the queue group may hand a
@@ -469,7 +466,7 @@ async fn create_within_a_second(
 ) -> Option<(Option<String>, Option<String>)> {
     let reply = tokio::time::timeout(
         Duration::from_millis(1000),
-        client.request("customers.v1.create", customer_with_email(email).into()),
+        client.request(subject(Endpoint::Create), customer_with_email(email).into()),
     )
     .await;
     reply.ok().and_then(Result::ok).map(|reply| {
@@ -486,7 +483,7 @@ async fn create_within_a_second(
 /// successor acknowledged meanwhile are answered 503 by it, and found by the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_primary_serves_no_stale_read() {
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _alone = customers_tests::exclusive().await;
     let cluster = NatsCluster::start().await;
     let urls = cluster.urls();
     let mut instances = Vec::new();
@@ -525,7 +522,7 @@ async fn a_fenced_primary_serves_no_stale_read() {
             let reply = tokio::time::timeout(
                 Duration::from_millis(1000),
                 client.request_with_headers(
-                    "customers.v1.create",
+                    subject(Endpoint::Create),
                     request_headers,
                     customer_with_email("late@fenced.example.com").into(),
                 ),
@@ -594,7 +591,7 @@ async fn a_fenced_primary_serves_no_stale_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_killed_under_load_stops_nothing_and_rejoins() {
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _alone = customers_tests::exclusive().await;
     let (mut cluster, urls, mut instances) = three_instances().await;
     let ingress = ingress(&urls).await;
     let load = Load::start(&ingress.http(), 16, "node");
@@ -634,7 +631,7 @@ async fn a_nats_node_killed_under_load_stops_nothing_and_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _alone = customers_tests::exclusive().await;
     let (cluster, urls, mut instances) = three_instances().await;
     let client = cluster.client().await;
     assert_eq!(
@@ -673,7 +670,7 @@ async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
     assert_eq!(primary(&instances).await, wiped, "the survivor takes over");
     for (id, body) in &created {
         let reply = client
-            .request("customers.v1.get", id.clone().into())
+            .request(subject(Endpoint::Get), id.clone().into())
             .await
             .unwrap();
         assert_eq!(&reply.payload, body, "{id}");
@@ -688,7 +685,7 @@ async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standbys_behind_the_trimmed_log_start_from_the_snapshot() {
-    let _alone = ONE_AT_A_TIME.lock().await;
+    let _alone = customers_tests::exclusive().await;
     let (cluster, urls, mut instances) =
         three_instances_with(&["--snapshot-interval", "300ms"]).await;
     let client = cluster.client().await;

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
+use customers_tests::subject;
 use customers_tests::{
     NatsServer, PATIENCE, StandInWorker, TestIngress, TestWorker, customer_with_email, nats_header,
 };
@@ -12,6 +13,7 @@ use futures_util::future::join_all;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_sheds_load_past_its_queue_bound_and_recovers() {
+    let _alone = customers_tests::exclusive().await;
     const BOUND: usize = 16;
     let nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
@@ -29,7 +31,7 @@ async fn worker_sheds_load_past_its_queue_bound_and_recovers() {
             async move {
                 let body = customer_with_email(&format!("b{burst}-{i}@example.com"));
                 client
-                    .request("customers.v1.create", body.into())
+                    .request(subject(Endpoint::Create), body.into())
                     .await
                     .expect("every request is answered")
             }
@@ -59,7 +61,7 @@ async fn worker_sheds_load_past_its_queue_bound_and_recovers() {
 
     let after = client
         .request(
-            "customers.v1.create",
+            subject(Endpoint::Create),
             customer_with_email("after-burst@example.com").into(),
         )
         .await

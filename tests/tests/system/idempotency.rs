@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
+use customers_tests::subject;
 use customers_tests::{PATIENCE, TestApp, TestWorker, customer_with_email, nats_header, spawn_app};
 use futures_util::future::join_all;
 
@@ -132,7 +133,7 @@ async fn idempotency_over_nats() {
         let mut request_headers = HeaderMap::new();
         request_headers.insert(headers::IDEMPOTENCY_KEY, key);
         app.nats_client
-            .request_with_headers("customers.v1.create", request_headers, body.into())
+            .request_with_headers(subject(Endpoint::Create), request_headers, body.into())
             .await
             .expect("NATS reply")
     };
@@ -228,4 +229,30 @@ async fn an_expired_key_starts_afresh() {
         );
         tokio::time::sleep(retention / 4).await;
     }
+}
+
+#[tokio::test]
+async fn the_worker_purges_expired_keys_while_it_runs() {
+    let nats = customers_tests::NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let retention = ["--idempotency-retention", "300ms"];
+    let mut worker =
+        customers_tests::start_worker_process(&nats.url(), data_dir.path(), &retention).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut request_headers = HeaderMap::new();
+    request_headers.insert(headers::IDEMPOTENCY_KEY, "purged-key");
+    let body = customer_with_email("purged@example.com");
+    let created = client
+        .request_with_headers(subject(Endpoint::Create), request_headers, body.into())
+        .await
+        .expect("NATS reply");
+    assert!(nats_header(&created, headers::CUSTOMER_ID).is_some());
+    // The committer removes the expired record between two groups and the purger says so.
+    let purged = worker.wait_for_log("expired idempotency keys purged").await;
+    assert!(purged.contains("purged=1"), "{purged}");
+    assert!(worker.terminate().await.success());
+    let store = customers_worker::Store::open(data_dir.path(), 16 << 20)
+        .unwrap()
+        .store;
+    assert!(store.verify().unwrap().is_consistent());
 }

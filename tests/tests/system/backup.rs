@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 
 use customers_shared::CustomerId;
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
 use customers_tests::ledger::Load;
+use customers_tests::subject;
 use customers_tests::{
     HttpClient, NatsServer, TestIngress, customer_with_email, free_port, nats_header,
     start_worker_process, workspace_binary,
@@ -36,6 +37,7 @@ fn customers(store: &Store) -> HashMap<CustomerId, Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_backup_restores_into_a_working_database() {
+    let _alone = customers_tests::exclusive().await;
     let nats = NatsServer::start();
     let url = nats.url();
     let data_dir = tempfile::tempdir().unwrap();
@@ -128,7 +130,7 @@ async fn an_online_backup_restores_into_a_working_database() {
     let client = async_nats::connect(&url).await.unwrap();
     let (id, json) = snapshot.iter().next().unwrap();
     let got = client
-        .request("customers.v1.get", id.to_string().into())
+        .request(subject(Endpoint::Get), id.to_string().into())
         .await
         .unwrap();
     assert_eq!(&got.payload[..], &json[..]);
@@ -137,7 +139,10 @@ async fn an_online_backup_restores_into_a_working_database() {
         .unwrap()
         .to_owned();
     let twice = client
-        .request("customers.v1.create", customer_with_email(&email).into())
+        .request(
+            subject(Endpoint::Create),
+            customer_with_email(&email).into(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -146,7 +151,7 @@ async fn an_online_backup_restores_into_a_working_database() {
     );
     let fresh = client
         .request(
-            "customers.v1.create",
+            subject(Endpoint::Create),
             customer_with_email("after-restore@backup.example.com").into(),
         )
         .await

@@ -1,7 +1,8 @@
 //! The NATS interface for other services: direct creates, the micro error headers, hostile
 //! payloads, and discovery through `$SRV.PING/INFO/STATS`.
 
-use customers_shared::wire::protocol::headers;
+use customers_shared::wire::protocol::{Endpoint, headers};
+use customers_tests::subject;
 use customers_tests::{SEED_REQUEST, customer_with_email, nats_header, spawn_app};
 use serde_json::Value;
 
@@ -63,7 +64,7 @@ async fn request_id_header_is_echoed() {
     let reply = app
         .nats_client
         .request_with_headers(
-            "customers.v1.create",
+            subject(Endpoint::Create),
             request_headers,
             customer_with_email("rid@example.com").into(),
         )

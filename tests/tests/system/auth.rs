@@ -484,6 +484,7 @@ async fn without_authentication_each_address_is_rate_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allowed_count_matches_the_policy() {
+    let _alone = customers_tests::exclusive().await;
     let (_dir, keys) = keys_dir();
     let policy = Policy {
         per_second: 100.0,
@@ -533,6 +534,7 @@ async fn the_allowed_count_matches_the_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_reload_and_revocations_take_effect_under_load_without_failing_a_request() {
+    let _alone = customers_tests::exclusive().await;
     let (_dir, keys) = keys_dir();
     let steady = mint_key(&keys, &[Scope::Read, Scope::Write], Some(UNLIMITED));
     let stack = Stack::start(&keys, |config| {
