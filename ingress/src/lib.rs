@@ -4,7 +4,8 @@
 //! * [`server`]: accept loop, TLS handshake ([`tls`]), connection settings and graceful
 //!   shutdown.
 //! * [`routes`]: routing, authentication and scopes ([`auth`]), rate limits
-//!   ([`rate_limit`]), method, content type, body limit and request id.
+//!   ([`rate_limit`]), method, content type, body limit and pace ([`body`]) and request id;
+//!   the paths more than one module names are in [`paths`].
 //! * [`reload`]: the keys file and TLS files read again on change or SIGHUP.
 //! * [`worker_client`]: the NATS request to the worker and the classification of its reply.
 //! * [`metrics`]: the Prometheus metrics served at `/metrics`.

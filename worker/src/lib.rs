@@ -1,5 +1,5 @@
 //! The customers worker: the single authority that validates, deduplicates and stores
-//! customers. [`ARCHITECTURE.md`](../../ARCHITECTURE.md) walks a create through it; the
+//! customers. `ARCHITECTURE.md`, at the repository's root, walks a create through it; the
 //! modules, from the bottom up (each uses only those above it in this list):
 //!
 //! * [`support`]: retries with backoff, the blocking pool, the failpoints' crash;

@@ -1,7 +1,7 @@
 //! Parsing a create request. [`NewCustomer::parse`] takes the raw body bytes and either
-//! returns a fully validated customer or an [`ApiError`] that lists every broken rule of the
-//! request at once (malformed JSON and non-object bodies stop earlier, as there are no
-//! fields to speak of).
+//! returns a fully validated customer or an [`ApiError`](crate::ApiError) that lists every
+//! broken rule of the request at once (malformed JSON and non-object bodies stop earlier, as
+//! there are no fields to speak of).
 
 use serde_json::{Map, Value};
 

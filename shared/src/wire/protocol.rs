@@ -1,6 +1,6 @@
 //! The NATS side of the contract: the micro service's name, its subjects (under a
 //! configurable prefix, so two environments can share one NATS account) and the header names
-//! that travel on requests and replies. Connecting is in [`crate::nats`].
+//! that travel on requests and replies. Connecting is in [`crate::runtime::nats`].
 
 /// Name of the NATS micro service (`$SRV.PING.customers`, `$SRV.INFO.customers`, ...).
 pub const SERVICE_NAME: &str = "customers";

@@ -1,6 +1,6 @@
 //! Small things every part of the worker needs the same way: retrying with backoff
 //! ([`retry`]), running work on tokio's blocking pool and joining it ([`blocking`]), and the
-//! failpoints' crash ([`crash`], test builds only).
+//! failpoints' crash (`crash`, in builds with the `failpoints` feature only).
 
 pub(crate) mod blocking;
 pub(crate) mod retry;
