@@ -1,0 +1,396 @@
+//! The Markdown report: the main table with every line's ratios to the ceiling, the durable
+//! bound and the peer, the targets checked against this run, the peer's pool sweep, CPU per
+//! request, the cost as data grows, replicated mode and recovery.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::lines::{Line, PEER_POOL_SIZES, ROLES, Row, find, find_row, ratio};
+use super::setups::EventsApart;
+use super::{BenchArgs, EVENTS_ROUNDS, Footprint, GROWTH_CONCURRENCY, Recovery};
+
+/// What `program args` prints, trimmed (`unknown` when it prints nothing or cannot run).
+pub(super) fn command_output(program: &Path, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The peer at each pool size and concurrency, and which pool the peer line took.
+pub(super) fn peer_sweep_section(w: &mut String, rows: &[Row], levels: &[usize]) {
+    if !rows.iter().any(|r| r.line.is_peer_sweep()) {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "
+## Peer pool sweep
+"
+    );
+    let _ = writeln!(
+        w,
+        "The peer ran with each connection pool size at each concurrency (creates/s, p99 ms); the peer line above is the best of them at that concurrency, the pool an operator tuning this machine would keep. PostgreSQL's own advice is about two connections per core plus the disks; on two cores the larger pools lose to contention.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| concurrency | {} | peer line uses |",
+        PEER_POOL_SIZES
+            .map(|pool| format!("pool {pool}"))
+            .join(" | ")
+    );
+    let _ = writeln!(w, "|---:|{}---|", "---:|".repeat(PEER_POOL_SIZES.len()));
+    for &c in levels {
+        let cells = PEER_POOL_SIZES.map(|pool| {
+            find(rows, Line::PeerSweep { pool }, c).map_or("–".to_owned(), |s| {
+                format!("{:.0} ({:.1})", s.throughput, s.latency_ms[2])
+            })
+        });
+        let used = PEER_POOL_SIZES
+            .iter()
+            .filter_map(|&pool| Some((pool, find(rows, Line::PeerSweep { pool }, c)?)))
+            .max_by(|a, b| a.1.throughput.total_cmp(&b.1.throughput))
+            .map_or("–".to_owned(), |(pool, _)| format!("pool {pool}"));
+        let _ = writeln!(w, "| {c} | {} | {used} |", cells.join(" | "));
+    }
+}
+
+fn fmt_ratio(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), |v| format!("{v:.2}"))
+}
+
+pub(super) fn report(
+    rows: &[Row],
+    args: &BenchArgs,
+    peer_note: &str,
+    stolen: Option<f64>,
+) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let nats_bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned());
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "# Benchmarks\n");
+    let _ = writeln!(
+        w,
+        "Written by `scripts/bench` (`customers-loadgen bench`) on {}. Every figure below comes from this one run; compare lines by their ratios, since this machine's absolute figures drift by 20–30 % between runs.\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    let _ = writeln!(
+        w,
+        "* Machine: {cores} cores, {cpu}; load generator, nats-server, PostgreSQL, the peer, worker and ingress all on this machine; CPU time stolen by the hypervisor during the run: {}.",
+        stolen.map_or("unknown".to_owned(), |s| format!("{:.0} %", s * 100.0))
+    );
+    let _ = writeln!(
+        w,
+        "* Versions: customers {}, {}, {}.",
+        env!("CARGO_PKG_VERSION"),
+        command_output(Path::new(&nats_bin), &["--version"]),
+        command_output(Path::new("rustc"), &["--version"])
+    );
+    let _ = writeln!(w, "* Peer: {peer_note}.");
+    let _ = writeln!(
+        w,
+        "* Method: closed loop, unique ~300-byte customers (varied optional fields), {} s measured after {} s warm-up per run; every line that stores anything makes it durable (fsync) before it answers. The ceiling is a bare hyper forwarder (one async-nats request per HTTP request; no routing, metrics, tracing or limits) in front of a responder that answers a fixed customer. The durable bound is the same forwarder in front of a responder that parses the body, appends each group to a file and calls `fdatasync` once per group. The peer is `bench/peer-postgres`: axum, a pool, one `INSERT` per create, a unique index on `lower(email)`.\n",
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64()
+    );
+    let _ = writeln!(
+        w,
+        "| line | concurrency | creates/s | p50 ms | p99 ms | p99.9 ms | errors | × ceiling | × durable bound | × peer |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows.iter().filter(|r| !r.line.is_peer_sweep()) {
+        let s = &row.summary;
+        let c = row.concurrency;
+        let _ = writeln!(
+            w,
+            "| {} | {c} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            row.line,
+            s.throughput,
+            s.latency_ms[0],
+            s.latency_ms[2],
+            s.latency_ms[3],
+            s.errors(),
+            fmt_ratio(ratio(rows, row.line, Line::Ceiling, c)),
+            fmt_ratio(ratio(rows, row.line, Line::Durable, c)),
+            fmt_ratio(ratio(rows, row.line, Line::Peer, c)),
+        );
+    }
+    let chart = args
+        .chart
+        .strip_prefix(args.out.parent().unwrap_or(Path::new("")))
+        .unwrap_or(&args.chart)
+        .display()
+        .to_string();
+    let _ = writeln!(w, "\n![throughput and p99 against concurrency]({chart})");
+    out
+}
+
+/// Issue 10's targets, each against this run's figures.
+pub(super) fn targets_section(
+    w: &mut String,
+    rows: &[Row],
+    growth: Option<&[Footprint; 3]>,
+    recovery: Option<&Recovery>,
+    events_apart: Option<&EventsApart>,
+) {
+    let _ = writeln!(w, "\n## Targets (issue 10), checked against this run\n");
+    let _ = writeln!(w, "| target | measured | met |");
+    let _ = writeln!(w, "|---|---:|---|");
+    let mut row = |target: String, measured: Option<f64>, unit: &str, met: &dyn Fn(f64) -> bool| {
+        let (shown, verdict) = match measured {
+            Some(v) => (
+                format!("{v:.2}{unit}"),
+                if met(v) { "yes" } else { "**no**" },
+            ),
+            None => ("–".to_owned(), "not measured"),
+        };
+        let _ = writeln!(w, "| {target} | {shown} | {verdict} |");
+    };
+    for (c, at_least) in [(16, 1.3), (64, 2.5), (256, 3.0)] {
+        row(
+            format!("service over HTTP ≥ {at_least}× the peer at c={c}"),
+            ratio(rows, Line::Http, Line::Peer, c),
+            "×",
+            &|v| v >= at_least,
+        );
+    }
+    for c in [64, 256] {
+        row(
+            format!("service over HTTP ≥ 0.5× the ceiling at c={c}"),
+            ratio(rows, Line::Http, Line::Ceiling, c),
+            "×",
+            &|v| v >= 0.5,
+        );
+    }
+    for c in [16, 64, 256] {
+        row(
+            format!("service over HTTP ≥ 0.8× the durable bound at c={c}"),
+            ratio(rows, Line::Http, Line::Durable, c),
+            "×",
+            &|v| v >= 0.8,
+        );
+    }
+    for c in [1, 16, 64, 256] {
+        row(
+            format!(
+                "events on ≥ 0.9× events off (HTTP), every process sharing the cores, one run each, at c={c}"
+            ),
+            ratio(rows, Line::Http, Line::HttpEventsOff, c),
+            "×",
+            &|v| v >= 0.9,
+        );
+    }
+    row(
+        "p99 ≤ 5 ms at c=64 (HTTP)".to_owned(),
+        find(rows, Line::Http, 64).map(|s| s.latency_ms[2]),
+        " ms",
+        &|v| v <= 5.0,
+    );
+    row(
+        "one sequential client: p50 ≤ 0.5 ms (HTTP)".to_owned(),
+        find(rows, Line::Http, 1).map(|s| s.latency_ms[0]),
+        " ms",
+        &|v| v <= 0.5,
+    );
+    row(
+        "worker CPU per create ≤ 40 µs at c=64 (HTTP)".to_owned(),
+        find_row(rows, Line::Http, 64).map(|r| r.cpu_us[1]),
+        " µs",
+        &|v| v <= 40.0,
+    );
+    row(
+        format!(
+            "at {} customers ≥ 0.8× fresh throughput (HTTP, c=64)",
+            growth.map_or(0, |[_, _, grown]| grown.stored)
+        ),
+        growth.and_then(|_| ratio(rows, Line::HttpLoaded, Line::Http, 64)),
+        "×",
+        &|v| v >= 0.8,
+    );
+    row(
+        format!(
+            "worker RSS at {} customers ≤ 300 MB",
+            growth.map_or(0, |[_, at_target, _]| at_target.stored)
+        ),
+        growth.map(|[_, at_target, _]| at_target.rss_kib as f64 * 1024.0 / 1e6),
+        " MB",
+        &|v| v <= 300.0,
+    );
+    row(
+        format!(
+            "replaying a journal of {} creates ≤ 2 s",
+            recovery.map_or(0, |r| r.replayed_creates)
+        ),
+        recovery.map(|r| r.recovery_ms as f64 / 1000.0),
+        " s",
+        &|v| v <= 2.0,
+    );
+    for c in [1, 16, 64, 256] {
+        let measured = events_apart.and_then(|events| events.ratio(c));
+        let (shown, verdict) = match measured {
+            Some((median, lowest, highest)) => (
+                format!("{median:.2}× (pairs {lowest:.2}–{highest:.2})"),
+                if median >= 0.9 { "yes" } else { "**no**" },
+            ),
+            None => ("–".to_owned(), "not measured"),
+        };
+        let _ = writeln!(
+            w,
+            "| events on ≥ 0.9× events off (HTTP), nats-server on cores of its own, median of {EVENTS_ROUNDS} back-to-back pairs, at c={c} (issue 13) | {shown} | {verdict} |"
+        );
+    }
+}
+
+/// Where the CPU goes at concurrency 64: with every process on the same cores, a line's
+/// throughput is bounded by cores ÷ its total CPU time per request.
+pub(super) fn cpu_section(w: &mut String, rows: &[Row]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let _ = writeln!(
+        w,
+        "\n## CPU per request (concurrency {GROWTH_CONCURRENCY})\n"
+    );
+    let _ = writeln!(
+        w,
+        "CPU time (user + system, all threads) each process used during the run, divided by the requests it served. The HTTP front is the forwarder, the product ingress or the peer; the responder is the echo, the durable echo or the worker. The bound is {cores} cores ÷ the total; the ratio bound is the ceiling's total ÷ this line's total. How to profile inside a process: docs/PROFILE.md.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| line | {} | total µs | bound/s | ratio bound | measured/s |",
+        ROLES.map(|r| format!("{r} µs")).join(" | ")
+    );
+    let _ = writeln!(
+        w,
+        "|---|{}---:|---:|---:|---:|",
+        "---:|".repeat(ROLES.len())
+    );
+    let ceiling_total =
+        find_row(rows, Line::Ceiling, GROWTH_CONCURRENCY).map(|r| r.cpu_us.iter().sum::<f64>());
+    for row in rows
+        .iter()
+        .filter(|r| r.concurrency == GROWTH_CONCURRENCY && !r.line.is_peer_sweep())
+    {
+        let total: f64 = row.cpu_us.iter().sum();
+        let _ = writeln!(
+            w,
+            "| {} | {} | {total:.0} | {:.0} | {} | {:.0} |",
+            row.line,
+            row.cpu_us.map(|us| format!("{us:.0}")).join(" | "),
+            cores * 1e6 / total,
+            fmt_ratio(ceiling_total.map(|c| c / total)),
+            row.summary.throughput
+        );
+    }
+}
+
+pub(super) fn growth_section(
+    out: &mut String,
+    rows: &[Row],
+    [fresh, at_target, grown]: &[Footprint; 3],
+) {
+    let c = GROWTH_CONCURRENCY;
+    let _ = writeln!(out, "\n## Cost as data grows\n");
+    let _ = writeln!(
+        out,
+        "Concurrency {c}. \"Fresh\" is the runs above, on a database that starts empty and holds {} customers after them. Then customers are created through the normal create path (NATS direct) until the database holds {} (where size and memory are taken for the target) and on until it holds {}, where the same runs are repeated.\n",
+        fresh.stored, at_target.stored, grown.stored
+    );
+    let _ = writeln!(
+        out,
+        "| | fresh | at {} | at {} | ratio to fresh |",
+        at_target.stored, grown.stored
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for (line, loaded) in [
+        (Line::Http, Line::HttpLoaded),
+        (Line::Nats, Line::NatsLoaded),
+    ] {
+        if let (Some(a), Some(b)) = (find(rows, line, c), find(rows, loaded, c)) {
+            let _ = writeln!(
+                out,
+                "| {line}, creates/s | {:.0} | | {:.0} | {:.2} |",
+                a.throughput,
+                b.throughput,
+                b.throughput / a.throughput
+            );
+            let _ = writeln!(
+                out,
+                "| {line}, p99 ms | {:.2} | | {:.2} | |",
+                a.latency_ms[2], b.latency_ms[2]
+            );
+        }
+    }
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    let _ = writeln!(
+        out,
+        "| data directory on disk, MiB | {:.0} | {:.0} | {:.0} | |",
+        mib(fresh.disk_bytes),
+        mib(at_target.disk_bytes),
+        mib(grown.disk_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "| worker RSS, MiB | {:.0} | {:.0} | {:.0} | |",
+        fresh.rss_kib as f64 / 1024.0,
+        at_target.rss_kib as f64 / 1024.0,
+        grown.rss_kib as f64 / 1024.0
+    );
+}
+
+/// Replicated mode beside the single worker, from this run.
+pub(super) fn replication_section(w: &mut String, rows: &[Row]) {
+    if find(rows, Line::HttpReplicated, 64).is_none() {
+        return;
+    }
+    let _ = writeln!(w, "\n## Replicated mode (issue 14)\n");
+    let _ = writeln!(
+        w,
+        "Three workers in replicated mode on a 3-node NATS cluster (all on this machine's two cores), over HTTP, beside one worker on its own disk. Replicated, a group is durable once JetStream's quorum (2 of 3 nodes) has it: the primary's local journal is not fsynced, the append is one request–reply to the stream's leader, which replicates to a follower before it acknowledges; the two standbys apply every group too.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| concurrency | single worker creates/s (p99 ms) | replicated creates/s (p99 ms) | replicated ÷ single |"
+    );
+    let _ = writeln!(w, "|---:|---:|---:|---:|");
+    for row in rows.iter().filter(|r| r.line == Line::HttpReplicated) {
+        let c = row.concurrency;
+        let single = find(rows, Line::Http, c);
+        let _ = writeln!(
+            w,
+            "| {c} | {} | {:.0} ({:.2}) | {} |",
+            single.map_or("–".to_owned(), |s| format!(
+                "{:.0} ({:.2})",
+                s.throughput, s.latency_ms[2]
+            )),
+            row.summary.throughput,
+            row.summary.latency_ms[2],
+            fmt_ratio(ratio(rows, Line::HttpReplicated, Line::Http, c)),
+        );
+    }
+}
+
+pub(super) fn recovery_section(out: &mut String, recovery: &Recovery) {
+    let _ = writeln!(out, "\n## Recovery after `kill -9`\n");
+    let _ = writeln!(
+        out,
+        "A fresh worker with checkpoints pushed out of reach took {} creates (NATS direct, concurrency {GROWTH_CONCURRENCY}), leaving {:.1} MiB of journal; it was killed with SIGKILL and started again. Opening sled, replaying the journal ({} creates) and the checkpoint after it took **{} ms** (the worker's `recovery_ms`). With the default `--checkpoint-bytes` (32 MiB) the journal holds about {} creates at most.",
+        recovery.creates,
+        recovery.journal_bytes as f64 / 1048576.0,
+        recovery.replayed_creates,
+        recovery.recovery_ms,
+        ((32u64 << 20) * recovery.replayed_creates)
+            .checked_div(recovery.journal_bytes)
+            .unwrap_or(0)
+    );
+}
