@@ -29,7 +29,8 @@ impl NewCustomer {
         Self::from_object(crate::domain::json::object(body)?)
     }
 
-    fn from_object(object: Map<String, Value>) -> Result<Self, BodyError> {
+    /// Validates a body's top-level object (also a merged update's: `customer_patch`).
+    pub(crate) fn from_object(object: Map<String, Value>) -> Result<Self, BodyError> {
         let mut slots = Slots::default();
         let mut errors = Errors::default();
         for (key, value) in object {
@@ -72,6 +73,21 @@ impl NewCustomer {
                 custom_data,
             }),
             _ => Err(BodyError::InvalidFields(errors.0)),
+        }
+    }
+}
+
+/// A stored customer's fields, as a create would have given them.
+impl From<crate::domain::customer::Customer> for NewCustomer {
+    fn from(customer: crate::domain::customer::Customer) -> Self {
+        Self {
+            name: customer.name,
+            email: customer.email,
+            phone: customer.phone,
+            address: customer.address,
+            payment_method: customer.payment_method,
+            status: customer.status,
+            custom_data: customer.custom_data,
         }
     }
 }
