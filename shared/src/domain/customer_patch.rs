@@ -21,12 +21,20 @@ const NOT_REMOVABLE: [&str; 3] = ["name", "email", "status"];
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerPatch(Map<String, Value>);
 
-/// A patch applied to a customer: the customer's fields afterwards, validated, and whether
-/// they differ from before (a patch that changes nothing makes no new version).
+/// A patch applied to a customer: the customer's fields afterwards, validated, and the value
+/// before of each field it changed (`null` where the field was absent), in the contract's
+/// field order: what `customer.updated` reports as `previous_attributes`. None changed: the
+/// patch makes no new version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Patched {
     pub fields: NewCustomer,
-    pub changed: bool,
+    pub previous: Map<String, Value>,
+}
+
+impl Patched {
+    pub fn changed(&self) -> bool {
+        !self.previous.is_empty()
+    }
 }
 
 impl CustomerPatch {
@@ -60,7 +68,7 @@ impl CustomerPatch {
         }
         match NewCustomer::from_object(merged) {
             Ok(fields) if errors.is_empty() => Ok(Patched {
-                changed: fields != before,
+                previous: previous_values(&before, &fields),
                 fields,
             }),
             Ok(_) => Err(BodyError::InvalidFields(errors)),
@@ -72,6 +80,29 @@ impl CustomerPatch {
         }
     }
 }
+
+/// Each field whose value differs between `before` and `after`, with its value before.
+fn previous_values(before: &NewCustomer, after: &NewCustomer) -> Map<String, Value> {
+    let (mut before, after) = (fields_of(before), fields_of(after));
+    let mut previous = Map::new();
+    for key in FIELDS {
+        if before.get(key) != after.get(key) {
+            previous.insert(key.to_owned(), before.remove(key).unwrap_or(Value::Null));
+        }
+    }
+    previous
+}
+
+/// A customer's fields, in the contract's order.
+const FIELDS: [&str; 7] = [
+    "name",
+    "email",
+    "phone",
+    "address",
+    "payment_method",
+    "status",
+    "custom_data",
+];
 
 /// The fields of `customer` as the JSON object a create would have sent, nulls left out.
 fn fields_of(customer: &NewCustomer) -> Map<String, Value> {
@@ -193,7 +224,7 @@ mod tests {
         ];
         for (description, patch, edit) in cases {
             let patched = apply(FULL, patch).unwrap_or_else(|e| panic!("{description}: {e:?}"));
-            assert!(patched.changed, "{description}");
+            assert!(patched.changed(), "{description}");
             let mut expected = fields_of(&NewCustomer::parse(FULL.as_bytes()).unwrap());
             edit(&mut expected);
             assert_eq!(
@@ -202,6 +233,34 @@ mod tests {
                 "{description}"
             );
         }
+    }
+
+    #[test]
+    fn the_previous_values_are_those_of_the_changed_fields_only() {
+        let patched = apply(
+            FULL,
+            r#"{"name":"Ada King","phone":null,"status":"active","custom_data":{"tier":"silver"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(patched.previous),
+            serde_json::json!({
+                "name": "Ada Lovelace",
+                "phone": "+44 20 7946 0958",
+                "custom_data": {"tier": "gold", "seats": 3},
+            }),
+            "status was already active; the custom_data before is the whole object"
+        );
+        let added = apply(
+            r#"{"name":"Ada","email":"ada@example.com"}"#,
+            r#"{"phone":"+44 20 7946 0958"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(added.previous),
+            serde_json::json!({"phone": null}),
+            "a field that was absent was null"
+        );
     }
 
     #[test]
@@ -223,14 +282,14 @@ mod tests {
         ];
         for (description, patch) in cases {
             let patched = apply(FULL, patch).unwrap_or_else(|e| panic!("{description}: {e:?}"));
-            assert!(!patched.changed, "{description}");
+            assert!(!patched.changed(), "{description}");
         }
     }
 
     #[test]
     fn an_emails_letter_case_is_a_change() {
         let patched = apply(FULL, r#"{"email":"Ada@Example.com"}"#).unwrap();
-        assert!(patched.changed);
+        assert!(patched.changed());
         assert_eq!(patched.fields.email.as_str(), "Ada@Example.com");
     }
 
