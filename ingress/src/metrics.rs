@@ -152,7 +152,8 @@ const USUAL_ANSWERS: [(Route, u16); 9] = [
     (Route::other, 404),
 ];
 
-/// The reason label of a repeated `Authorization` header (a 400, not an [`AuthFailure`](crate::auth::AuthFailure)).
+/// The reason label of a repeated `Authorization` header (a 400, not an
+/// [`AuthFailure`](crate::auth::AuthFailure)).
 pub(crate) const REPEATED_AUTHORIZATION: &str = "repeated";
 
 impl Metrics {

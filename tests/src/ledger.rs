@@ -247,15 +247,31 @@ impl Ledger {
     }
 }
 
+/// One request of the check. Right after a failover or a node's restart nothing may serve
+/// the subject for a moment (a standby taking over, a route's interest not yet propagated):
+/// no responders means nobody received the request, so it is sent again, as a client would,
+/// within [`crate::PATIENCE`].
 async fn request(
     nats: &async_nats::Client,
     endpoint: Endpoint,
     headers: async_nats::HeaderMap,
     payload: Vec<u8>,
 ) -> async_nats::Message {
-    nats.request_with_headers(subject(endpoint), headers, payload.into())
-        .await
-        .unwrap_or_else(|e| panic!("NATS request to {endpoint:?}: {e}"))
+    use async_nats::RequestErrorKind::NoResponders;
+    let payload = bytes::Bytes::from(payload);
+    let deadline = tokio::time::Instant::now() + crate::PATIENCE;
+    loop {
+        let sent = nats
+            .request_with_headers(subject(endpoint), headers.clone(), payload.clone())
+            .await;
+        match sent {
+            Ok(reply) => return reply,
+            Err(e) if e.kind() == NoResponders && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("NATS request to {endpoint:?}: {e}"),
+        }
+    }
 }
 
 /// The stored customer with this id.

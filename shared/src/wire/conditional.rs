@@ -55,13 +55,14 @@ impl Condition {
             }
             tags.extend(entity_tags(line).ok_or_else(invalid)?);
         }
-        match (lines_seen, any, tags.is_empty()) {
-            (0, _, _) => Ok(None),
+        if lines_seen == 0 {
+            return Ok(None);
+        }
+        match (any, tags.is_empty()) {
             // `*` stands alone (RFC 9110: `"*" / #entity-tag`).
-            (_, true, true) if lines_seen == 1 => Ok(Some(Self::Any)),
-            (_, true, _) => Err(invalid()),
-            (_, false, true) => Err(invalid()),
-            (_, false, false) => Ok(Some(Self::Tags(tags))),
+            (true, true) if lines_seen == 1 => Ok(Some(Self::Any)),
+            (false, false) => Ok(Some(Self::Tags(tags))),
+            _ => Err(invalid()),
         }
     }
 
