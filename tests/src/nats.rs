@@ -3,9 +3,11 @@
 //! skips it), a 3-node cluster on loopback ([`NatsCluster`]), and a stand-in for the worker
 //! on the create subject ([`StandInWorker`]) for tests of what the ingress sends.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use customers_shared::wire::protocol::Endpoint;
@@ -16,6 +18,8 @@ use crate::fixtures::{free_port, subject};
 /// temporary directory that outlives restarts) unless told otherwise; killed on drop.
 pub struct NatsServer {
     child: Child,
+    /// The server's last log lines, for a failure message.
+    log_tail: Arc<Mutex<VecDeque<String>>>,
     port: u16,
     config: Option<PathBuf>,
     env: Vec<(String, String)>,
@@ -97,8 +101,10 @@ impl NatsServer {
         let stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stderr).lines();
         let mut port = None;
+        let mut start_log = VecDeque::new();
         for line in lines.by_ref() {
             let line = line.expect("nats-server log line");
+            start_log.push_back(line.clone());
             if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
                 port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok());
             }
@@ -107,16 +113,33 @@ impl NatsServer {
             }
         }
         let port = port.expect("nats-server did not report its client port");
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the log so the server never blocks on a full pipe; keep its tail.
+        let log_tail = Arc::new(Mutex::new(start_log));
+        let tail = log_tail.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() >= LOG_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
         Self {
             child,
+            log_tail,
             port,
             config,
             env,
             store,
             jetstream,
         }
+    }
+
+    /// The server's last log lines, one per line.
+    pub fn log_tail(&self) -> String {
+        let tail = self.log_tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     pub fn port(&self) -> u16 {
@@ -230,7 +253,14 @@ impl NatsCluster {
             _configs: configs,
         };
         for node in &cluster.nodes {
-            wait_for_jetstream(&node.url()).await;
+            if !jetstream_answers(&node.url(), JETSTREAM_PATIENCE).await {
+                let logs: Vec<String> = cluster.nodes.iter().map(NatsServer::log_tail).collect();
+                panic!(
+                    "JetStream is not available on {} within {JETSTREAM_PATIENCE:?}; the nodes' last log lines:\n{}",
+                    node.url(),
+                    logs.join("\n---\n")
+                );
+            }
         }
         cluster
     }
@@ -256,15 +286,29 @@ impl NatsCluster {
 /// Waits until JetStream answers through the server at `url` (a cluster elects its
 /// JetStream leader a moment after the nodes are up).
 pub async fn wait_for_jetstream(url: &str) {
+    assert!(
+        jetstream_answers(url, JETSTREAM_PATIENCE).await,
+        "JetStream is not available on {url} within {JETSTREAM_PATIENCE:?}"
+    );
+}
+
+/// Log lines kept of each server (its start, then the newest).
+const LOG_TAIL_LINES: usize = 80;
+
+/// How long a node may take to offer JetStream (a cluster's election, on a loaded machine).
+const JETSTREAM_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether JetStream answers through the server at `url` within `patience`.
+async fn jetstream_answers(url: &str, patience: Duration) -> bool {
     let client = async_nats::connect(url).await.expect("connect to the node");
     let jetstream = async_nats::jetstream::new(client);
-    tokio::time::timeout(Duration::from_secs(30), async {
+    tokio::time::timeout(patience, async {
         while jetstream.query_account().await.is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await
-    .expect("JetStream is available on the node");
+    .is_ok()
 }
 
 /// A new temporary directory for a server's JetStream store.
