@@ -23,6 +23,8 @@ pub(crate) enum Route {
     create,
     get,
     list,
+    update,
+    delete,
     healthz,
     readyz,
     metrics,

@@ -3,9 +3,12 @@
 
 use bytes::Bytes;
 use customers_shared::ApiError;
+use customers_shared::wire::conditional::Condition;
 use customers_shared::wire::problem::PROBLEM_CONTENT_TYPE;
 use customers_shared::wire::protocol::headers;
-use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    ALLOW, CONNECTION, CONTENT_TYPE, ETAG, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
@@ -104,18 +107,31 @@ pub(crate) fn ok(json: Bytes) -> Response<Body> {
 }
 
 /// The HTTP answer to a worker's reply to `operation`: `201 Created` with its `Location` for
-/// a create, `200` for reads, the problem with its status (and `Retry-After`) for an error,
-/// and `Idempotent-Replayed: true` on a stored reply sent again.
+/// a create, `200` for the rest, the problem with its status (and `Retry-After`) for an
+/// error, the customer's `ETag` where the reply carries it, and `Idempotent-Replayed: true`
+/// on a stored reply sent again. A get whose `If-None-Match` (`if_none_match`) names the
+/// customer's version is `304 Not Modified`, without the body.
 pub(crate) fn from_worker(
     operation: Operation,
     reply: WorkerReply,
+    if_none_match: Option<&Condition>,
 ) -> Result<Response<Body>, ApiError> {
-    let (mut response, replayed) = match reply {
+    let (mut response, replayed, etag) = match reply {
         WorkerReply::Success {
             customer_id,
+            etag,
             replayed,
             body,
         } => {
+            let version = etag.as_deref().and_then(version_of);
+            if let (Some(condition), Some(version)) = (if_none_match, version)
+                && condition.matches_weakly(version)
+            {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                add_etag(&mut response, etag.as_deref());
+                return Ok(response);
+            }
             let mut response = ok(body);
             if operation == Operation::Create {
                 let Some(customer_id) = customer_id else {
@@ -129,11 +145,12 @@ pub(crate) fn from_worker(
                     response.headers_mut().insert(LOCATION, location);
                 }
             }
-            (response, replayed)
+            (response, replayed, etag)
         }
         WorkerReply::Problem {
             status,
             retry_after,
+            etag,
             replayed,
             body,
         } => {
@@ -141,9 +158,10 @@ pub(crate) fn from_worker(
             if let Some(value) = retry_after.and_then(|v| HeaderValue::try_from(v).ok()) {
                 response.headers_mut().insert(RETRY_AFTER, value);
             }
-            (response, replayed)
+            (response, replayed, etag)
         }
     };
+    add_etag(&mut response, etag.as_deref());
     if replayed {
         response.headers_mut().insert(
             header_name(headers::IDEMPOTENT_REPLAYED),
@@ -151,6 +169,17 @@ pub(crate) fn from_worker(
         );
     }
     Ok(response)
+}
+
+fn add_etag(response: &mut Response<Body>, etag: Option<&str>) {
+    if let Some(value) = etag.and_then(|etag| HeaderValue::try_from(etag).ok()) {
+        response.headers_mut().insert(ETAG, value);
+    }
+}
+
+/// The version a worker's `ETag` names (`"3"` → 3).
+fn version_of(etag: &str) -> Option<u64> {
+    etag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
 /// One of the protocol's header names (`customers_shared::wire::protocol::headers`) as http

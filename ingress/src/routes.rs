@@ -3,9 +3,11 @@
 //! endpoint is authenticated (401), checked for its scope (403), its credential's rate limit
 //! and requests in flight (429) before anything else about it; health, readiness, metrics
 //! and the OpenAPI document need no credential. `POST /api/v1/customers` forwards the body
-//! unparsed, once it has arrived within its deadline (408 otherwise), `GET
-//! /api/v1/customers` the query parameters as a JSON object of strings, `GET
-//! /api/v1/customers/{id}` the id; the worker decides whether any of it is valid. `HEAD` is
+//! unparsed, once it has arrived within its deadline (408 otherwise), and so do `PATCH` and
+//! `DELETE /api/v1/customers/{id}` with the id and `If-Match` as headers; `GET
+//! /api/v1/customers` forwards the query parameters as a JSON object of strings, `GET
+//! /api/v1/customers/{id}` the id (and answers `304` itself when `If-None-Match` names the
+//! version the worker replied with); the worker decides whether any of it is valid. `HEAD` is
 //! answered wherever `GET` is, without the body.
 
 use std::net::SocketAddr;
@@ -16,9 +18,12 @@ use bytes::Bytes;
 use customers_shared::ApiError;
 use customers_shared::domain::violation::Violation;
 use customers_shared::runtime::clock::unix_ms;
+use customers_shared::wire::conditional::Condition;
 use customers_shared::wire::idempotency::IdempotencyKey;
 use customers_shared::wire::protocol::headers;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH, TRANSFER_ENCODING,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
@@ -216,7 +221,18 @@ impl App {
                     Err(ApiError::TooManyInFlight { limit })
                 }
                 Some(_in_flight) => match endpoint {
-                    CustomerEndpoint::Create => self.create(request, request_id).await,
+                    CustomerEndpoint::Create => {
+                        self.write(Operation::Create, request, None, request_id)
+                            .await
+                    }
+                    CustomerEndpoint::Update(id) => {
+                        self.write(Operation::Update, request, Some(id), request_id)
+                            .await
+                    }
+                    CustomerEndpoint::Delete(id) => {
+                        self.write(Operation::Delete, request, Some(id), request_id)
+                            .await
+                    }
                     CustomerEndpoint::List => self.list(&request, request_id).await,
                     CustomerEndpoint::Get(id) => self.get(&request, id, request_id).await,
                 },
@@ -249,16 +265,30 @@ impl App {
         })
     }
 
-    async fn create(
+    /// A create, update or delete (of customer `id`): its media type (415), its key's syntax
+    /// and its body's size checked before the body is read at its pace; then forwarded.
+    async fn write(
         &self,
+        operation: Operation,
         request: Request<Incoming>,
+        id: Option<Bytes>,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, ApiError> {
-        if !is_json(request.headers().get(CONTENT_TYPE)) {
-            return Err(ApiError::UnsupportedMediaType);
+        let media_types: &[&str] = match operation {
+            Operation::Create => &["application/json"],
+            Operation::Update => &["application/merge-patch+json", "application/json"],
+            _ => &[],
+        };
+        if !media_types.is_empty() && !is_one_of(media_types, request.headers().get(CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType {
+                expected: match operation {
+                    Operation::Update => "application/merge-patch+json or application/json",
+                    _ => "application/json",
+                },
+            });
         }
         // Checked here as well as by the worker: a key that is not ASCII cannot be forwarded
-        // as a NATS header, and dropping it would turn a retry-safe create into a plain one.
+        // as a NATS header, and dropping it would turn a retry-safe write into a plain one.
         if let Some(key) = request.headers().get(headers::IDEMPOTENCY_KEY) {
             IdempotencyKey::parse(key.as_bytes())?;
         }
@@ -271,7 +301,23 @@ impl App {
         if declared_length.is_some_and(|n| n > limit as u64) {
             return Err(too_large);
         }
-        let nats_headers = nats_headers(&request, request_id);
+        let mut nats_headers = nats_headers(&request, request_id);
+        if let Some(id) = id.as_ref().and_then(|id| std::str::from_utf8(id).ok()) {
+            nats_headers.insert(headers::CUSTOMER_ID, id);
+        }
+        let if_match = request.headers().get_all(IF_MATCH);
+        // Checked here too: the worker reads the lines again, as they came.
+        Condition::parse(
+            headers::IF_MATCH,
+            if_match.iter().map(HeaderValue::as_bytes),
+        )?;
+        for line in if_match {
+            // A tag of obs-text can only fail to match, whatever it reads as.
+            nats_headers.append(
+                headers::IF_MATCH,
+                &*String::from_utf8_lossy(line.as_bytes()),
+            );
+        }
         let pace = self.limits.body_pace;
         // The shared slot is taken only once the body is here: a slow body holds only its
         // own credential's.
@@ -283,7 +329,7 @@ impl App {
                 BodyError::Read(detail) => ApiError::MalformedJson(detail),
             })?;
         let _permit = self.permit()?;
-        self.forward(Operation::Create, body, nats_headers).await
+        self.forward(operation, body, nats_headers, None).await
     }
 
     async fn get(
@@ -292,8 +338,12 @@ impl App {
         id: Bytes,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, ApiError> {
+        let lines = request.headers().get_all(IF_NONE_MATCH);
+        let if_none_match =
+            Condition::parse("If-None-Match", lines.iter().map(HeaderValue::as_bytes))?;
         let _permit = self.permit()?;
-        self.forward(Operation::Get, id, nats_headers(request, request_id))
+        let headers = nats_headers(request, request_id);
+        self.forward(Operation::Get, id, headers, if_none_match.as_ref())
             .await
     }
 
@@ -320,8 +370,13 @@ impl App {
         }
         let payload = Bytes::from(serde_json::Value::Object(parameters).to_string());
         let _permit = self.permit()?;
-        self.forward(Operation::List, payload, nats_headers(request, request_id))
-            .await
+        self.forward(
+            Operation::List,
+            payload,
+            nats_headers(request, request_id),
+            None,
+        )
+        .await
     }
 
     /// Ready when connected to NATS and some worker answers `$SRV.PING.customers` now
@@ -354,19 +409,21 @@ impl App {
             })
     }
 
-    /// Sends one request to the worker and turns its reply into the HTTP response. The
-    /// caller holds a [`App::permit`].
+    /// Sends one request to the worker and turns its reply into the HTTP response (`304`
+    /// where `if_none_match` names the version it carries). The caller holds a
+    /// [`App::permit`].
     async fn forward(
         &self,
         operation: Operation,
         payload: Bytes,
         nats_headers: async_nats::HeaderMap,
+        if_none_match: Option<&Condition>,
     ) -> Result<Response<Body>, ApiError> {
         let reply = self
             .worker
             .request(operation, payload, nats_headers)
             .await?;
-        response::from_worker(operation, reply)
+        response::from_worker(operation, reply, if_none_match)
     }
 }
 
@@ -384,6 +441,10 @@ enum CustomerEndpoint {
     List,
     /// `GET /api/v1/customers/{id}`, with the id.
     Get(Bytes),
+    /// `PATCH /api/v1/customers/{id}`, with the id.
+    Update(Bytes),
+    /// `DELETE /api/v1/customers/{id}`, with the id.
+    Delete(Bytes),
 }
 
 /// The endpoints anyone may call, and the answers to requests for no endpoint.
@@ -431,9 +492,17 @@ impl Endpoint {
                 .and_then(|rest| rest.strip_prefix('/'))
                 .filter(|id| !id.is_empty() && !id.contains('/'))
             {
-                Some(id) => get_only(Self::Customers(CustomerEndpoint::Get(
-                    Bytes::copy_from_slice(id.as_bytes()),
-                ))),
+                Some(id) => {
+                    let id = Bytes::copy_from_slice(id.as_bytes());
+                    match *method {
+                        Method::GET | Method::HEAD => Self::Customers(CustomerEndpoint::Get(id)),
+                        Method::PATCH => Self::Customers(CustomerEndpoint::Update(id)),
+                        Method::DELETE => Self::Customers(CustomerEndpoint::Delete(id)),
+                        _ => Self::Public(NotAllowed {
+                            allow: "GET, HEAD, PATCH, DELETE",
+                        }),
+                    }
+                }
                 None => Self::Public(NotFound),
             },
         }
@@ -445,6 +514,8 @@ impl Endpoint {
             Self::Customers(CustomerEndpoint::Create) => metrics::Route::create,
             Self::Customers(CustomerEndpoint::List) => metrics::Route::list,
             Self::Customers(CustomerEndpoint::Get(_)) => metrics::Route::get,
+            Self::Customers(CustomerEndpoint::Update(_)) => metrics::Route::update,
+            Self::Customers(CustomerEndpoint::Delete(_)) => metrics::Route::delete,
             Self::Public(PublicEndpoint::Health) => metrics::Route::healthz,
             Self::Public(PublicEndpoint::Ready) => metrics::Route::readyz,
             Self::Public(PublicEndpoint::Metrics) => metrics::Route::metrics,
@@ -461,7 +532,7 @@ impl CustomerEndpoint {
     /// The scope a credential needs for this endpoint.
     fn scope(&self) -> Scope {
         match self {
-            Self::Create => Scope::Write,
+            Self::Create | Self::Update(_) | Self::Delete(_) => Scope::Write,
             Self::List | Self::Get(_) => Scope::Read,
         }
     }
@@ -505,12 +576,15 @@ fn check_transfer_coding(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// `application/json`, with or without parameters such as `charset=utf-8`.
-fn is_json(content_type: Option<&HeaderValue>) -> bool {
+/// One of `media_types`, with or without parameters such as `charset=utf-8`.
+fn is_one_of(media_types: &[&str], content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|essence| {
+            let essence = essence.trim();
+            media_types.iter().any(|t| essence.eq_ignore_ascii_case(t))
+        })
 }
 
 /// The client's `X-Request-Id` when it is 1–200 visible ASCII characters; a new UUIDv7
@@ -543,6 +617,10 @@ fn request_id<B>(request: &Request<B>) -> HeaderValue {
 mod tests {
     use super::*;
 
+    fn is_json(content_type: Option<&HeaderValue>) -> bool {
+        is_one_of(&["application/json"], content_type)
+    }
+
     #[test]
     fn json_content_types() {
         let accepted = [
@@ -552,6 +630,13 @@ mod tests {
         ];
         for ct in accepted {
             assert!(is_json(Some(&HeaderValue::from_static(ct))), "{ct}");
+            assert!(
+                is_one_of(
+                    &["application/merge-patch+json", "application/json"],
+                    Some(&HeaderValue::from_static(ct))
+                ),
+                "{ct} for an update"
+            );
         }
         let rejected = [
             "text/plain",
@@ -564,5 +649,7 @@ mod tests {
             assert!(!is_json(Some(&HeaderValue::from_static(ct))), "{ct}");
         }
         assert!(!is_json(None));
+        let patch = HeaderValue::from_static("application/merge-patch+json; charset=utf-8");
+        assert!(!is_json(Some(&patch)), "a merge patch is no create");
     }
 }

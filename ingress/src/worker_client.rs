@@ -1,4 +1,5 @@
-//! Talking to the worker over NATS: one request per HTTP request (create, get or list), with
+//! Talking to the worker over NATS: one request per HTTP request (create, get, list, update
+//! or delete), with
 //! the forwarded headers and a timeout, and the reply classified as a success or a problem. NATS failures become
 //! [`ApiError`]s here: no responders and a lost connection are 503, a timeout is 504.
 //!
@@ -28,8 +29,21 @@ pub enum Operation {
     Create,
     Get,
     List,
+    Update,
+    Delete,
     /// `$SRV.PING.customers`: is any worker answering? (readiness)
     Ping,
+}
+
+impl Operation {
+    const ALL: [Self; 6] = [
+        Self::Create,
+        Self::Get,
+        Self::List,
+        Self::Update,
+        Self::Delete,
+        Self::Ping,
+    ];
 }
 
 /// Longest wait for a ping reply: a readiness probe must answer quickly.
@@ -37,18 +51,21 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the worker answered.
 pub enum WorkerReply {
-    /// The body (customer or page); on creates the customer's id, and whether the reply is
-    /// a replay of an idempotent create.
+    /// The body (customer, page or deletion); on a reply carrying a customer its id and
+    /// entity tag, and whether the reply is a replay of an idempotent write.
     Success {
         customer_id: Option<String>,
+        etag: Option<String>,
         replayed: bool,
         body: Bytes,
     },
-    /// A problem body with its status (and `Retry-After` when the worker set it); a replay
-    /// when an idempotent create's stored refusal is sent again.
+    /// A problem body with its status (and `Retry-After` or, on a `412`, the current `ETag`
+    /// when the worker set them); a replay when an idempotent write's stored refusal is sent
+    /// again.
     Problem {
         status: StatusCode,
         retry_after: Option<String>,
+        etag: Option<String>,
         replayed: bool,
         body: Bytes,
     },
@@ -62,8 +79,8 @@ pub struct WorkerClient {
     client: async_nats::Client,
     connected: watch::Receiver<bool>,
     denied: watch::Receiver<Option<Denial>>,
-    /// Subjects of create, get, list and ping, in [`Operation`] order.
-    subjects: Arc<[String; 4]>,
+    /// Subjects of every operation, in [`Operation`] order.
+    subjects: Arc<[String; Operation::ALL.len()]>,
     timeout: Duration,
     /// `{inbox}.`: a request's reply subject is this plus its token.
     reply_prefix: Arc<str>,
@@ -105,12 +122,14 @@ impl WorkerClient {
                 }
             }
         });
-        let subjects = Arc::new([
-            Endpoint::Create.subject(subject_prefix),
-            Endpoint::Get.subject(subject_prefix),
-            Endpoint::List.subject(subject_prefix),
-            format!("$SRV.PING.{}", protocol::SERVICE_NAME),
-        ]);
+        let subjects = Arc::new(Operation::ALL.map(|operation| match operation {
+            Operation::Create => Endpoint::Create.subject(subject_prefix),
+            Operation::Get => Endpoint::Get.subject(subject_prefix),
+            Operation::List => Endpoint::List.subject(subject_prefix),
+            Operation::Update => Endpoint::Update.subject(subject_prefix),
+            Operation::Delete => Endpoint::Delete.subject(subject_prefix),
+            Operation::Ping => format!("$SRV.PING.{}", protocol::SERVICE_NAME),
+        }));
         tokio::spawn(end_refused_requests(
             denied.clone(),
             pending.clone(),
@@ -185,7 +204,7 @@ impl WorkerClient {
         }
         let timeout = match operation {
             Operation::Ping => self.timeout.min(PING_TIMEOUT),
-            Operation::Create | Operation::Get | Operation::List => self.timeout,
+            _ => self.timeout,
         };
         let deadline_ms = unix_ms().saturating_add(timeout.as_millis() as u64);
         request_headers.insert(headers::DEADLINE, deadline_ms.to_string().as_str());
@@ -250,17 +269,11 @@ impl WorkerClient {
 async fn end_refused_requests(
     mut denied: watch::Receiver<Option<Denial>>,
     pending: Pending,
-    subjects: Arc<[String; 4]>,
+    subjects: Arc<[String; Operation::ALL.len()]>,
 ) {
-    const ALL: [Operation; 4] = [
-        Operation::Create,
-        Operation::Get,
-        Operation::List,
-        Operation::Ping,
-    ];
     while denied.changed().await.is_ok() {
         let refused: Vec<Operation> = match denied.borrow_and_update().as_ref() {
-            Some(denial) => ALL
+            Some(denial) => Operation::ALL
                 .into_iter()
                 .filter(|&operation| denial.is_publish_to(&subjects[operation as usize]))
                 .collect(),
@@ -303,6 +316,7 @@ fn classify(message: Message) -> Result<WorkerReply, ApiError> {
             Some(status) => Ok(WorkerReply::Problem {
                 status,
                 retry_after: header(headers::RETRY_AFTER),
+                etag: header(headers::ETAG),
                 replayed,
                 body: message.payload,
             }),
@@ -314,6 +328,7 @@ fn classify(message: Message) -> Result<WorkerReply, ApiError> {
     }
     Ok(WorkerReply::Success {
         customer_id: header(headers::CUSTOMER_ID),
+        etag: header(headers::ETAG),
         replayed,
         body: message.payload,
     })

@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod wire;
 
 pub use domain::customer::Customer;
+pub use domain::customer_patch::CustomerPatch;
 pub use domain::id::CustomerId;
 pub use domain::new_customer::NewCustomer;
 pub use domain::timestamp::Timestamp;

@@ -94,6 +94,42 @@ impl HttpClient {
         .await
     }
 
+    /// `method` on `path` with `body` and extra `headers` (name, value).
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = self.request(method, path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = Full::new(Bytes::copy_from_slice(body.as_bytes()));
+        self.send(request.body(body).expect("valid request")).await
+    }
+
+    /// `PATCH` of customer `id` with a merge patch and extra `headers` (a `content-type`
+    /// among them replaces `application/merge-patch+json`).
+    pub async fn patch(&self, id: &str, patch: &str, headers: &[(&str, &str)]) -> TestResponse {
+        let mut all = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            all.push(("content-type", "application/merge-patch+json"));
+        }
+        let path = format!("{CUSTOMERS_PATH}/{id}");
+        self.send_with("PATCH", &path, patch, &all).await
+    }
+
+    /// `DELETE` of customer `id` with extra `headers`.
+    pub async fn delete(&self, id: &str, headers: &[(&str, &str)]) -> TestResponse {
+        let path = format!("{CUSTOMERS_PATH}/{id}");
+        self.send_with("DELETE", &path, "", headers).await
+    }
+
     /// The value of the metric series `series` (name and labels as rendered) on this
     /// client's `/metrics`, 0 if absent.
     pub async fn metric(&self, series: &str) -> f64 {

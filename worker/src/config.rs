@@ -27,7 +27,8 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Subject prefix: the endpoints listen on `{prefix}.v1.create`, `.get` and `.list`.
+    /// Subject prefix: the endpoints listen on `{prefix}.v1.create`, `.get`, `.list`,
+    /// `.update` and `.delete`.
     #[arg(long, env = "CUSTOMERS_SUBJECT_PREFIX", default_value = customers_shared::wire::protocol::DEFAULT_SUBJECT_PREFIX)]
     pub subject_prefix: String,
 
@@ -63,6 +64,12 @@ pub struct Config {
     /// the contract); expired keys are purged in the background.
     #[arg(long, env = "CUSTOMERS_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = duration_in(Duration::from_millis(100), ONE_YEAR))]
     pub idempotency_retention: Duration,
+
+    /// Refuse an update or delete that does not say which version it changes (`If-Match`)
+    /// with 428 `precondition_required`, over HTTP and NATS alike: no client can then
+    /// overwrite a change it has not seen.
+    #[arg(long, env = "CUSTOMERS_REQUIRE_IF_MATCH")]
+    pub require_if_match: bool,
 
     /// Address of the admin HTTP listener: `GET /metrics`, `/healthz` and `/readyz`, and
     /// `POST /backup` (with `--backup-dir`); none if unset. Keep it on the local host or a

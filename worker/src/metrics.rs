@@ -46,7 +46,7 @@ struct ReplyLabels {
 pub(crate) struct Metrics {
     registry: Registry,
     /// Problem replies per operation (indexed by `Endpoint as usize`), for `$SRV.STATS`.
-    errors: [AtomicU64; 3],
+    errors: [AtomicU64; Endpoint::ALL.len()],
     replies: Family<ReplyLabels, Counter>,
     replays: Counter,
     expired: Family<OperationLabel, Counter>,

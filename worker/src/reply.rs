@@ -1,5 +1,5 @@
 //! What the worker answers on any endpoint: a status, the body, and the NATS headers that
-//! follow from them (micro error headers, `Customer-Id`, `Retry-After`). An idempotency
+//! follow from them (micro error headers, `Customer-Id`, `ETag`, `Retry-After`). An idempotency
 //! record stores exactly this value, so a replay is the same bytes with the same headers.
 //! This module only builds replies; each is decided where its reason is known: the committer
 //! decides a create that reached it ([`Reply::created`], or the email conflict's
@@ -8,6 +8,7 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use customers_shared::wire::conditional::etag;
 use customers_shared::wire::protocol::headers;
 use customers_shared::{ApiError, CustomerId};
 
@@ -17,20 +18,28 @@ pub(crate) struct Reply {
     pub(crate) status: u16,
     /// The problem's `code` on errors.
     pub(crate) code: Option<String>,
-    /// On a create's 201: the new customer's id.
+    /// On a reply carrying a customer (a create's 201, an update's 200): its id.
     pub(crate) customer_id: Option<CustomerId>,
+    /// The version whose entity tag goes out as `ETag`: the customer's on a reply carrying
+    /// it (a get's too), the current one on a `412`.
+    pub(crate) version: Option<u64>,
     pub(crate) retry_after_secs: Option<u32>,
     pub(crate) body: Bytes,
 }
 
 impl Reply {
+    /// A new customer's 201: version 1.
     pub(crate) fn created(id: CustomerId, customer_json: Bytes) -> Self {
+        Self::customer(201, id, 1, customer_json)
+    }
+
+    /// A reply carrying the customer `id` at `version` (201 or 200).
+    pub(crate) fn customer(status: u16, id: CustomerId, version: u64, json: Bytes) -> Self {
         Self {
-            status: 201,
-            code: None,
+            status,
             customer_id: Some(id),
-            retry_after_secs: None,
-            body: customer_json,
+            version: Some(version),
+            ..Self::ok(json)
         }
     }
 
@@ -39,6 +48,7 @@ impl Reply {
             status: 200,
             code: None,
             customer_id: None,
+            version: None,
             retry_after_secs: None,
             body,
         }
@@ -49,6 +59,7 @@ impl Reply {
             status: error.status(),
             code: Some(error.code().to_owned()),
             customer_id: None,
+            version: error.current_version(),
             retry_after_secs: error.retry_after_secs(),
             body: Bytes::from(error.problem_json()),
         }
@@ -62,6 +73,9 @@ impl Reply {
         }
         if let Some(id) = &self.customer_id {
             map.insert(headers::CUSTOMER_ID, id.to_string().as_str());
+        }
+        if let Some(version) = self.version {
+            map.insert(headers::ETAG, etag(version).as_str());
         }
         if let Some(code) = &self.code {
             map.insert(headers::SERVICE_ERROR, code.as_str());

@@ -55,7 +55,64 @@ impl Customer {
         }
     }
 
+    /// The customer with the fields `fields` (a patch's result), changed at `at_ms`: its id
+    /// and `created_at` kept, `updated_at` the later of `at_ms` and its old value (a clock
+    /// stepping back never makes a change look older than the one before).
+    pub fn updated(&self, fields: NewCustomer, at_ms: u64) -> Self {
+        let at = Timestamp::from_unix_ms(at_ms).max(self.updated_at);
+        Self {
+            updated_at: at,
+            ..Self::create(self.id, fields)
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a customer always serialises")
+    }
+
+    /// Reads back a customer this service wrote (its [`Customer::to_json`]): the fields
+    /// validated again by a create's rules; `Err` says what is wrong with it.
+    pub fn from_stored(json: &[u8]) -> Result<Self, String> {
+        let mut object = crate::domain::json::object(json).map_err(|e| format!("{e:?}"))?;
+        let mut take_text = |key: &str| match object.remove(key) {
+            Some(serde_json::Value::String(text)) => Ok(text),
+            _ => Err(format!("no {key}")),
+        };
+        let id: CustomerId = take_text("id")?
+            .parse()
+            .map_err(|_| "a bad id".to_owned())?;
+        let updated_at = Timestamp::parse(&take_text("updated_at")?)
+            .ok_or_else(|| "a bad updated_at".to_owned())?;
+        take_text("created_at")?;
+        let fields = NewCustomer::from_object(object).map_err(|e| format!("{e:?}"))?;
+        Ok(Self {
+            updated_at,
+            ..Self::create(id, fields)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_customer_reads_back_and_an_update_keeps_its_identity() {
+        let id: CustomerId = "cus_01h3vjs3b16yc3f9q8q9pfrb80".parse().unwrap();
+        let body = br#"{"name":"Ana","email":"a@x.com","address":{"city":"Arusha","country":"Tanzania"},"custom_data":{"k":[1,{"a":null}]}}"#;
+        let created = Customer::create(id, NewCustomer::parse(body).unwrap());
+        let json = created.to_json();
+        assert_eq!(Customer::from_stored(&json), Ok(created.clone()));
+
+        let fields = NewCustomer::parse(br#"{"name":"Bo","email":"b@x.com"}"#).unwrap();
+        let later = created.updated(fields.clone(), id.unix_ms() + 5);
+        assert_eq!((later.id, later.created_at), (id, created.created_at));
+        assert_eq!(later.updated_at.unix_ms(), id.unix_ms() + 5);
+        assert_eq!(Customer::from_stored(&later.to_json()), Ok(later.clone()));
+        let clock_stepped_back = later.updated(fields, id.unix_ms());
+        assert_eq!(
+            clock_stepped_back.updated_at, later.updated_at,
+            "updated_at never goes back"
+        );
     }
 }

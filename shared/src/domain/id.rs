@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
-use time::OffsetDateTime;
 use type_safe_id::{StaticType, TypeSafeId};
 use uuid::Uuid;
 
@@ -57,10 +56,7 @@ impl CustomerId {
 
     /// The creation time embedded in the UUIDv7.
     pub fn timestamp(&self) -> Timestamp {
-        let nanos = i128::from(self.unix_ms()) * 1_000_000;
-        Timestamp::from(
-            OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        )
+        Timestamp::from_unix_ms(self.unix_ms())
     }
 }
 

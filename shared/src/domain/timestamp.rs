@@ -22,6 +22,27 @@ impl From<OffsetDateTime> for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The instant `ms` milliseconds after the Unix epoch (the epoch itself for one past
+    /// what a timestamp can show).
+    pub fn from_unix_ms(ms: u64) -> Self {
+        let nanos = i128::from(ms) * 1_000_000;
+        Self(OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+    }
+
+    /// Milliseconds since the Unix epoch (0 before it).
+    pub fn unix_ms(&self) -> u64 {
+        u64::try_from(self.0.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    }
+
+    /// Reads an RFC 3339 instant (as [`Timestamp`] writes it, or any other RFC 3339 form).
+    pub fn parse(text: &str) -> Option<Self> {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|instant| Self(instant.to_offset(time::UtcOffset::UTC)))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // By hand rather than with a `time` format description, which allocates a String

@@ -22,6 +22,20 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error("no customer has this id")]
     CustomerNotFound,
+    /// The customer was deleted: its id is never served (or reused) again.
+    #[error("this customer was deleted")]
+    CustomerDeleted,
+    /// `If-Match` named another version than the customer's current one (its entity tag
+    /// travels with the reply as `ETag`).
+    #[error(
+        "the customer is at version {version} (ETag \"{version}\"), not the one If-Match names"
+    )]
+    PreconditionFailed { version: u64 },
+    /// `--require-if-match`: a change must say which version it changes.
+    #[error(
+        "this service requires If-Match on changes: send the ETag of the version you change, or *"
+    )]
+    PreconditionRequired,
     /// No credential, or one that is not valid: the reason says which, never whether an
     /// unknown key id exists. `credential_presented` tells "none sent" (RFC 6750: no error
     /// code in the challenge) from "not valid" (`error="invalid_token"`).
@@ -65,8 +79,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("the body is larger than {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
-    #[error("content type must be application/json")]
-    UnsupportedMediaType,
+    #[error("content type must be {expected}")]
+    UnsupportedMediaType { expected: &'static str },
     #[error("an internal error occurred; it has been logged")]
     Internal,
     #[error("{reason}; retry after {retry_after_secs} s")]
@@ -119,9 +133,12 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => 405,
             Self::BodyTimeout { .. } => 408,
             Self::EmailAlreadyExists { .. } | Self::IdempotencyKeyInUse { .. } => 409,
+            Self::CustomerDeleted => 410,
+            Self::PreconditionFailed { .. } => 412,
             Self::PayloadTooLarge { .. } => 413,
-            Self::UnsupportedMediaType => 415,
+            Self::UnsupportedMediaType { .. } => 415,
             Self::IdempotencyKeyReused => 422,
+            Self::PreconditionRequired => 428,
             Self::RateLimited { .. } | Self::TooManyInFlight { .. } => 429,
             Self::Internal => 500,
             Self::NotImplemented { .. } => 501,
@@ -144,6 +161,12 @@ impl ApiError {
             Self::NotFound => ("not_found", "Not found"),
             Self::MethodNotAllowed { .. } => ("method_not_allowed", "Method not allowed"),
             Self::CustomerNotFound => ("customer_not_found", "Customer not found"),
+            Self::CustomerDeleted => ("customer_deleted", "Customer deleted"),
+            Self::PreconditionFailed { .. } => (
+                "precondition_failed",
+                "The customer is not at the version If-Match names",
+            ),
+            Self::PreconditionRequired => ("precondition_required", "If-Match is required"),
             Self::Unauthorized { .. } => ("unauthorized", "Authentication required"),
             Self::RepeatedAuthorization { .. } => (
                 "invalid_authorization",
@@ -169,7 +192,9 @@ impl ApiError {
                 "The idempotency key was used with another body",
             ),
             Self::PayloadTooLarge { .. } => ("payload_too_large", "The request body is too large"),
-            Self::UnsupportedMediaType => ("unsupported_media_type", "Unsupported media type"),
+            Self::UnsupportedMediaType { .. } => {
+                ("unsupported_media_type", "Unsupported media type")
+            }
             Self::Internal => ("internal_error", "Internal error"),
             Self::ServiceUnavailable { .. } | Self::NatsPermissionDenied { .. } => {
                 ("service_unavailable", "Service unavailable")
@@ -188,6 +213,15 @@ impl ApiError {
             | Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             Self::TooManyInFlight { .. } => Some(1),
             Self::NatsPermissionDenied { .. } => Some(5),
+            _ => None,
+        }
+    }
+
+    /// The version whose entity tag a reply with this error carries as `ETag`: the
+    /// customer's current one, after a failed `If-Match`.
+    pub fn current_version(&self) -> Option<u64> {
+        match self {
+            Self::PreconditionFailed { version } => Some(*version),
             _ => None,
         }
     }

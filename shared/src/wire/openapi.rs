@@ -8,12 +8,16 @@ use serde_json::{Value, json};
 
 use crate::domain::customer::Customer;
 use crate::wire::problem::{PROBLEM_CONTENT_TYPE, Problem};
-use crate::wire::schema::{CreateCustomerRequest, CustomerList};
+use crate::wire::schema::{
+    CreateCustomerRequest, CustomerList, DeletedCustomer, UpdateCustomerRequest,
+};
 
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut generator = crate::wire::schema::components_generator();
     let create = generator.subschema_for::<CreateCustomerRequest>();
+    let update = generator.subschema_for::<UpdateCustomerRequest>();
+    let deleted = generator.subschema_for::<DeletedCustomer>();
     let customer = generator.subschema_for::<Customer>();
     let list = generator.subschema_for::<CustomerList>();
     let problem = generator.subschema_for::<Problem>();
@@ -72,9 +76,76 @@ pub fn document() -> Value {
     let unavailable = retry_problem("No worker answering, NATS down, or overloaded");
     let timeout = problem_response("No worker reply within the ingress timeout");
     let internal = problem_response("Storage error or bug; nothing internal is disclosed");
-    let mut created = rate_limited_headers(json_response("Created; durable on disk", &customer));
+    let etag = json!({
+        "description": "The customer's version as a strong entity tag: \"1\", \"2\", …",
+        "schema": {"type": "string"}
+    });
+    let replayed = json!({"schema": {"const": "true"}});
+    let with_etag = |mut response: Value| {
+        response["headers"]["ETag"] = etag.clone();
+        response
+    };
+    let mut created = with_etag(rate_limited_headers(json_response(
+        "Created; durable on disk",
+        &customer,
+    )));
     created["headers"]["Location"] = json!({"schema": {"type": "string"}});
-    created["headers"]["Idempotent-Replayed"] = json!({"schema": {"const": "true"}});
+    created["headers"]["Idempotent-Replayed"] = replayed.clone();
+    let mut updated = with_etag(rate_limited_headers(json_response(
+        "The customer as changed (or as it is, when the patch changes nothing); durable on disk",
+        &customer,
+    )));
+    updated["headers"]["Idempotent-Replayed"] = replayed.clone();
+    let mut erased =
+        rate_limited_headers(json_response("Deleted (erased); durable on disk", &deleted));
+    erased["headers"]["Idempotent-Replayed"] = replayed;
+    let id_parameter = json!({
+        "name": "id", "in": "path", "required": true,
+        "schema": {"type": "string"}
+    });
+    let idempotency_key = json!({
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "description": "Makes the write safe to retry: 1–255 printable ASCII characters.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255}
+    });
+    let if_match = json!({
+        "name": "If-Match", "in": "header", "required": false,
+        "description": "Proceed only if the customer is at one of these versions (strong comparison), or * for any. Required when the worker runs with --require-if-match.",
+        "schema": {"type": "string"}
+    });
+    let gone = problem_response("customer_deleted: the customer was deleted");
+    let precondition_failed = with_etag(problem_response(
+        "precondition_failed: the customer is at another version than If-Match names (its current ETag is set)",
+    ));
+    let precondition_required = problem_response(
+        "precondition_required: this service requires If-Match on changes (--require-if-match)",
+    );
+    let not_found = problem_response("customer_not_found (also for a malformed id)");
+    let change_responses = |success: Value, extra: &[(&str, Value)]| {
+        let mut responses = json!({
+            "200": success,
+            "400": problem_response("validation_failed (of the merged customer, of If-Match or of Idempotency-Key), malformed_json or invalid_body; invalid_authorization for an Authorization header given twice"),
+            "401": unauthorized,
+            "403": forbidden,
+            "404": not_found,
+            "408": problem_response("request_timeout: the body did not arrive within its deadline; the connection is closed"),
+            "409": retry_problem("email_already_exists (the new email is another customer's), or idempotency_key_in_use (with Retry-After)"),
+            "410": gone,
+            "412": precondition_failed,
+            "413": problem_response("The body is over the limit"),
+            "422": problem_response("idempotency_key_reused: the key was used with another request"),
+            "428": precondition_required,
+            "429": too_many,
+            "500": internal,
+            "501": problem_response("not_implemented: a transfer coding other than chunked; the connection is closed"),
+            "503": unavailable,
+            "504": timeout
+        });
+        for (status, response) in extra {
+            responses[*status] = response.clone();
+        }
+        responses
+    };
     let cursor = |name: &str, description: &str| {
         json!({"name": name, "in": "query", "required": false, "description": description,
                "schema": {"type": "string"}})
@@ -85,7 +156,7 @@ pub fn document() -> Value {
         "info": {
             "title": "customers",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Creates customers with case-insensitively unique emails, durably; reads them back. The same operations exist over NATS (customers.v1.create, .get, .list)."
+            "description": "Creates, changes and deletes customers with case-insensitively unique emails, durably; reads them back. The same operations exist over NATS (customers.v1.create, .get, .list, .update, .delete)."
         },
         "security": [{"apiKey": []}, {"clientCertificate": []}],
         "paths": {
@@ -93,11 +164,7 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "createCustomer",
                     "security": security("customers:write"),
-                    "parameters": [request_id, {
-                        "name": "Idempotency-Key", "in": "header", "required": false,
-                        "description": "Makes the create safe to retry: 1–255 printable ASCII characters.",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255}
-                    }],
+                    "parameters": [request_id, idempotency_key],
                     "requestBody": {
                         "required": true,
                         "content": {"application/json": {"schema": create}}
@@ -148,21 +215,49 @@ pub fn document() -> Value {
                 "get": {
                     "operationId": "getCustomer",
                     "security": security("customers:read"),
-                    "parameters": [request_id, {
-                        "name": "id", "in": "path", "required": true,
+                    "parameters": [request_id, id_parameter, {
+                        "name": "If-None-Match", "in": "header", "required": false,
+                        "description": "Answer 304 without the body if the customer is at one of these versions (weak comparison), or exists for *.",
                         "schema": {"type": "string"}
                     }],
                     "responses": {
-                        "200": rate_limited_headers(json_response("The customer", &customer)),
-                        "400": problem_response("invalid_authorization: an Authorization header given twice"),
+                        "200": with_etag(rate_limited_headers(json_response("The customer", &customer))),
+                        "304": rate_limited_headers(json!({
+                            "description": "Not modified: the customer is at a version If-None-Match names",
+                            "headers": {"ETag": etag, "X-Request-Id": {"schema": {"type": "string"}}}
+                        })),
+                        "400": problem_response("validation_failed: If-None-Match is not * or a list of entity tags; invalid_authorization for an Authorization header given twice"),
                         "401": unauthorized,
                         "403": forbidden,
-                        "404": problem_response("customer_not_found (also for a malformed id)"),
+                        "404": not_found,
+                        "410": gone,
                         "429": too_many,
                         "500": internal,
                         "503": unavailable,
                         "504": timeout
                     }
+                },
+                "patch": {
+                    "operationId": "updateCustomer",
+                    "security": security("customers:write"),
+                    "parameters": [request_id, id_parameter, idempotency_key, if_match],
+                    "requestBody": {
+                        "required": true,
+                        "content": {
+                            "application/merge-patch+json": {"schema": update},
+                            "application/json": {"schema": update}
+                        }
+                    },
+                    "responses": change_responses(updated, &[(
+                        "415",
+                        problem_response("The content type is not application/merge-patch+json or application/json"),
+                    )])
+                },
+                "delete": {
+                    "operationId": "deleteCustomer",
+                    "security": security("customers:write"),
+                    "parameters": [request_id, id_parameter, idempotency_key, if_match],
+                    "responses": change_responses(erased, &[])
                 }
             },
             "/healthz": {"get": {"operationId": "health", "security": [], "responses": {

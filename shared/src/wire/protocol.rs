@@ -28,10 +28,25 @@ pub enum Endpoint {
     Get,
     /// Payload: the query as JSON, see [`crate::wire::list::ListQuery`].
     List,
+    /// Header `Customer-Id`: the customer; payload: a JSON Merge Patch of its fields.
+    Update,
+    /// Header `Customer-Id`: the customer; payload: empty.
+    Delete,
 }
 
 impl Endpoint {
-    pub const ALL: [Self; 3] = [Self::Create, Self::Get, Self::List];
+    pub const ALL: [Self; 5] = [
+        Self::Create,
+        Self::Get,
+        Self::List,
+        Self::Update,
+        Self::Delete,
+    ];
+
+    /// Whether the endpoint changes customers: only a primary (or a single worker) serves it.
+    pub fn writes(self) -> bool {
+        matches!(self, Self::Create | Self::Update | Self::Delete)
+    }
 
     /// Its name within the service (the last token of its subject, a metrics label).
     pub fn name(self) -> &'static str {
@@ -39,6 +54,8 @@ impl Endpoint {
             Self::Create => "create",
             Self::Get => "get",
             Self::List => "list",
+            Self::Update => "update",
+            Self::Delete => "delete",
         }
     }
 
@@ -69,8 +86,13 @@ pub mod headers {
     /// `true` on a reply that is the stored reply of an earlier request with the same key.
     pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
     /// On a successful (or replayed) create reply: the customer's id, so callers (the
-    /// ingress's `Location` header) need not parse the body.
+    /// ingress's `Location` header) need not parse the body. On an update or delete request:
+    /// the customer it changes.
     pub const CUSTOMER_ID: &str = "Customer-Id";
+    /// On a reply carrying a customer (and a `412`): its version's entity tag, `"3"`.
+    pub const ETAG: &str = "ETag";
+    /// On an update or delete request: proceed only at this version (`*`: any).
+    pub const IF_MATCH: &str = "If-Match";
     /// On a 503 reply: seconds to wait before retrying.
     pub const RETRY_AFTER: &str = "Retry-After";
     /// When the requester stops waiting, in milliseconds since the Unix epoch: a worker that

@@ -45,6 +45,70 @@ pub struct AddressRequest {
     country: String,
 }
 
+/// The body of `PATCH /api/v1/customers/{id}` and of a `customers.v1.update` request: a JSON
+/// Merge Patch (RFC 7396) of the customer's fields. A member left out stays as it is; `null`
+/// removes an optional field (or a key of `custom_data`); objects merge member by member. The
+/// merged customer must then pass every rule of a create, which
+/// [`crate::CustomerPatch::apply`] enforces.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = members_without_defaults)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+pub struct UpdateCustomerRequest {
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
+    name: String,
+    #[serde(default)]
+    #[schemars(length(max = 254), email)]
+    email: String,
+    /// An optional `+` and 7 to 15 digits; `null` removes it.
+    #[schemars(length(max = 32), pattern(r"^\s*\+?[ ().-]*([0-9][ ().-]*){7,15}\s*$"))]
+    phone: Option<String>,
+    /// Merged into the address; `null` removes it.
+    address: Option<AddressPatch>,
+    /// `null` removes it.
+    #[schemars(length(min = 1, max = 255), pattern(r"^\s*\S+\s*$"))]
+    payment_method: Option<String>,
+    #[serde(default)]
+    status: Status,
+    /// Merged into `custom_data` key by key (a key set to `null` is removed); `null` removes
+    /// it all.
+    custom_data: Option<Map<String, Value>>,
+}
+
+/// A billing address in an update: merged into the current one.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = members_without_defaults)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+pub struct AddressPatch {
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 100))]
+    city: String,
+    /// An ISO 3166-1 alpha-2 code in any case, or the country's English name.
+    #[serde(default)]
+    #[schemars(length(min = 2))]
+    country: String,
+}
+
+/// A patch's members are optional (`#[serde(default)]` says so to schemars) but have no
+/// default: one left out stays as it is, so the `default` schemars writes is dropped.
+fn members_without_defaults(schema: &mut Schema) {
+    let properties = schema.get_mut("properties").and_then(Value::as_object_mut);
+    for property in properties.into_iter().flat_map(|p| p.values_mut()) {
+        if let Some(property) = property.as_object_mut() {
+            property.remove("default");
+        }
+    }
+}
+
+/// The body of a delete's `200` (`DELETE /api/v1/customers/{id}`, `customers.v1.delete`).
+#[derive(JsonSchema)]
+#[allow(dead_code)] // never constructed: the worker writes the body
+pub struct DeletedCustomer {
+    id: crate::domain::id::CustomerId,
+    #[schemars(extend("const" = true))]
+    deleted: bool,
+}
+
 /// The payload of a `customers.v1.list` request (over HTTP, the same names are query
 /// parameters). Empty payload or `{}`: the newest 10 customers.
 #[derive(JsonSchema)]
@@ -80,6 +144,11 @@ pub fn all() -> Vec<(&'static str, Schema)> {
             schema_for!(CreateCustomerRequest),
         ),
         ("customer.json", schema_for!(Customer)),
+        ("deleted_customer.json", schema_for!(DeletedCustomer)),
+        (
+            "update_customer_request.json",
+            schema_for!(UpdateCustomerRequest),
+        ),
         ("customer_list.json", schema_for!(CustomerList)),
         (
             "list_customers_request.json",

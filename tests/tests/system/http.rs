@@ -32,9 +32,9 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         ("PUT", "/api/v1/customers", "GET, HEAD, POST"),
         ("DELETE", "/api/v1/customers", "GET, HEAD, POST"),
         ("PATCH", "/api/v1/customers", "GET, HEAD, POST"),
-        ("POST", one_customer, "GET, HEAD"),
-        ("PUT", one_customer, "GET, HEAD"),
-        ("DELETE", one_customer, "GET, HEAD"),
+        ("POST", one_customer, "GET, HEAD, PATCH, DELETE"),
+        ("PUT", one_customer, "GET, HEAD, PATCH, DELETE"),
+        ("OPTIONS", one_customer, "GET, HEAD, PATCH, DELETE"),
     ] {
         let response = app.http.without_body(method, path).await;
         assert_eq!(response.status, 405, "{method} {path}");

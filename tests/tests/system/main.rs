@@ -9,6 +9,7 @@
 //! so that no two of them run at once.
 
 // The contract, request by request.
+mod changes;
 mod create;
 mod idempotency;
 mod reads;

@@ -249,6 +249,10 @@ async fn each_nats_role_may_do_only_its_job() {
         .await
         .unwrap();
     violation(&mut events, "customers.v1.create").await;
+    for change in ["customers.v1.update", "customers.v1.delete"] {
+        reporting.publish(change, "{}".into()).await.unwrap();
+        violation(&mut events, change).await;
+    }
     // Nor may it take the worker's place, or read other clients' replies.
     let _stolen = reporting.subscribe("customers.v1.create").await.unwrap();
     violation(&mut events, "customers.v1.create").await;

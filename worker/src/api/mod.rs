@@ -1,6 +1,7 @@
-//! The NATS micro service `customers`: endpoints `create`, `get` and `list`. Each request is
-//! handled in its own task. Creates go through idempotency (see `idempotency`) and the
-//! committer; reads go straight to the store, never behind the commit queue. Every answer is
+//! The NATS micro service `customers`: endpoints `create`, `get`, `list`, `update` and
+//! `delete`. Each request is handled in its own task. Writes go through idempotency (see
+//! `idempotency`) and the committer (`writes`); reads go straight to the store, never behind
+//! the commit queue (`reads`). Every answer is
 //! a [`Reply`]: the stored customer, a page, or a problem body with the NATS micro error
 //! headers.
 //!
@@ -21,8 +22,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod create;
 mod reads;
+mod writes;
 
 use async_nats::service::{Request, Service, ServiceExt, endpoint::Endpoint as Subscription};
 use customers_shared::ApiError;
@@ -56,6 +57,8 @@ pub(crate) struct Context {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) idempotency_retention: Duration,
+    /// An update or delete without `If-Match` is `428`.
+    pub(crate) require_if_match: bool,
     pub(crate) metrics: Arc<Metrics>,
     /// What a read passes before it is answered, by role.
     pub(crate) reads: ReadGate,
@@ -65,14 +68,14 @@ pub(crate) struct Context {
 pub(crate) struct CustomersService {
     /// Until [`CustomersService::serve`] has stopped it.
     service: Option<Service>,
-    /// By endpoint; a standby has no `create`.
+    /// By endpoint; a standby has none that writes.
     endpoints: Vec<(Endpoint, Subscription)>,
     context: Arc<Context>,
 }
 
 impl CustomersService {
     /// Registers the service and its endpoints on `client`; replicated, `role` goes into
-    /// the service's metadata, and a standby gets no `create` endpoint.
+    /// the service's metadata, and a standby gets no endpoint that writes.
     pub(crate) async fn start(
         client: &async_nats::Client,
         subject_prefix: &str,
@@ -89,7 +92,9 @@ impl CustomersService {
         };
         let service = client
             .service_builder()
-            .description("Creates customers with unique emails, stored durably; reads them back")
+            .description(
+                "Creates, changes and deletes customers with unique emails, stored durably; reads them back",
+            )
             .metadata(metadata)
             .stats_handler(
                 move |endpoint, _| serde_json::json!({ "num_errors": metrics.errors(&endpoint) }),
@@ -98,7 +103,7 @@ impl CustomersService {
             .await?;
         let mut endpoints = Vec::with_capacity(3);
         for endpoint in Endpoint::ALL {
-            if endpoint == Endpoint::Create && role == Role::Standby {
+            if endpoint.writes() && role == Role::Standby {
                 continue;
             }
             let subscription = service
@@ -225,7 +230,10 @@ async fn handle(operation: Endpoint, request: Request, context: Arc<Context>) {
             (Reply::error(&too_large), false)
         } else {
             match operation {
-                Endpoint::Create => create::create(&request.message, &context).await,
+                Endpoint::Create => writes::create(&request.message, &context).await,
+                Endpoint::Update | Endpoint::Delete => {
+                    writes::change(operation, &request.message, &context).await
+                }
                 Endpoint::Get => (reads::get(payload, &context).await, false),
                 Endpoint::List => (reads::list(payload, &context).await, false),
             }

@@ -12,6 +12,7 @@ use customers_shared::{ApiError, CustomerId};
 use super::Context;
 use crate::replication::ReadGate;
 use crate::reply::Reply;
+use crate::storage::customer_record::CustomerRecord;
 use crate::storage::store::StoreError;
 use crate::support::blocking;
 
@@ -43,7 +44,8 @@ pub(super) async fn get(payload: &[u8], context: &Context) -> Reply {
         return Reply::error(&behind());
     }
     match found {
-        Ok(Some(json)) => Reply::ok(Bytes::copy_from_slice(&json)),
+        Ok(Some(CustomerRecord::Live(live))) => Reply::customer(200, id, live.version, live.json),
+        Ok(Some(CustomerRecord::Deleted { .. })) => Reply::error(&ApiError::CustomerDeleted),
         Ok(None) => Reply::error(&ApiError::CustomerNotFound),
         Err(e) => Reply::error(&e),
     }

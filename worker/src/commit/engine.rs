@@ -31,7 +31,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use customers_shared::runtime::clock::unix_ms;
-use customers_shared::{ApiError, Customer, CustomerId};
+use customers_shared::wire::conditional::Condition;
+use customers_shared::{ApiError, Customer, CustomerId, CustomerPatch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpointer::Checkpointer;
@@ -45,6 +46,7 @@ use crate::idempotency;
 use crate::metrics::Metrics;
 use crate::replication::log::AppendError;
 use crate::reply::Reply;
+use crate::storage::customer_record::{CustomerRecord, LiveCustomer};
 use crate::storage::journal::{Batch, Journal, JournalError, Promise, TreeId};
 use crate::storage::schema::{APPLIED_KEY, RELAYED_KEY};
 use crate::storage::store::manifest::RecordKeys;
@@ -228,6 +230,34 @@ struct Committer {
     created: Vec<(CustomerId, Bytes)>,
 }
 
+/// What the members of a group planned so far have changed, which the store does not show
+/// until the group is applied: a later member sees it as if it were.
+#[derive(Default)]
+struct GroupView {
+    /// Lower-cased emails given to a customer (`Some`) or freed (`None`).
+    emails: HashMap<String, Option<CustomerId>>,
+    /// Customers changed, as they are after the change.
+    customers: HashMap<CustomerId, CustomerRecord>,
+}
+
+/// A write's decided change, before its puts are staged.
+enum Change {
+    Create {
+        id: CustomerId,
+        email_key: String,
+    },
+    Update {
+        id: CustomerId,
+        version: u64,
+        old_email: String,
+        new_email: String,
+    },
+    Delete {
+        id: CustomerId,
+        email: String,
+    },
+}
+
 /// What a member of a group is, without where its answer goes.
 // Writes are most of the members: boxing them would cost an allocation per create.
 #[allow(clippy::large_enum_variant)]
@@ -304,13 +334,13 @@ impl Committer {
         let created_ms = unix_ms();
         self.batch.clear();
         self.created.clear();
-        let mut emails_taken: HashMap<String, CustomerId> = HashMap::new();
+        let mut group = GroupView::default();
         let mut outcomes = Vec::with_capacity(size);
         let mut mark_asked = false;
         let mut log_sequence = None;
         for member in members.drain(..) {
             let outcome = match member {
-                Member::Write(write) => self.plan(write, &mut emails_taken, created_ms)?,
+                Member::Write(write) => self.plan(write, &mut group, created_ms)?,
                 Member::Control(Control::RecordRelayed) => {
                     mark_asked = true;
                     Ok(Reply::ok(Bytes::new()))
@@ -438,29 +468,22 @@ impl Committer {
         }
     }
 
-    /// Decides one write's reply and adds its puts to the batch. `emails_taken` holds the
-    /// emails (lower-cased) of customers created earlier in this group.
+    /// Decides one write's reply and adds its puts to the batch. `group` is what the earlier
+    /// members of this group changed, which the store does not show yet.
     fn plan(
         &mut self,
         write: Write,
-        emails_taken: &mut HashMap<String, CustomerId>,
+        group: &mut GroupView,
         created_ms: u64,
     ) -> Result<Answer, StoreError> {
         if matches!(self.mode, Mode::Standby(_)) {
             return Ok(Err(CommitError::NotPrimary));
         }
-        let (reply, claim, new_customer) = match write {
+        let (reply, claim, change) = match write {
             Write::Remember { claim, reply } => (reply, Some(claim), None),
             Write::Create { customer, claim } => {
                 let email_key = customer.email.index_key();
-                let owner = match emails_taken.get(&email_key) {
-                    Some(&owner) => Some(owner),
-                    None if self.known_emails.may_contain(&email_key) => {
-                        self.store.email_owner(&email_key)?
-                    }
-                    None => None,
-                };
-                match owner {
+                match self.email_owner(&email_key, group)? {
                     Some(customer_id) => (
                         Reply::error(&ApiError::EmailAlreadyExists { customer_id }),
                         claim,
@@ -469,15 +492,37 @@ impl Committer {
                     None => {
                         let id = self.ids.next_id();
                         let json = Bytes::from(Customer::create(id, customer).to_json());
-                        (Reply::created(id, json), claim, Some((id, email_key)))
+                        let change = Change::Create { id, email_key };
+                        (Reply::created(id, json), claim, Some(change))
                     }
                 }
+            }
+            Write::Update {
+                id,
+                patch,
+                condition,
+                claim,
+            } => {
+                let (reply, change) = self.plan_update(id, patch, condition, group, created_ms)?;
+                (reply, claim, change)
+            }
+            Write::Delete {
+                id,
+                condition,
+                claim,
+            } => {
+                let (reply, change) = self.plan_delete(id, condition, group)?;
+                (reply, claim, change)
             }
         };
         let record = claim
             .as_ref()
             .map(|claim| idempotency::encode(claim, &reply, created_ms));
-        let too_large = record.as_ref().map_or(0, Vec::len).max(reply.body.len());
+        let stored_customer = match &change {
+            Some(Change::Update { version, .. }) => CustomerRecord::live(*version, &[]).len(),
+            _ => 0,
+        } + reply.body.len();
+        let too_large = record.as_ref().map_or(0, Vec::len).max(stored_customer);
         if too_large > MAX_VALUE_BYTES {
             tracing::error!(
                 bytes = too_large,
@@ -486,22 +531,167 @@ impl Committer {
             );
             return Ok(Err(CommitError::Unstorable));
         }
-        if let Some((id, email_key)) = new_customer {
-            if self.outbox.as_ref().is_some_and(|outbox| !outbox.reserve()) {
-                return Ok(Err(CommitError::OutboxFull));
-            }
-            self.batch
-                .put(TreeId::Customers, &id.to_bytes(), &reply.body);
-            self.batch
-                .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
-            self.created.push((id, reply.body.clone()));
-            self.known_emails.insert(&email_key);
-            emails_taken.insert(email_key, id);
+        if matches!(change, Some(Change::Create { .. }))
+            && self.outbox.as_ref().is_some_and(|outbox| !outbox.reserve())
+        {
+            return Ok(Err(CommitError::OutboxFull));
+        }
+        if let Some(change) = change {
+            self.stage(change, &reply, group, created_ms);
         }
         if let (Some(claim), Some(record)) = (&claim, &record) {
             idempotency::remember(&mut self.batch, &claim.key, record, created_ms);
         }
         Ok(Ok(reply))
+    }
+
+    /// An update of `id`: `404`/`410` when there is no such customer, `412` at a version
+    /// `condition` refuses, `400` when the merged customer breaks a rule, `409` when its new
+    /// email is another customer's; the customer as it is when the patch changes nothing;
+    /// otherwise its next version.
+    fn plan_update(
+        &self,
+        id: CustomerId,
+        patch: CustomerPatch,
+        condition: Option<Condition>,
+        group: &GroupView,
+        at_ms: u64,
+    ) -> Result<(Reply, Option<Change>), StoreError> {
+        let (live, customer) = match self.current(id, condition.as_ref(), group)? {
+            Ok(current) => current,
+            Err(refusal) => return Ok((Reply::error(&refusal), None)),
+        };
+        let patched = match patch.apply(&customer) {
+            Ok(patched) => patched,
+            Err(refusal) => return Ok((Reply::error(&refusal.into()), None)),
+        };
+        if !patched.changed() {
+            return Ok((Reply::customer(200, id, live.version, live.json), None));
+        }
+        let old_email = customer.email.index_key();
+        let new_email = patched.fields.email.index_key();
+        if new_email != old_email
+            && let Some(owner) = self.email_owner(&new_email, group)?
+            && owner != id
+        {
+            let taken = ApiError::EmailAlreadyExists { customer_id: owner };
+            return Ok((Reply::error(&taken), None));
+        }
+        let version = live.version + 1;
+        let json = Bytes::from(customer.updated(patched.fields, at_ms).to_json());
+        let change = Change::Update {
+            id,
+            version,
+            old_email,
+            new_email,
+        };
+        Ok((Reply::customer(200, id, version, json), Some(change)))
+    }
+
+    /// A delete of `id`: refused as an update would be, otherwise its tombstone.
+    fn plan_delete(
+        &self,
+        id: CustomerId,
+        condition: Option<Condition>,
+        group: &GroupView,
+    ) -> Result<(Reply, Option<Change>), StoreError> {
+        let (_, customer) = match self.current(id, condition.as_ref(), group)? {
+            Ok(current) => current,
+            Err(refusal) => return Ok((Reply::error(&refusal), None)),
+        };
+        let body = serde_json::json!({ "id": id, "deleted": true }).to_string();
+        let change = Change::Delete {
+            id,
+            email: customer.email.index_key(),
+        };
+        Ok((Reply::ok(Bytes::from(body)), Some(change)))
+    }
+
+    /// Customer `id` as this group finds it, if it exists and `condition` accepts its
+    /// version; otherwise the refusal (`404`, `410`, `412`).
+    fn current(
+        &self,
+        id: CustomerId,
+        condition: Option<&Condition>,
+        group: &GroupView,
+    ) -> Result<Result<(LiveCustomer, Customer), ApiError>, StoreError> {
+        let record = match group.customers.get(&id) {
+            Some(record) => Some(record.clone()),
+            None => self.store.get(id)?,
+        };
+        let live = match record {
+            None => return Ok(Err(ApiError::CustomerNotFound)),
+            Some(CustomerRecord::Deleted { .. }) => return Ok(Err(ApiError::CustomerDeleted)),
+            Some(CustomerRecord::Live(live)) => live,
+        };
+        if condition.is_some_and(|condition| !condition.matches_strongly(live.version)) {
+            let version = live.version;
+            return Ok(Err(ApiError::PreconditionFailed { version }));
+        }
+        let customer = Customer::from_stored(&live.json).map_err(|reason| StoreError::Corrupt {
+            what: format!("customer {id}"),
+            reason,
+        })?;
+        Ok(Ok((live, customer)))
+    }
+
+    /// Who holds the lower-cased email `email_key` as of this group's earlier members.
+    fn email_owner(
+        &self,
+        email_key: &str,
+        group: &GroupView,
+    ) -> Result<Option<CustomerId>, StoreError> {
+        match group.emails.get(email_key) {
+            Some(&owner) => Ok(owner),
+            None if self.known_emails.may_contain(email_key) => self.store.email_owner(email_key),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds a decided change's puts to the batch, and what it changes to `group`.
+    fn stage(&mut self, change: Change, reply: &Reply, group: &mut GroupView, at_ms: u64) {
+        match change {
+            Change::Create { id, email_key } => {
+                self.batch
+                    .put(TreeId::Customers, &id.to_bytes(), &reply.body);
+                self.batch
+                    .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
+                self.created.push((id, reply.body.clone()));
+                self.known_emails.insert(&email_key);
+                group.emails.insert(email_key, Some(id));
+            }
+            Change::Update {
+                id,
+                version,
+                old_email,
+                new_email,
+            } => {
+                let record = CustomerRecord::live(version, &reply.body);
+                self.batch.put(TreeId::Customers, &id.to_bytes(), &record);
+                if new_email != old_email {
+                    self.batch.remove(TreeId::Emails, old_email.as_bytes());
+                    self.batch
+                        .put(TreeId::Emails, new_email.as_bytes(), &id.to_bytes());
+                    self.known_emails.insert(&new_email);
+                    group.emails.insert(old_email, None);
+                    group.emails.insert(new_email, Some(id));
+                }
+                let json = reply.body.clone();
+                let live = CustomerRecord::Live(LiveCustomer { version, json });
+                group.customers.insert(id, live);
+            }
+            Change::Delete { id, email } => {
+                let tombstone = CustomerRecord::tombstone(at_ms);
+                self.batch
+                    .put(TreeId::Customers, &id.to_bytes(), &tombstone);
+                self.batch.remove(TreeId::Emails, email.as_bytes());
+                group.emails.insert(email, None);
+                let deleted = CustomerRecord::Deleted {
+                    deleted_at_ms: at_ms,
+                };
+                group.customers.insert(id, deleted);
+            }
+        }
     }
 
     /// A standby: adds the log's group `sequence` to the batch (after the ones it already
@@ -528,7 +718,9 @@ impl Committer {
             }));
         };
         for put in crate::storage::journal::Puts::from_payload(payload) {
-            if let (TreeId::Emails, Ok(email)) = (put.tree, std::str::from_utf8(put.key)) {
+            if let (TreeId::Emails, Some(_), Ok(email)) =
+                (put.tree, put.value, std::str::from_utf8(put.key))
+            {
                 self.known_emails.insert(email);
             }
         }

@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use customers_shared::NewCustomer;
+use customers_shared::wire::conditional::Condition;
+use customers_shared::{CustomerId, CustomerPatch, NewCustomer};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::idempotency::IdempotencyClaim;
@@ -41,11 +42,25 @@ pub(crate) enum Write {
         customer: NewCustomer,
         claim: Option<IdempotencyClaim>,
     },
-    /// The final reply of an idempotent create refused before it reached the committer
+    /// The final reply of an idempotent write refused before it reached the committer
     /// (not JSON, invalid fields), stored so that a retry is answered the same.
     Remember {
         claim: IdempotencyClaim,
         reply: Reply,
+    },
+    /// A merge patch of customer `id`'s fields, applied to the customer as the group finds
+    /// it, only at a version `condition` (`If-Match`) accepts.
+    Update {
+        id: CustomerId,
+        patch: CustomerPatch,
+        condition: Option<Condition>,
+        claim: Option<IdempotencyClaim>,
+    },
+    /// The erasure of customer `id`, only at a version `condition` accepts.
+    Delete {
+        id: CustomerId,
+        condition: Option<Condition>,
+        claim: Option<IdempotencyClaim>,
     },
 }
 

@@ -25,19 +25,43 @@ use crate::support::blocking;
 
 pub(crate) use record::{encode, remember};
 
-/// The key of a create being processed, with the fingerprint of its body.
+/// The key of a write being processed, with the fingerprint of its request.
 #[derive(Debug, Clone)]
 pub(crate) struct IdempotencyClaim {
     pub(crate) key: IdempotencyKey,
-    /// SHA-256 of the request payload, byte for byte.
+    /// SHA-256 of what the request asks: a create's payload byte for byte; for a change, the
+    /// operation and the customer's id too (see [`IdempotencyClaim::for_change`]).
     pub(crate) fingerprint: [u8; 32],
 }
 
 impl IdempotencyClaim {
+    /// A create's claim: the fingerprint is its payload's (as records written before updates
+    /// existed have it).
     pub(crate) fn new(key: IdempotencyKey, payload: &[u8]) -> Self {
         Self {
             key,
             fingerprint: Sha256::digest(payload).into(),
+        }
+    }
+
+    /// An update's or a delete's claim: the same key sent with another operation, another
+    /// customer or another body is then `422 idempotency_key_reused`. The operation's name
+    /// and the id end in a NUL, which no id holds, so no two requests share a fingerprint.
+    pub(crate) fn for_change(
+        key: IdempotencyKey,
+        operation: &str,
+        id: customers_shared::CustomerId,
+        payload: &[u8],
+    ) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(operation.as_bytes());
+        digest.update([0]);
+        digest.update(id.to_string().as_bytes());
+        digest.update([0]);
+        digest.update(payload);
+        Self {
+            key,
+            fingerprint: digest.finalize().into(),
         }
     }
 }
@@ -86,16 +110,14 @@ pub(crate) enum Begun {
     Refused(Reply),
 }
 
-/// Looks up `key`, claims it if free, and looks again (on the blocking pool: the lookup may
-/// read the disk).
+/// Looks up `claim`'s key, claims it if free, and looks again (on the blocking pool: the
+/// lookup may read the disk).
 pub(crate) async fn begin(
     store: Arc<Store>,
     claims: Arc<Claims>,
-    key: IdempotencyKey,
-    payload: &[u8],
+    claim: IdempotencyClaim,
     retention: Duration,
 ) -> Begun {
-    let claim = IdempotencyClaim::new(key, payload);
     let begun = blocking::run(move || {
         if let Some(stored) = stored_reply(&store, &claim, retention) {
             return stored;

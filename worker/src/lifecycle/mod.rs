@@ -261,6 +261,7 @@ impl Worker {
             max_body_bytes: config.max_body_bytes,
             max_in_flight: config.max_in_flight.max(1),
             idempotency_retention: config.idempotency_retention,
+            require_if_match: config.require_if_match,
             metrics,
             reads,
         });

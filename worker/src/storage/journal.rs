@@ -9,7 +9,10 @@
 //! the number and final length of the segment before it (0 and 0 for none) and a CRC-32C of
 //! those, written and synced when the segment is created. Then records `len: u32 LE | crc:
 //! u32 LE | payload`, where `crc` is the CRC-32C of the length bytes and the payload. A
-//! payload is a run of puts `tree: u8 | key_len: u16 LE | value_len: u32 LE | key | value`.
+//! payload is a run of puts `tree: u8 | key_len: u16 LE | value_len: u32 LE | key | value`;
+//! a removal is the same with the tree's number plus [`REMOVAL`] and no value. (Journals
+//! written before removals existed hold none, so they read the same; a build older than
+//! removals refuses a journal that holds one as corrupt rather than misreading it.)
 //! Segments of the first format (`CUSJRNL1`) have only the magic as their header; they are
 //! still read.
 //!
@@ -40,14 +43,16 @@ const SEGMENT_HEADER: usize = 8 + 8 + 8 + 4;
 /// Length and checksum in front of every record.
 const RECORD_HEADER: usize = 8;
 const PUT_HEADER: usize = 7;
+/// Added to the tree's number: the put removes its key.
+const REMOVAL: u8 = 0x80;
 const SEGMENT_SUFFIX: &str = ".journal";
 
-/// One put of a batch.
+/// One put of a batch: `key` gets `value`, or, without one, is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Put<'a> {
     pub(crate) tree: TreeId,
     pub(crate) key: &'a [u8],
-    pub(crate) value: &'a [u8],
+    pub(crate) value: Option<&'a [u8]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +121,15 @@ impl Batch {
         self.buf.extend_from_slice(value);
     }
 
+    /// Removes `key` from `tree` (nothing happens where it is absent).
+    pub(crate) fn remove(&mut self, tree: TreeId, key: &[u8]) {
+        let key_len = u16::try_from(key.len()).expect("keys are short");
+        self.buf.push(tree as u8 | REMOVAL);
+        self.buf.extend_from_slice(&key_len.to_le_bytes());
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.buf.extend_from_slice(key);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.len() == RECORD_HEADER
     }
@@ -180,15 +194,17 @@ impl<'a> Iterator for Puts<'a> {
 /// (which [`check_payload`] rules out before any payload is iterated).
 fn decode_put(bytes: &[u8]) -> Option<(Put<'_>, &[u8])> {
     let header = bytes.get(..PUT_HEADER)?;
-    let tree = TreeId::from_byte(header[0])?;
+    let removal = header[0] & REMOVAL != 0;
+    let tree = TreeId::from_byte(header[0] & !REMOVAL)?;
     let key_len = usize::from(u16::from_le_bytes([header[1], header[2]]));
     let value_len = u32::from_le_bytes([header[3], header[4], header[5], header[6]]) as usize;
     let body = &bytes[PUT_HEADER..];
-    if body.len() < key_len + value_len {
+    if body.len() < key_len + value_len || (removal && value_len != 0) {
         return None;
     }
     let (key, rest) = body.split_at(key_len);
     let (value, rest) = rest.split_at(value_len);
+    let value = (!removal).then_some(value);
     Some((Put { tree, key, value }, rest))
 }
 
@@ -615,7 +631,7 @@ mod tests {
 
     type Seen = Vec<(TreeId, String, String)>;
 
-    /// Every put replayed from `dir`, as (tree, key, value) strings.
+    /// Every put replayed from `dir`, as (tree, key, value) strings; a removal's value is `-`.
     fn replay_all(dir: &Path) -> Result<(Seen, Replayed), JournalError> {
         replay_promised(dir, Promise::default())
     }
@@ -627,7 +643,7 @@ mod tests {
                 seen.push((
                     put.tree,
                     String::from_utf8(put.key.to_vec()).unwrap(),
-                    String::from_utf8(put.value.to_vec()).unwrap(),
+                    String::from_utf8(put.value.unwrap_or(b"-").to_vec()).unwrap(),
                 ));
             }
             Ok::<_, ()>(())
@@ -653,9 +669,9 @@ mod tests {
             .unwrap();
         journal.sync().unwrap();
         assert_eq!(journal.rotate().unwrap(), 2);
-        journal
-            .append(&mut batch(&[(TreeId::Idempotency, "kk", "")]))
-            .unwrap();
+        let mut second = batch(&[(TreeId::Idempotency, "kk", "")]);
+        second.remove(TreeId::Emails, b"a@x.com");
+        journal.append(&mut second).unwrap();
         journal.sync().unwrap();
         let (puts, replayed) = replay_all(dir.path()).unwrap();
         assert_eq!(
@@ -664,7 +680,9 @@ mod tests {
                 (TreeId::Customers, "id1".into(), "{}".into()),
                 (TreeId::Emails, "a@x.com".into(), "id1".into()),
                 (TreeId::Idempotency, "kk".into(), String::new()),
-            ]
+                (TreeId::Emails, "a@x.com".into(), "-".into()),
+            ],
+            "a removal comes back as one, after the put it undoes"
         );
         assert_eq!(
             (
@@ -673,7 +691,7 @@ mod tests {
                 replayed.puts,
                 replayed.next_seq
             ),
-            (2, 2, 3, 3)
+            (2, 2, 4, 3)
         );
         remove_segments_before(dir.path(), 2).unwrap();
         assert_eq!(segments(dir.path()).unwrap(), [2]);

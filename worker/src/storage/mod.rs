@@ -1,6 +1,8 @@
 //! Where data lives on disk, and nothing about what requests mean:
 //!
 //! * [`schema`]: the trees and the keys written in them;
+//! * [`customer_record`]: a customer as the `customers` tree holds it (its version, or the
+//!   tombstone of a deleted one);
 //! * [`journal`]: the write-ahead journal, where a group of writes becomes durable;
 //! * [`store`]: the sled database: open and recovery (journal replay checked against the
 //!   checkpoint manifest), applying journaled groups, checkpoints, reads;
@@ -8,6 +10,7 @@
 //!   between two groups, and restore.
 
 pub(crate) mod backup;
+pub(crate) mod customer_record;
 pub(crate) mod journal;
 pub(crate) mod schema;
 pub(crate) mod store;

@@ -1,4 +1,4 @@
-//! Writing a journaled group into the trees: plain inserts in journal order, no sled
+//! Writing a journaled group into the trees: plain inserts and removals in journal order, no sled
 //! transaction and no flush (the journal already made the group durable; a crash before the
 //! next checkpoint replays it). The committer applies a group only after its journal sync,
 //! and recovery applies what the journal holds, so both go through [`Store::apply`].
@@ -17,12 +17,20 @@ impl Store {
     /// Inserts every put of a journal record.
     pub(crate) fn apply(&self, puts: Puts<'_>) -> Result<(), StoreError> {
         for put in puts {
-            assert!(
-                put.value.len() <= MAX_VALUE_BYTES,
-                "a {}-byte value would reach sled's blob threshold",
-                put.value.len()
-            );
-            self.tree(put.tree).insert(put.key, put.value)?;
+            let tree = self.tree(put.tree);
+            match put.value {
+                Some(value) => {
+                    assert!(
+                        value.len() <= MAX_VALUE_BYTES,
+                        "a {}-byte value would reach sled's blob threshold",
+                        value.len()
+                    );
+                    tree.insert(put.key, value)?;
+                }
+                None => {
+                    tree.remove(put.key)?;
+                }
+            }
         }
         Ok(())
     }

@@ -10,15 +10,19 @@ use customers_shared::wire::list::{Cursor, ListQuery};
 use serde::Deserialize;
 use sled::IVec;
 
+use crate::storage::customer_record::CustomerRecord;
 use crate::storage::store::{Store, StoreError};
 
 /// How the record tree and the email index agree.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Consistency {
+    /// Customers that exist (tombstones not counted).
     pub records: usize,
+    /// Tombstones of deleted customers.
+    pub deleted: usize,
     /// Records whose email has no index entry.
     pub missing_index_entries: usize,
-    /// Index entries whose customer does not exist.
+    /// Index entries whose customer does not exist (or was deleted).
     pub orphan_index_entries: usize,
     /// Records whose email is indexed to another customer: two customers with one email.
     pub conflicting_records: usize,
@@ -31,9 +35,14 @@ impl Consistency {
 }
 
 impl Store {
-    /// The customer's JSON, if it exists.
-    pub(crate) fn get(&self, id: CustomerId) -> Result<Option<IVec>, StoreError> {
-        Ok(self.records.get(id.to_bytes())?)
+    /// The customer's record (live or a tombstone), if it was ever created.
+    pub(crate) fn get(&self, id: CustomerId) -> Result<Option<CustomerRecord>, StoreError> {
+        let Some(stored) = self.records.get(id.to_bytes())? else {
+            return Ok(None);
+        };
+        CustomerRecord::decode(&stored)
+            .map(Some)
+            .map_err(|reason| corrupt_record(id, reason))
     }
 
     /// The customer that owns the lower-cased email `email_key`.
@@ -66,7 +75,11 @@ impl Store {
                 Some(Cursor::EndingBefore(before)) => id > before,
                 None => true,
             };
-            let json = if in_range { self.get(id)? } else { None };
+            let json = match in_range {
+                true => self.records.get(id.to_bytes())?,
+                false => None,
+            };
+            let json = json.as_ref().and_then(CustomerRecord::json_of);
             return Ok((json.into_iter().collect(), false));
         }
         let take = query.limit + 1;
@@ -100,13 +113,17 @@ impl Store {
         }
         let mut report = Consistency::default();
         for entry in self.records.iter() {
-            let (key, json) = entry?;
+            let (key, stored) = entry?;
+            let id = id_from_bytes(&key);
+            let CustomerRecord::Live(live) =
+                CustomerRecord::decode(&stored).map_err(|reason| corrupt_record(id, reason))?
+            else {
+                report.deleted += 1;
+                continue;
+            };
             report.records += 1;
-            let record: EmailOnly =
-                serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
-                    what: format!("customer {}", id_from_bytes(&key)),
-                    reason: e.to_string(),
-                })?;
+            let record: EmailOnly = serde_json::from_slice(&live.json)
+                .map_err(|e| corrupt_record(id, &e.to_string()))?;
             match self
                 .emails
                 .get(record.email.to_ascii_lowercase().as_bytes())?
@@ -118,7 +135,8 @@ impl Store {
         }
         for entry in self.emails.iter() {
             let (_, id) = entry?;
-            if !self.records.contains_key(&id)? {
+            let owner = self.records.get(&id)?;
+            if owner.as_ref().and_then(CustomerRecord::json_of).is_none() {
                 report.orphan_index_entries += 1;
             }
         }
@@ -126,8 +144,9 @@ impl Store {
     }
 }
 
-/// Up to `take` values from `entries`, in their order, as many as fit in `max_bytes` (with a
-/// separator each, and at least one); and whether the bytes, not `take`, cut them short.
+/// Up to `take` customers' JSON from `entries`, in their order, tombstones skipped, as many as
+/// fit in `max_bytes` (with a separator each, and at least one); and whether the bytes, not
+/// `take`, cut them short.
 fn values(
     entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
     take: usize,
@@ -135,8 +154,12 @@ fn values(
 ) -> Result<(Vec<IVec>, bool), StoreError> {
     let mut page = Vec::new();
     let mut bytes = 0;
-    for entry in entries.take(take) {
-        let (_, json) = entry?;
+    let live = entries.filter_map(|entry| match entry {
+        Ok((_, stored)) => CustomerRecord::json_of(&stored).map(Ok),
+        Err(e) => Some(Err(e)),
+    });
+    for json in live.take(take) {
+        let json = json?;
         bytes += json.len() + 1;
         if bytes > max_bytes && !page.is_empty() {
             return Ok((page, true));
@@ -144,6 +167,13 @@ fn values(
         page.push(json);
     }
     Ok((page, false))
+}
+
+fn corrupt_record(id: CustomerId, reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        what: format!("customer {id}"),
+        reason: reason.to_owned(),
+    }
 }
 
 pub(crate) fn id_from_bytes(bytes: &[u8]) -> CustomerId {
@@ -250,8 +280,9 @@ mod tests {
     fn verify_counts_every_disagreement_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap().store;
-        let ids = crate::storage::store::ascending_ids(4);
+        let ids = crate::storage::store::ascending_ids(6);
         let (ok, missing, conflicting, ghost) = (ids[0], ids[1], ids[2], ids[3]);
+        let (deleted, deleted_but_indexed) = (ids[4], ids[5]);
         let mut batch = Batch::default();
         batch.put(
             TreeId::Customers,
@@ -270,11 +301,24 @@ mod tests {
             br#"{"email":"OK@x.com"}"#,
         );
         batch.put(TreeId::Emails, b"ghost@x.com", &ghost.to_bytes());
+        let tombstone = CustomerRecord::tombstone(1);
+        batch.put(TreeId::Customers, &deleted.to_bytes(), &tombstone);
+        batch.put(
+            TreeId::Customers,
+            &deleted_but_indexed.to_bytes(),
+            &tombstone,
+        );
+        batch.put(
+            TreeId::Emails,
+            b"gone@x.com",
+            &deleted_but_indexed.to_bytes(),
+        );
         store.apply(batch.puts()).unwrap();
         let expected = Consistency {
             records: 3,
+            deleted: 2,
             missing_index_entries: 1,
-            orphan_index_entries: 1,
+            orphan_index_entries: 2,
             conflicting_records: 1,
         };
         assert_eq!(store.verify().unwrap(), expected);
