@@ -1,6 +1,6 @@
-//! How another service consumes `customer.created` events: a durable pull consumer on the
-//! `CUSTOMERS_EVENTS` stream that acknowledges each event after handling it, so that after a
-//! restart it resumes where it stopped. Run it next to `scripts/run-local`:
+//! How another service consumes customer events (`customer.created`, `.updated`,
+//! `.deleted`): a durable pull consumer on the `CUSTOMERS_EVENTS` stream that acknowledges each
+//! event after handling it, so that after a restart it resumes where it stopped. Run it next to `scripts/run-local`:
 //!
 //! ```text
 //! cargo run -p customers-shared --example consume_customer_events -- --durable billing
@@ -54,11 +54,22 @@ struct Args {
 
 /// The part of the CloudEvents envelope this consumer reads (docs/asyncapi.json has it all).
 #[derive(Deserialize)]
-struct CustomerCreated {
+struct CustomerEvent {
+    /// `customer.created:{id}`, `customer.updated:{id}:{version}` or `customer.deleted:{id}`.
     id: String,
     subject: String,
     time: String,
-    data: Customer,
+    data: Data,
+}
+
+/// `data`: the customer (created), the customer and its previous attributes (updated), or
+/// what remains of it (deleted).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Data {
+    Updated { customer: Customer },
+    Deleted { deleted: bool },
+    Created(Customer),
 }
 
 #[derive(Deserialize)]
@@ -120,7 +131,7 @@ async fn consume(
             &args.durable,
             pull::Config {
                 durable_name: Some(args.durable.clone()),
-                filter_subject: "customers.v1.events.created".into(),
+                filter_subject: "customers.v1.events.>".into(),
                 deliver_policy,
                 ack_policy: AckPolicy::Explicit,
                 // Unacknowledged for this long (a crash mid-handling): delivered again.
@@ -145,12 +156,23 @@ async fn consume(
         while let Some(message) = batch.next().await {
             let message = message?;
             let sequence = message.info()?.stream_sequence;
-            let event: CustomerCreated = serde_json::from_slice(&message.payload)?;
-            // Handle the event here, idempotently by `event.id`; then acknowledge it. A double
-            // acknowledgement waits until the server has recorded it.
+            let event: CustomerEvent = serde_json::from_slice(&message.payload)?;
+            // Handle the event here, idempotently by `event.id` (a deletion: erase your copy
+            // of the customer); then acknowledge it. A double acknowledgement waits until the
+            // server has recorded it.
+            let state = match &event.data {
+                Data::Created(customer) | Data::Updated { customer } => customer.status.as_str(),
+                Data::Deleted { deleted } => {
+                    if *deleted {
+                        "deleted"
+                    } else {
+                        "?"
+                    }
+                }
+            };
             println!(
-                "{sequence} {} {} {} {}",
-                event.id, event.subject, event.time, event.data.status
+                "{sequence} {} {} {} {state}",
+                event.id, event.subject, event.time
             );
             message.double_ack().await?;
             handled += 1;

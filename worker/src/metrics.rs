@@ -61,6 +61,7 @@ pub(crate) struct Metrics {
     events_published: Counter,
     events_duplicates: Counter,
     event_publish_failures: Counter,
+    events_erased: Counter,
     events_pending: Gauge,
     oldest_pending_event_age: Gauge<f64, AtomicU64>,
     role: Family<RoleLabel, Gauge>,
@@ -89,6 +90,7 @@ impl Default for Metrics {
             events_published: Counter::default(),
             events_duplicates: Counter::default(),
             event_publish_failures: Counter::default(),
+            events_erased: Counter::default(),
             events_pending: Gauge::default(),
             oldest_pending_event_age: Gauge::default(),
             role: Family::default(),
@@ -168,8 +170,13 @@ impl Default for Metrics {
             metrics.event_publish_failures.clone(),
         );
         metrics.registry.register(
+            "events_erased",
+            "Messages of deleted customers deleted (payload overwritten) from the events stream",
+            metrics.events_erased.clone(),
+        );
+        metrics.registry.register(
             "events_pending",
-            "Events in the outbox, stored with their customer and not yet acknowledged by JetStream",
+            "Events in the outbox, stored with their change and not yet acknowledged by JetStream",
             metrics.events_pending.clone(),
         );
         metrics.registry.register(
@@ -282,6 +289,10 @@ impl Metrics {
 
     pub(crate) fn event_publish_failed(&self) {
         self.event_publish_failures.inc();
+    }
+
+    pub(crate) fn event_erased(&self) {
+        self.events_erased.inc();
     }
 
     /// This instance's role now (replicated mode only: a single worker has no role series).

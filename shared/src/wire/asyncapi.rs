@@ -1,6 +1,7 @@
 //! The AsyncAPI 3.0 description of the whole NATS interface: the request–reply operations
-//! `create`, `get` and `list` with their headers and error headers, the micro service's
-//! discovery endpoints (`$SRV.*`) and the `customer.created` event channel. Built from the
+//! `create`, `get`, `list`, `update` and `delete` with their headers and error headers, the
+//! micro service's discovery endpoints (`$SRV.*`) and the event channels (`customer.created`,
+//! `customer.updated`, `customer.deleted`). Built from the
 //! same schemars types as the OpenAPI document. The ingress serves it at
 //! `GET /api/v1/asyncapi.json`; `docs/asyncapi.json` is the committed copy, and
 //! `asyncapi_matches_committed_file` fails when the two drift (regenerate with
@@ -9,10 +10,15 @@
 use serde_json::{Map, Value, json};
 
 use crate::domain::customer::Customer;
-use crate::wire::event::{self, CustomerCreatedEvent};
+use crate::wire::event::{
+    self, CustomerCreatedEvent, CustomerDeletedEvent, CustomerUpdatedEvent, EventType,
+};
 use crate::wire::problem::Problem;
 use crate::wire::protocol::{self, headers};
-use crate::wire::schema::{self, CreateCustomerRequest, CustomerList, ListCustomersRequest};
+use crate::wire::schema::{
+    self, CreateCustomerRequest, CustomerList, DeletedCustomer, ListCustomersRequest,
+    UpdateCustomerRequest,
+};
 
 /// The AsyncAPI document, for the default subject prefix.
 pub fn document() -> Value {
@@ -22,7 +28,13 @@ pub fn document() -> Value {
     let customer = generator.subschema_for::<Customer>();
     let list = generator.subschema_for::<CustomerList>();
     let problem = generator.subschema_for::<Problem>();
-    let created_event = generator.subschema_for::<CustomerCreatedEvent<'static>>();
+    let update = generator.subschema_for::<UpdateCustomerRequest>();
+    let deleted = generator.subschema_for::<DeletedCustomer>();
+    let event_schemas = [
+        generator.subschema_for::<CustomerCreatedEvent<'static>>(),
+        generator.subschema_for::<CustomerUpdatedEvent<'static>>(),
+        generator.subschema_for::<CustomerDeletedEvent<'static>>(),
+    ];
     let schemas = generator.take_definitions(true);
 
     let prefix = protocol::DEFAULT_SUBJECT_PREFIX;
@@ -41,9 +53,19 @@ pub fn document() -> Value {
         }
         header_object(properties)
     };
+    let change_headers = {
+        let mut headers = request_headers(true);
+        headers["properties"][headers::CUSTOMER_ID] =
+            string("The customer to change (required; missing or malformed: 404).");
+        headers["properties"][headers::IF_MATCH] = string(
+            "Proceed only at one of these versions (entity tags, strong comparison), or * (docs/API.md §4c).",
+        );
+        headers
+    };
     let reply_headers = json!({
         headers::REQUEST_ID: string("The request's X-Request-Id, when it had one."),
-        headers::CUSTOMER_ID: string("On a created (or replayed) customer: its id."),
+        headers::CUSTOMER_ID: string("On a reply carrying a customer: its id."),
+        headers::ETAG: string("On a reply carrying a customer, and on a 412: its version as an entity tag (\"3\")."),
         headers::IDEMPOTENT_REPLAYED: {"const": "true", "description": "On the stored reply of an earlier request with the same Idempotency-Key."}
     });
     let error_headers = header_object(json!({
@@ -90,10 +112,33 @@ pub fn document() -> Value {
         ),
     );
     add(
+        "updateCustomerRequest",
+        message(
+            "updateCustomerRequest",
+            "A JSON Merge Patch (RFC 7396) of the customer's fields.",
+            change_headers.clone(),
+            update.to_value(),
+        ),
+    );
+    add(
+        "deleteCustomerRequest",
+        json!({"name": "deleteCustomerRequest", "summary": "Empty (a payload is ignored, but fingerprinted with an Idempotency-Key).",
+        "headers": change_headers, "payload": {"type": "string"}}),
+    );
+    add(
+        "deletedCustomer",
+        message(
+            "deletedCustomer",
+            "The customer is deleted (erased).",
+            header_object(reply_headers.clone()),
+            deleted.to_value(),
+        ),
+    );
+    add(
         "customer",
         message(
             "customer",
-            "The customer, exactly as stored (201 on a create, 200 on a get).",
+            "The customer, exactly as stored (201 on a create, 200 on a get or an update).",
             header_object(reply_headers),
             customer.to_value(),
         ),
@@ -112,17 +157,34 @@ pub fn document() -> Value {
         json!({"name": "problem", "summary": "An RFC 9457 problem, with the NATS micro error headers.",
         "contentType": crate::wire::problem::PROBLEM_CONTENT_TYPE, "headers": error_headers, "payload": problem.to_value()}),
     );
-    add(
-        "customerCreated",
-        json!({"name": "customerCreated",
-        "summary": "One per stored customer: a CloudEvents 1.0 envelope (JSON structured mode) whose data is the customer exactly as the 201 returned it.",
-        "contentType": event::CONTENT_TYPE,
-        "headers": header_object(json!({
-            "Nats-Msg-Id": string("The event id (customer.created:{customer id}); the stream drops a re-publication within its duplicate window."),
-            "Content-Type": {"const": event::CONTENT_TYPE}
-        })),
-        "payload": created_event.to_value()}),
-    );
+    for (event_type, schema) in EventType::ALL.into_iter().zip(event_schemas) {
+        let summary = match event_type {
+            EventType::Created => {
+                "One per stored customer: a CloudEvents 1.0 envelope (JSON structured mode) whose data is the customer exactly as the 201 returned it."
+            }
+            EventType::Updated => {
+                "One per update that changed the customer: data holds the customer exactly as the 200 returned it and previous_attributes, each changed member's value before (and updated_at's)."
+            }
+            EventType::Deleted => {
+                "One per delete: data holds the id, deleted: true and deleted_at, no personal data. The customer's earlier created and updated messages are erased from the stream before it is published."
+            }
+        };
+        let name = event_message(event_type);
+        let event_id = match event_type {
+            EventType::Updated => format!("{}:{{customer id}}:{{version}}", event_type.name()),
+            _ => format!("{}:{{customer id}}", event_type.name()),
+        };
+        add(
+            &name,
+            json!({"name": name, "summary": summary,
+            "contentType": event::CONTENT_TYPE,
+            "headers": header_object(json!({
+                "Nats-Msg-Id": string(&format!("The event id ({event_id}); the stream drops a re-publication within its duplicate window.")),
+                "Content-Type": {"const": event::CONTENT_TYPE}
+            })),
+            "payload": schema.to_value()}),
+        );
+    }
     add(
         "serviceRequest",
         json!({"name": "serviceRequest", "summary": "Empty.", "payload": {"type": "string", "maxLength": 0}}),
@@ -204,6 +266,20 @@ pub fn document() -> Value {
         "listCustomersRequest",
         &["customerList", "problem"],
     );
+    request_reply(
+        protocol::Endpoint::Update.name(),
+        "updateCustomer",
+        "Applies a merge patch to the customer named by Customer-Id, durably; answers with the whole customer and its ETag.",
+        "updateCustomerRequest",
+        &["customer", "problem"],
+    );
+    request_reply(
+        protocol::Endpoint::Delete.name(),
+        "deleteCustomer",
+        "Deletes (erases) the customer named by Customer-Id, durably.",
+        "deleteCustomerRequest",
+        &["deletedCustomer", "problem"],
+    );
 
     for (verb, name, reply) in [
         ("PING", "servicePing", "pingReply"),
@@ -235,31 +311,42 @@ pub fn document() -> Value {
         );
     }
 
-    channels.insert("customerCreated".into(), json!({
-        "address": event::created_subject(prefix),
-        "description": format!("customer.created events, captured by the JetStream stream {} (subjects {}): one per stored customer, in commit order.",
-            event::DEFAULT_STREAM, event::all_events_subject(prefix)),
-        "messages": {"customerCreated": reference("components/messages", "customerCreated")}
-    }));
-    operations.insert("publishCustomerCreated".into(), json!({
-        "action": "send",
-        "summary": "The worker publishes each stored customer's event (transactional outbox, publish acknowledged by JetStream).",
-        "channel": reference("channels", "customerCreated"),
-        "messages": [reference("channels/customerCreated/messages", "customerCreated")]
-    }));
+    for event_type in EventType::ALL {
+        let name = event_message(event_type);
+        channels.insert(name.clone(), json!({
+            "address": event_type.subject(prefix, "{id}"),
+            "parameters": {"id": {"description": "The customer's id."}},
+            "description": format!("{} events, captured by the JetStream stream {} (subjects {}): one per change, in commit order per customer.",
+                event_type.name(), event::DEFAULT_STREAM, event::all_events_subject(prefix)),
+            "messages": {name.clone(): reference("components/messages", &name)}
+        }));
+        let operation = format!("publish{}{}", name[..1].to_uppercase(), &name[1..]);
+        operations.insert(operation, json!({
+            "action": "send",
+            "summary": "The worker publishes each committed change's event (transactional outbox, publish acknowledged by JetStream).",
+            "channel": reference("channels", &name),
+            "messages": [reference(&format!("channels/{name}/messages"), &name)]
+        }));
+    }
 
     json!({
         "asyncapi": "3.0.0",
         "info": {
             "title": "customers (NATS)",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The customers service on NATS: the micro service `customers` (request–reply create, get and list, the same operations as the HTTP API) and the customer.created events on JetStream. Subjects are shown with the default prefix `customers`."
+            "description": "The customers service on NATS: the micro service `customers` (request–reply create, get, list, update and delete, the same operations as the HTTP API) and the customer.created, customer.updated and customer.deleted events on JetStream. Subjects are shown with the default prefix `customers`."
         },
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,
         "components": {"schemas": schemas, "messages": messages}
     })
+}
+
+/// The message and channel name of an event type: `customerCreated`, and so on.
+fn event_message(event_type: EventType) -> String {
+    let token = event_type.token();
+    format!("customer{}{}", token[..1].to_uppercase(), &token[1..])
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ async fn worker_command(args: &[&str]) -> std::process::Output {
 
 fn customers(store: &Store) -> HashMap<CustomerId, Vec<u8>> {
     store
-        .customers_after(None, usize::MAX)
+        .records_after(None, usize::MAX)
         .unwrap()
         .into_iter()
         .map(|(id, json)| (id, json.to_vec()))

@@ -18,6 +18,7 @@ use customers_tests::{
     HttpClient, KillMoments, NatsServer, PATIENCE, ServiceProcess, TestIngress, TestWorker,
     customer_with_email, nats_header, spawn_app, start_worker_process, workspace_binary,
 };
+use futures_util::StreamExt;
 use serde_json::Value;
 
 #[tokio::test]
@@ -546,4 +547,229 @@ async fn the_asyncapi_document_is_valid_asyncapi_3_and_served_beside_openapi() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A change over NATS (update or delete of `id`), sent again until a worker answers.
+async fn change_when_served(
+    client: &async_nats::Client,
+    endpoint: Endpoint,
+    id: &str,
+    payload: &'static str,
+) -> async_nats::Message {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let mut map = async_nats::HeaderMap::new();
+            map.insert(headers::CUSTOMER_ID, id);
+            if let Ok(reply) = client
+                .request_with_headers(subject(endpoint), map, payload.into())
+                .await
+            {
+                return reply;
+            }
+        }
+    })
+    .await
+    .expect("a worker answers")
+}
+
+/// The `data` member of an event as published, byte for byte.
+fn data_of(payload: &[u8]) -> &[u8] {
+    let text = std::str::from_utf8(payload).unwrap();
+    let (_, data) = text.split_once(r#""data":"#).unwrap();
+    data.strip_suffix('}').unwrap().as_bytes()
+}
+
+#[tokio::test]
+async fn each_change_gives_one_event_on_its_customers_subject_and_a_delete_erases_the_earlier_ones()
+{
+    let app = spawn_app().await;
+    let mut published = app
+        .nats_client
+        .subscribe("customers.v1.events.>")
+        .await
+        .unwrap();
+    app.nats_client.flush().await.unwrap();
+    // Each change's event is awaited before the next change: a delete erases its customer's
+    // events that are still pending, unpublished (the next test).
+    let mut messages = Vec::new();
+    macro_rules! next_event {
+        () => {
+            messages.push(
+                tokio::time::timeout(PATIENCE, published.next())
+                    .await
+                    .expect("the change's event is published")
+                    .unwrap(),
+            )
+        };
+    }
+    let created = app
+        .http
+        .create(&customer_with_email("life@events.example.com"))
+        .await;
+    next_event!();
+    let customer = created.json();
+    let id = customer["id"].as_str().unwrap().to_owned();
+    let renamed = app.http.patch(&id, r#"{"name":"Renamed"}"#, &[]).await;
+    next_event!();
+    let unchanged = app.http.patch(&id, r#"{"name":"Renamed"}"#, &[]).await;
+    let moved = app
+        .http
+        .patch(
+            &id,
+            r#"{"email":"moved@events.example.com","custom_data":{"k":1}}"#,
+            &[],
+        )
+        .await;
+    next_event!();
+    let deleted = app.http.delete(&id, &[]).await;
+    next_event!();
+    assert_eq!(
+        [
+            renamed.status,
+            unchanged.status,
+            moved.status,
+            deleted.status
+        ],
+        [200, 200, 200, 200]
+    );
+    let other = app
+        .http
+        .create(&customer_with_email("stays@events.example.com"))
+        .await;
+    next_event!();
+    let other_id = other.json()["id"].as_str().unwrap().to_owned();
+
+    // Four changes of the first customer (none for the patch that changed nothing), then the
+    // second's creation.
+    let subjects: Vec<String> = messages.iter().map(|m| m.subject.to_string()).collect();
+    assert_eq!(
+        subjects,
+        [
+            format!("customers.v1.events.created.{id}"),
+            format!("customers.v1.events.updated.{id}"),
+            format!("customers.v1.events.updated.{id}"),
+            format!("customers.v1.events.deleted.{id}"),
+            format!("customers.v1.events.created.{other_id}"),
+        ]
+    );
+    let events: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    let renamed_customer = renamed.json();
+    assert_eq!(events[1]["type"], "customer.updated");
+    assert_eq!(events[1]["id"], format!("customer.updated:{id}:2"));
+    assert_eq!(events[1]["subject"], id.as_str());
+    assert_eq!(events[1]["time"], renamed_customer["updated_at"]);
+    let data = data_of(&messages[1].payload);
+    let expected = format!(
+        r#"{{"customer":{},"previous_attributes":{{"name":"Test Customer","updated_at":{}}}}}"#,
+        String::from_utf8_lossy(&renamed.body),
+        customer["updated_at"]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(data),
+        expected,
+        "the 200 body, byte for byte"
+    );
+    assert_eq!(events[2]["id"], format!("customer.updated:{id}:3"));
+    assert_eq!(
+        events[2]["data"]["previous_attributes"],
+        serde_json::json!({
+            "email": "life@events.example.com",
+            "updated_at": renamed_customer["updated_at"],
+            "custom_data": null,
+        })
+    );
+    assert_eq!(events[2]["data"]["customer"], moved.json());
+    let erased = &events[3];
+    assert_eq!(erased["type"], "customer.deleted");
+    assert_eq!(erased["id"], format!("customer.deleted:{id}"));
+    let deleted_at = erased["data"]["deleted_at"].as_str().unwrap();
+    assert_eq!(
+        erased["data"],
+        serde_json::json!({"id": id, "deleted": true, "deleted_at": deleted_at})
+    );
+    assert_eq!(erased["time"], deleted_at);
+    let text = String::from_utf8_lossy(&messages[3].payload);
+    assert!(
+        !text.contains("events.example.com") && !text.contains("Renamed"),
+        "{text}"
+    );
+
+    // In the stream, the deleted customer's earlier events are gone before its deletion's.
+    let kept = first_events(&app.nats_client, 2).await;
+    let kept: Vec<&str> = kept.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(
+        kept,
+        [
+            format!("customer.deleted:{id}"),
+            format!("customer.created:{other_id}")
+        ]
+    );
+    assert_eq!(stored_count(&app.nats_client).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_while_jetstream_is_down_erases_its_customers_pending_events_unpublished() {
+    let _alone = customers_tests::exclusive().await;
+    let mut nats = NatsServer::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = customers_worker::Config::new(nats.url(), data_dir.path());
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let worker = TestWorker::start_with(config).await;
+    let admin = HttpClient::new(worker.admin_addr.unwrap());
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let published = create_when_served(&client, "published@outage.example.com").await;
+    let published_id = nats_header(&published, headers::CUSTOMER_ID)
+        .unwrap()
+        .to_owned();
+    first_events(&client, 1).await;
+
+    nats.restart_with_jetstream(false);
+    let updated = change_when_served(&client, Endpoint::Update, &published_id, r#"{"name":"P"}"#);
+    assert_eq!(
+        nats_header(&updated.await, headers::SERVICE_ERROR_CODE),
+        None
+    );
+    let pending = create_when_served(&client, "pending@outage.example.com").await;
+    let pending_id = nats_header(&pending, headers::CUSTOMER_ID)
+        .unwrap()
+        .to_owned();
+    let renamed = change_when_served(&client, Endpoint::Update, &pending_id, r#"{"name":"Q"}"#);
+    assert_eq!(
+        nats_header(&renamed.await, headers::SERVICE_ERROR_CODE),
+        None
+    );
+    let kept = create_when_served(&client, "kept@outage.example.com").await;
+    let kept_id = nats_header(&kept, headers::CUSTOMER_ID).unwrap().to_owned();
+    for id in [&published_id, &pending_id] {
+        let deleted = change_when_served(&client, Endpoint::Delete, id, "").await;
+        assert_eq!(nats_header(&deleted, headers::SERVICE_ERROR_CODE), None);
+    }
+    assert_eq!(
+        admin.metric("customers_worker_events_pending").await,
+        3.0,
+        "the deleted customers' events left the outbox with them"
+    );
+
+    nats.restart_with_jetstream(true);
+    metric_reaches(&admin, "customers_worker_events_pending", 0.0).await;
+    let events = first_events(&client, 3).await;
+    let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("customer.created:{kept_id}"),
+            format!("customer.deleted:{published_id}"),
+            format!("customer.deleted:{pending_id}"),
+        ],
+        "nothing of the deleted customers but their deletion"
+    );
+    assert_eq!(stored_count(&client).await, 3);
+    assert_eq!(
+        admin.metric("customers_worker_events_erased_total").await,
+        1.0
+    );
+    worker.stop().await;
 }

@@ -267,7 +267,7 @@ async fn each_nats_role_may_do_only_its_job() {
         .expect("the reader may look up the events stream");
     let durable = |name: &str| async_nats::jetstream::consumer::pull::Config {
         durable_name: Some(name.to_owned()),
-        filter_subject: "customers.v1.events.created".into(),
+        filter_subject: "customers.v1.events.created.*".into(),
         ..Default::default()
     };
     let consumer = stream
@@ -292,11 +292,9 @@ async fn each_nats_role_may_do_only_its_job() {
         subjects,
         ["via-http@example.com", "via-billing@example.com"]
     );
-    reporting
-        .publish("customers.v1.events.created", "{}".into())
-        .await
-        .unwrap();
-    violation(&mut events, "customers.v1.events.created").await;
+    let forged = "customers.v1.events.created.cus_01h3vjs3b16yc3f9q8q9pfrb80";
+    reporting.publish(forged, "{}".into()).await.unwrap();
+    violation(&mut events, forged).await;
     let _ = tokio::time::timeout(
         Duration::from_millis(500),
         stream.get_or_create_consumer("billing", durable("billing")),

@@ -230,7 +230,7 @@ fn records(store: &Store) -> Vec<(CustomerId, Vec<u8>)> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        let page = store.customers_after(after, 1000).unwrap();
+        let page = store.records_after(after, 1000).unwrap();
         let Some((last, _)) = page.last() else {
             return all;
         };

@@ -10,10 +10,13 @@
 //! 3. **delivers**: applies the puts to sled and answers every member in one hand-off to the
 //!    runtime.
 //!
-//! A new customer's record is also its pending `customer.created` event (`outbox`): after the
-//! group is applied the committer hands the new records to the relay, and a group carries the
-//! relay's newest acknowledged mark when it moved, so the mark costs no fsync of its own
-//! under load. With events off, each group moves the mark past its own customers.
+//! With events on, every change also writes its pending event (`customer.created`, `.updated`
+//! or `.deleted`) into the stored outbox, under the next event sequence number, in the same
+//! journal record; a delete erases its customer's events still pending. After the group is
+//! applied the committer hands the new events to the relay, and a group carries the relay's
+//! newest acknowledged mark when it moved, so the mark costs no fsync of its own under load;
+//! once a mark is applied (here or, replicated, from the log) the events up to it are
+//! removed from the outbox.
 //!
 //! Under load one fsync serves many writes; a lone write is committed as soon as it arrives.
 //! When the journal's active segment passes `checkpoint_bytes`, the committer starts a new
@@ -32,14 +35,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use customers_shared::runtime::clock::unix_ms;
 use customers_shared::wire::conditional::Condition;
-use customers_shared::{ApiError, Customer, CustomerId, CustomerPatch};
+use customers_shared::wire::event::{self, EventType};
+use customers_shared::{ApiError, Customer, CustomerId, CustomerPatch, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpointer::Checkpointer;
 use super::ids::IdGenerator;
 use super::known_emails::KnownEmails;
 use super::mode::{Mode, Primacy, Replica};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, PendingEvent};
 use super::{Answer, CommitError, CommitHandle, Control, Done, Job, Limits, Write};
 use crate::health::{Failure, Health};
 use crate::idempotency;
@@ -47,9 +51,11 @@ use crate::metrics::Metrics;
 use crate::replication::log::AppendError;
 use crate::reply::Reply;
 use crate::storage::customer_record::{CustomerRecord, LiveCustomer};
+use crate::storage::event_record::EventRecord;
 use crate::storage::journal::{Batch, Journal, JournalError, Promise, TreeId};
 use crate::storage::schema::{APPLIED_KEY, RELAYED_KEY};
 use crate::storage::store::manifest::RecordKeys;
+use crate::storage::store::outbox::{relayed_sequence, relayed_value};
 use crate::storage::store::{MAX_VALUE_BYTES, Store, StoreError};
 
 /// Why a group failed as a whole; both stop the worker.
@@ -95,11 +101,13 @@ enum Waiting {
 type Delivery = Vec<(Waiting, Answer)>;
 
 /// What the committer starts from: the journal's append side, the id generator (above the
-/// newest stored id), the record tree's keys, the stored emails, its mode and, with events
+/// newest stored id) and the next event number, the record tree's keys, the stored emails, its mode and, with events
 /// on, the outbox.
 pub(crate) struct Prepared {
     journal: Journal,
     ids: IdGenerator,
+    /// The sequence number of the next event (above every stored one).
+    next_event: u64,
     records: RecordKeys,
     known_emails: KnownEmails,
     outbox: Option<Arc<Outbox>>,
@@ -119,6 +127,7 @@ impl Prepared {
             journal,
             records,
             ids: IdGenerator::after(store.newest_id()?),
+            next_event: store.last_event_sequence()? + 1,
             known_emails: KnownEmails::load(store)?,
             outbox,
             mode: Mode::Single,
@@ -171,6 +180,7 @@ pub(crate) fn spawn(
     let Prepared {
         journal,
         ids,
+        next_event,
         records,
         known_emails,
         outbox,
@@ -190,7 +200,9 @@ pub(crate) fn spawn(
         checkpointer,
         checkpoint_bytes: limits.checkpoint_bytes,
         batch: Batch::default(),
-        created: Vec::new(),
+        events: Vec::new(),
+        erased: Vec::new(),
+        next_event,
     };
     let max_group = limits.max_group.max(1);
     let thread = std::thread::Builder::new()
@@ -226,8 +238,11 @@ struct Committer {
     checkpoint_bytes: u64,
     /// The group being committed, reused between groups.
     batch: Batch,
-    /// The customers the group creates: their ids and records, for the relay.
-    created: Vec<(CustomerId, Bytes)>,
+    /// The events of the group's changes, for the relay, and the pending ones it erased.
+    events: Vec<PendingEvent>,
+    erased: Vec<u64>,
+    /// The sequence number the next event gets.
+    next_event: u64,
 }
 
 /// What the members of a group planned so far have changed, which the store does not show
@@ -251,11 +266,39 @@ enum Change {
         version: u64,
         old_email: String,
         new_email: String,
+        /// The new `updated_at`, and `customer.updated`'s `previous_attributes` (JSON).
+        at_ms: u64,
+        previous: Vec<u8>,
     },
     Delete {
         id: CustomerId,
+        version: u64,
         email: String,
     },
+}
+
+/// `customer.updated`'s `previous_attributes`: each changed member's value before (from the
+/// patch), and `updated_at`'s, in the customer's key order.
+fn previous_attributes(
+    mut changed: serde_json::Map<String, serde_json::Value>,
+    before: &Customer,
+) -> Vec<u8> {
+    const ORDER: [&str; 8] = [
+        "name",
+        "email",
+        "phone",
+        "address",
+        "payment_method",
+        "updated_at",
+        "status",
+        "custom_data",
+    ];
+    changed.insert("updated_at".into(), before.updated_at.to_string().into());
+    let ordered: serde_json::Map<String, serde_json::Value> = ORDER
+        .into_iter()
+        .filter_map(|key| changed.remove(key).map(|value| (key.to_owned(), value)))
+        .collect();
+    serde_json::to_vec(&ordered).expect("JSON values serialise")
 }
 
 /// What a member of a group is, without where its answer goes.
@@ -333,7 +376,8 @@ impl Committer {
         let size = members.len();
         let created_ms = unix_ms();
         self.batch.clear();
-        self.created.clear();
+        self.events.clear();
+        self.erased.clear();
         let mut group = GroupView::default();
         let mut outcomes = Vec::with_capacity(size);
         let mut mark_asked = false;
@@ -381,12 +425,11 @@ impl Committer {
         // stays without a sync unless the relay asked for one.
         let relayed_mark = match &self.outbox {
             Some(outbox) if mark_asked || !self.batch.is_empty() => outbox.mark_to_journal(),
-            Some(_) => None,
-            None => self.created.last().map(|(id, _)| *id),
+            _ => None,
         };
         if let Some(mark) = relayed_mark {
             self.batch
-                .put(TreeId::Relayed, RELAYED_KEY, &mark.to_bytes());
+                .put(TreeId::Relayed, RELAYED_KEY, &relayed_value(mark));
         }
         let mut journaled = None;
         if !self.batch.is_empty() {
@@ -398,9 +441,13 @@ impl Committer {
                     .put(TreeId::Replication, APPLIED_KEY, &sequence.to_be_bytes());
             }
             self.journal.append(&mut self.batch)?;
+            // Relayed through here: the events up to it leave the outbox once applied.
+            let mut trim_through = None;
             for put in self.batch.puts() {
-                if put.tree == TreeId::Customers {
-                    self.records.observe(put.key);
+                match put.tree {
+                    TreeId::Customers => self.records.observe(put.key),
+                    TreeId::Relayed => trim_through = put.value.and_then(relayed_sequence),
+                    _ => {}
                 }
             }
             let sync_started = Instant::now();
@@ -413,6 +460,9 @@ impl Committer {
             failpoint!("commit-before-apply", |_| crate::support::crash());
             failpoint!("committer-panic", |_| panic!("failpoint committer-panic"));
             self.store.apply(self.batch.puts())?;
+            if let Some(through) = trim_through {
+                self.store.trim_events_through(through)?;
+            }
             if let (Some(replica), Some(sequence)) = (self.mode.replica(), log_sequence) {
                 replica.applied_sequence = sequence;
                 replica.applied.send_replace(sequence);
@@ -422,7 +472,7 @@ impl Committer {
                 if let Some(mark) = relayed_mark {
                     outbox.journaled(mark);
                 }
-                outbox.committed(self.created.drain(..));
+                outbox.committed(self.events.drain(..), &self.erased);
             }
         }
         let (bytes, sync) = journaled.unzip();
@@ -456,8 +506,9 @@ impl Committer {
         match std::mem::replace(&mut self.mode, Mode::Single).promote(primacy) {
             Ok(primary) => {
                 self.mode = primary;
-                // Ids continue above everything the log holds.
+                // Ids and event numbers continue above everything the log holds.
                 self.ids = IdGenerator::after(self.store.newest_id()?);
+                self.next_event = self.store.last_event_sequence()? + 1;
                 self.outbox = outbox;
                 Ok(Ok(Reply::ok(Bytes::new())))
             }
@@ -531,8 +582,12 @@ impl Committer {
             );
             return Ok(Err(CommitError::Unstorable));
         }
-        if matches!(change, Some(Change::Create { .. }))
-            && self.outbox.as_ref().is_some_and(|outbox| !outbox.reserve())
+        let more_events = self.events.len() + 1;
+        if change.is_some()
+            && self
+                .outbox
+                .as_ref()
+                .is_some_and(|outbox| !outbox.has_room_for(more_events))
         {
             return Ok(Err(CommitError::OutboxFull));
         }
@@ -578,12 +633,16 @@ impl Committer {
             return Ok((Reply::error(&taken), None));
         }
         let version = live.version + 1;
-        let json = Bytes::from(customer.updated(patched.fields, at_ms).to_json());
+        let updated = customer.updated(patched.fields, at_ms);
+        let previous = previous_attributes(patched.previous, &customer);
+        let json = Bytes::from(updated.to_json());
         let change = Change::Update {
             id,
             version,
             old_email,
             new_email,
+            at_ms: updated.updated_at.unix_ms(),
+            previous,
         };
         Ok((Reply::customer(200, id, version, json), Some(change)))
     }
@@ -595,13 +654,14 @@ impl Committer {
         condition: Option<Condition>,
         group: &GroupView,
     ) -> Result<(Reply, Option<Change>), StoreError> {
-        let (_, customer) = match self.current(id, condition.as_ref(), group)? {
+        let (live, customer) = match self.current(id, condition.as_ref(), group)? {
             Ok(current) => current,
             Err(refusal) => return Ok((Reply::error(&refusal), None)),
         };
         let body = serde_json::json!({ "id": id, "deleted": true }).to_string();
         let change = Change::Delete {
             id,
+            version: live.version,
             email: customer.email.index_key(),
         };
         Ok((Reply::ok(Bytes::from(body)), Some(change)))
@@ -648,23 +708,27 @@ impl Committer {
         }
     }
 
-    /// Adds a decided change's puts to the batch, and what it changes to `group`.
+    /// Adds a decided change's puts to the batch (with its event, when events are on), and
+    /// what it changes to `group`.
     fn stage(&mut self, change: Change, reply: &Reply, group: &mut GroupView, at_ms: u64) {
-        match change {
+        let event = match change {
             Change::Create { id, email_key } => {
                 self.batch
                     .put(TreeId::Customers, &id.to_bytes(), &reply.body);
                 self.batch
                     .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
-                self.created.push((id, reply.body.clone()));
                 self.known_emails.insert(&email_key);
                 group.emails.insert(email_key, Some(id));
+                let data = reply.body.clone();
+                (EventType::Created, id, 1, id.unix_ms(), data)
             }
             Change::Update {
                 id,
                 version,
                 old_email,
                 new_email,
+                at_ms,
+                previous,
             } => {
                 let record = CustomerRecord::live(version, &reply.body);
                 self.batch.put(TreeId::Customers, &id.to_bytes(), &record);
@@ -679,8 +743,10 @@ impl Committer {
                 let json = reply.body.clone();
                 let live = CustomerRecord::Live(LiveCustomer { version, json });
                 group.customers.insert(id, live);
+                let data = Bytes::from(event::updated_data(&reply.body, &previous));
+                (EventType::Updated, id, version, at_ms, data)
             }
-            Change::Delete { id, email } => {
+            Change::Delete { id, version, email } => {
                 let tombstone = CustomerRecord::tombstone(at_ms);
                 self.batch
                     .put(TreeId::Customers, &id.to_bytes(), &tombstone);
@@ -690,8 +756,46 @@ impl Committer {
                     deleted_at_ms: at_ms,
                 };
                 group.customers.insert(id, deleted);
+                self.erase_pending_events(id);
+                let data = event::deleted_data(id, Timestamp::from_unix_ms(at_ms));
+                (EventType::Deleted, id, version, at_ms, Bytes::from(data))
             }
+        };
+        if self.outbox.is_some() {
+            let (event_type, customer, version, at_ms, data) = event;
+            let event = EventRecord {
+                event_type,
+                customer,
+                version,
+                at_ms,
+                data,
+            };
+            let sequence = self.next_event;
+            self.next_event += 1;
+            self.batch
+                .put(TreeId::Outbox, &sequence.to_be_bytes(), &event.encode());
+            self.events.push(PendingEvent { sequence, event });
         }
+    }
+
+    /// A delete of `customer`: its events not yet published (stored before, or earlier in
+    /// this group) leave the outbox in the same journal record, so they are never published.
+    fn erase_pending_events(&mut self, customer: CustomerId) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let stored = outbox.pending_of(customer);
+        let in_group = self
+            .events
+            .iter()
+            .filter(|e| e.event.customer == customer)
+            .map(|e| e.sequence);
+        let erased: Vec<u64> = stored.into_iter().chain(in_group).collect();
+        for sequence in &erased {
+            self.batch.remove(TreeId::Outbox, &sequence.to_be_bytes());
+        }
+        self.events.retain(|e| e.event.customer != customer);
+        self.erased.extend(erased);
     }
 
     /// A standby: adds the log's group `sequence` to the batch (after the ones it already

@@ -1,36 +1,37 @@
-//! The transactional outbox between the committer and the relay. A customer's pending event
-//! is its stored record above the relayed mark (`store::outbox`), so it becomes durable in
-//! the same group commit as the customer, at no extra cost. This module is the shared state:
+//! The transactional outbox between the committer and the relay. Every committed change's
+//! event is an entry of the stored outbox (`store::outbox`), written in the same group commit
+//! as the change. This module is the shared state in memory:
 //!
-//! * the bound: the committer refuses creates while `max_pending` events wait (503 rather
-//!   than an event lost), and counts each new one;
-//! * a queue of the most recent committed events (id and record), pushed by the committer
-//!   after each group so that the relay need not read them back from sled; when the relay
-//!   falls behind by more than the queue holds, the oldest are dropped and the relay reads
-//!   those from the store instead (events are numbered, so it knows how many);
-//! * the relayed mark: the relay reports what JetStream acknowledged, the committer journals
-//!   it with its next group, so a restart resumes after it. When nothing else is committed
-//!   for a while, the relay asks for a group of its own (`Write::RecordRelayed`).
+//! * the pending events (stored, not yet acknowledged by JetStream), by sequence number with
+//!   their customer and commit time: the bound (the committer refuses changes while
+//!   `max_pending` events wait: 503 rather than an event lost), the oldest one's age, and the
+//!   events of a customer that a delete erases before they are published;
+//! * a queue of the most recent committed events, pushed by the committer after each group so
+//!   that the relay need not read them back from sled; what it no longer holds (the events
+//!   stored before this process started, or when the relay fell far behind) the relay reads
+//!   from the store;
+//! * the relayed mark: the relay reports the newest sequence number JetStream acknowledged,
+//!   the committer journals it with its next group, so a restart resumes after it. When
+//!   nothing else is committed for a while, the relay asks for a group of its own
+//!   (`Control::RecordRelayed`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use bytes::Bytes;
 use customers_shared::CustomerId;
 use tokio::sync::Notify;
 
+use crate::storage::event_record::EventRecord;
 use crate::storage::store::{Store, StoreError};
 
-/// Recent events kept for the relay (about 300 bytes each, so a few MB at most).
+/// Recent events kept for the relay (about 600 bytes each, so ten MB at most).
 const RECENT_EVENTS: usize = 16 * 1024;
 
-/// A committed customer whose event is pending: its number in this process's sequence of
-/// events, its id and its stored record.
+/// A committed event waiting for JetStream: its sequence number and the stored record.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingEvent {
-    pub(crate) number: u64,
-    pub(crate) id: CustomerId,
-    pub(crate) record: Bytes,
+    pub(crate) sequence: u64,
+    pub(crate) event: EventRecord,
 }
 
 #[derive(Debug)]
@@ -42,26 +43,35 @@ pub(crate) struct Outbox {
 
 #[derive(Debug)]
 struct State {
-    /// Events stored and not acknowledged (reserved ones included).
-    pending: usize,
-    /// The number the next committed event gets.
-    next_number: u64,
+    /// Stored and not acknowledged: sequence number → (customer, commit time in ms).
+    pending: BTreeMap<u64, (CustomerId, u64)>,
     recent: VecDeque<PendingEvent>,
-    /// The newest acknowledged id, and the newest of those journaled.
-    relayed: Option<CustomerId>,
-    journaled: Option<CustomerId>,
+    /// Events numbered up to this one are not in `recent`: the relay reads them from the
+    /// store.
+    stored_only_through: u64,
+    /// The newest acknowledged sequence number, and the newest of those journaled.
+    relayed: u64,
+    journaled: u64,
 }
 
 impl Outbox {
-    /// An outbox with `pending` events already stored (above the mark `journaled`, found at
-    /// start; numbered 0 to `pending - 1`), of at most `max_pending`.
-    pub(crate) fn new(max_pending: usize, pending: usize, journaled: Option<CustomerId>) -> Self {
+    /// An outbox whose pending events are `pending` (stored before this process started,
+    /// numbered up to `stored_through`), above the journaled mark `journaled`.
+    pub(crate) fn new(
+        max_pending: usize,
+        pending: impl IntoIterator<Item = (u64, CustomerId, u64)>,
+        stored_through: u64,
+        journaled: u64,
+    ) -> Self {
         Self {
             max_pending: max_pending.max(1),
             state: Mutex::new(State {
-                pending,
-                next_number: pending as u64,
+                pending: pending
+                    .into_iter()
+                    .map(|(sequence, customer, at_ms)| (sequence, (customer, at_ms)))
+                    .collect(),
                 recent: VecDeque::new(),
+                stored_only_through: stored_through,
                 relayed: journaled,
                 journaled,
             }),
@@ -72,47 +82,61 @@ impl Outbox {
     /// The outbox of `store` as it is now: the events above its relayed mark pending, of at
     /// most `max_pending`.
     pub(crate) fn load(store: &Store, max_pending: usize) -> Result<Self, StoreError> {
-        Ok(match store.relayed_through()? {
-            Some(mark) => Self::new(max_pending, store.count_after(Some(mark))?, Some(mark)),
-            // Customers stored before events were ever on get none: events start here (the
-            // first group journals the mark).
-            None => Self::starting_after(max_pending, store.newest_id()?),
-        })
-    }
-
-    /// An outbox for a store whose events were never on: nothing is pending, and the mark
-    /// starts at `newest`, the newest stored customer (journaled with the first group).
-    pub(crate) fn starting_after(max_pending: usize, newest: Option<CustomerId>) -> Self {
-        let outbox = Self::new(max_pending, 0, None);
-        outbox.state().relayed = newest;
-        outbox
+        let mark = store.relayed_through()?;
+        let pending: Vec<(u64, CustomerId, u64)> = store
+            .events_after(mark, usize::MAX)?
+            .into_iter()
+            .map(|(sequence, event)| (sequence, event.customer, event.at_ms))
+            .collect();
+        let stored_through = store.last_event_sequence()?;
+        Ok(Self::new(max_pending, pending, stored_through, mark))
     }
 
     /// Events waiting for JetStream's acknowledgement.
     pub(crate) fn pending(&self) -> usize {
-        self.state().pending
+        self.state().pending.len()
     }
 
-    /// Takes room for one more event (the committer, for a new customer); `false` when full.
-    pub(crate) fn reserve(&self) -> bool {
+    /// The commit time of the oldest pending event, in ms since the Unix epoch.
+    pub(crate) fn oldest_pending_ms(&self) -> Option<u64> {
+        self.state()
+            .pending
+            .values()
+            .next()
+            .map(|(_, at_ms)| *at_ms)
+    }
+
+    /// Whether `more` events fit beside those pending (the committer, for a group's changes).
+    pub(crate) fn has_room_for(&self, more: usize) -> bool {
+        self.state().pending.len() + more <= self.max_pending
+    }
+
+    /// The pending events of `customer` (the committer, erasing them with a delete).
+    pub(crate) fn pending_of(&self, customer: CustomerId) -> Vec<u64> {
+        self.state()
+            .pending
+            .iter()
+            .filter(|(_, (owner, _))| *owner == customer)
+            .map(|(sequence, _)| *sequence)
+            .collect()
+    }
+
+    /// The committer, after a group is durable and applied: its events, in order, and the
+    /// pending ones it erased.
+    pub(crate) fn committed(&self, events: impl IntoIterator<Item = PendingEvent>, erased: &[u64]) {
         let mut state = self.state();
-        if state.pending >= self.max_pending {
-            return false;
+        for sequence in erased {
+            state.pending.remove(sequence);
         }
-        state.pending += 1;
-        true
-    }
-
-    /// The committer, after a group is durable and applied: its new customers, in order.
-    pub(crate) fn committed(&self, events: impl IntoIterator<Item = (CustomerId, Bytes)>) {
-        let mut state = self.state();
-        for (id, record) in events {
-            let number = state.next_number;
-            state.next_number += 1;
-            if state.recent.len() == RECENT_EVENTS {
-                state.recent.pop_front();
+        for event in events {
+            let at = (event.event.customer, event.event.at_ms);
+            state.pending.insert(event.sequence, at);
+            if state.recent.len() == RECENT_EVENTS
+                && let Some(evicted) = state.recent.pop_front()
+            {
+                state.stored_only_through = state.stored_only_through.max(evicted.sequence);
             }
-            state.recent.push_back(PendingEvent { number, id, record });
+            state.recent.push_back(event);
         }
         drop(state);
         self.committed.notify_one();
@@ -123,42 +147,57 @@ impl Outbox {
         self.committed.notified().await;
     }
 
-    /// The relay: up to `limit` events from number `from` on, as far as the queue still
-    /// holds them; and how many committed events before the first of them it no longer holds
-    /// (those are read from the store).
-    pub(crate) fn take_from(&self, from: u64, limit: usize) -> (Vec<PendingEvent>, u64) {
+    /// The relay: up to `limit` pending events numbered after `after`, oldest first, from the
+    /// queue of recent ones; `None` when the next ones are only in the store.
+    pub(crate) fn take_after(&self, after: u64, limit: usize) -> Option<Vec<PendingEvent>> {
         let mut state = self.state();
-        while state.recent.front().is_some_and(|e| e.number < from) {
+        if after < state.stored_only_through {
+            return None;
+        }
+        while state.recent.front().is_some_and(|e| e.sequence <= after) {
             state.recent.pop_front();
         }
-        let first = state.recent.front().map_or(state.next_number, |e| e.number);
-        let events = state.recent.iter().take(limit).cloned().collect();
-        (events, first - from)
+        let State {
+            recent, pending, ..
+        } = &*state;
+        Some(
+            recent
+                .iter()
+                .filter(|e| pending.contains_key(&e.sequence))
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
     }
 
-    /// The relay: JetStream acknowledged `count` more events, through `through`.
-    pub(crate) fn relayed(&self, through: CustomerId, count: usize) {
+    /// The relay: whether event `sequence` is still to be published (a delete may have
+    /// erased it since it was taken).
+    pub(crate) fn is_pending(&self, sequence: u64) -> bool {
+        self.state().pending.contains_key(&sequence)
+    }
+
+    /// The relay: every event numbered up to `through` was published (or erased).
+    pub(crate) fn relayed(&self, through: u64) {
         let mut state = self.state();
-        state.pending -= count.min(state.pending);
-        state.relayed = Some(through);
+        let newer = state.pending.split_off(&(through + 1));
+        state.pending = newer;
+        state.relayed = state.relayed.max(through);
     }
 
     /// The committer: the mark to journal with this group, if it moved since the last one.
-    pub(crate) fn mark_to_journal(&self) -> Option<CustomerId> {
+    pub(crate) fn mark_to_journal(&self) -> Option<u64> {
         let state = self.state();
-        (state.relayed != state.journaled)
-            .then_some(state.relayed)
-            .flatten()
+        (state.relayed != state.journaled).then_some(state.relayed)
     }
 
     /// The committer: `through` is durable in the journal.
-    pub(crate) fn journaled(&self, through: CustomerId) {
+    pub(crate) fn journaled(&self, through: u64) {
         let mut state = self.state();
-        state.journaled = state.journaled.max(Some(through));
+        state.journaled = state.journaled.max(through);
     }
 
-    /// The newest acknowledged id (journaled or not).
-    pub(crate) fn relayed_through(&self) -> Option<CustomerId> {
+    /// The newest acknowledged sequence number (journaled or not).
+    pub(crate) fn relayed_through(&self) -> u64 {
         self.state().relayed
     }
 
@@ -168,7 +207,7 @@ impl Outbox {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // Counters and a queue, consistent after every statement: a panicking holder cannot
+        // Maps and a queue, consistent after every statement: a panicking holder cannot
         // leave them broken.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -176,48 +215,78 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use customers_shared::wire::event::EventType;
+
     use super::*;
+
+    fn event(sequence: u64, customer: CustomerId) -> PendingEvent {
+        PendingEvent {
+            sequence,
+            event: EventRecord {
+                event_type: EventType::Created,
+                customer,
+                version: 1,
+                at_ms: sequence,
+                data: Bytes::from_static(b"{}"),
+            },
+        }
+    }
 
     #[test]
     fn the_bound_holds_and_relayed_events_make_room() {
-        let outbox = Outbox::new(2, 1, None);
-        assert!(outbox.reserve());
-        assert!(!outbox.reserve(), "full at two");
-        let mut ids = crate::commit::ids::IdGenerator::after(None);
-        let (a, b) = (ids.next_id(), ids.next_id());
-        outbox.relayed(a, 1);
+        let ids = crate::storage::store::ascending_ids(3);
+        let outbox = Outbox::new(2, [(1, ids[0], 10)], 1, 0);
+        assert!(outbox.has_room_for(1));
+        assert!(!outbox.has_room_for(2), "full at two");
+        outbox.committed([event(2, ids[1])], &[]);
+        assert_eq!(
+            (outbox.pending(), outbox.oldest_pending_ms()),
+            (2, Some(10))
+        );
+        outbox.relayed(1);
         assert_eq!(outbox.pending(), 1);
-        assert!(outbox.reserve());
-        assert_eq!(outbox.mark_to_journal(), Some(a));
-        outbox.relayed(b, 1);
-        outbox.journaled(a);
-        assert_eq!(outbox.mark_to_journal(), Some(b), "b is not journaled yet");
-        outbox.journaled(b);
+        assert_eq!(outbox.mark_to_journal(), Some(1));
+        outbox.relayed(2);
+        outbox.journaled(1);
+        assert_eq!(outbox.mark_to_journal(), Some(2), "2 is not journaled yet");
+        outbox.journaled(2);
         assert!(!outbox.mark_lags());
     }
 
     #[test]
-    fn the_relay_learns_which_events_it_must_read_from_the_store() {
-        // Two events were stored before this process started: numbers 0 and 1.
-        let outbox = Outbox::new(100_000, 2, None);
-        let mut ids = crate::commit::ids::IdGenerator::after(None);
-        let new: Vec<CustomerId> = (0..3).map(|_| ids.next_id()).collect();
-        outbox.committed(new.iter().map(|id| (*id, Bytes::from_static(b"{}"))));
-        let (events, from_store) = outbox.take_from(0, 10);
-        assert_eq!(from_store, 2, "the two from before the start");
-        assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), new);
-        assert_eq!(events[0].number, 2);
-        let (events, from_store) = outbox.take_from(4, 10);
-        assert_eq!((events.len(), from_store), (1, 0));
-        let (events, from_store) = outbox.take_from(5, 10);
-        assert_eq!((events.len(), from_store), (0, 0), "nothing new");
+    fn the_relay_reads_older_events_from_the_store_and_skips_erased_ones() {
+        let ids = crate::storage::store::ascending_ids(3);
+        // Two events were stored before this process started: 1 and 2.
+        let outbox = Outbox::new(100_000, [(1, ids[0], 1), (2, ids[1], 2)], 2, 0);
+        outbox.committed((3..6).map(|n| event(n, ids[2])), &[]);
+        assert!(
+            outbox.take_after(0, 10).is_none(),
+            "1 and 2 are in the store only"
+        );
+        let taken: Vec<u64> = outbox
+            .take_after(2, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(taken, [3, 4, 5]);
+        assert_eq!(outbox.pending_of(ids[2]), [3, 4, 5]);
+        // A delete erases 4 and 5, and adds its own event.
+        outbox.committed([event(6, ids[2])], &[4, 5]);
+        assert!(!outbox.is_pending(4));
+        let taken: Vec<u64> = outbox
+            .take_after(3, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(taken, [6], "erased events are not published");
 
         // More committed than the queue holds: the oldest are read from the store.
-        let many: Vec<(CustomerId, Bytes)> = (0..RECENT_EVENTS + 5)
-            .map(|_| (ids.next_id(), Bytes::new()))
-            .collect();
-        outbox.committed(many);
-        let (events, from_store) = outbox.take_from(5, 1);
-        assert_eq!((events[0].number, from_store), (10, 5));
+        let many = (7..7 + RECENT_EVENTS as u64 + 5).map(|n| event(n, ids[0]));
+        outbox.committed(many, &[]);
+        assert!(outbox.take_after(6, 1).is_none());
+        assert!(outbox.take_after(11, 1).is_some());
     }
 }

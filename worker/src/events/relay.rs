@@ -1,23 +1,28 @@
-//! The relay: publishes the outbox's `customer.created` events to JetStream, in commit order,
-//! and removes each from the outbox only after JetStream acknowledged it (docs/API.md §8).
+//! The relay: publishes the outbox's events to JetStream, in commit order, and removes each
+//! from the outbox only after JetStream acknowledged it (docs/API.md §8).
 //!
 //! * [`RelayThread`] runs the relay on a thread with its own runtime and NATS connection. It
-//!   takes pending events oldest first (recent ones from memory, older ones
-//!   from the store), publishes a batch with `Nats-Msg-Id` (the event id), each with a reply
-//!   subject naming its number on the relay's one acknowledgement subscription, and collects
-//!   the acknowledgements. The acknowledged prefix leaves the outbox (the mark moves
-//!   past it); the rest is published again, and the stream's duplicate window drops what was
-//!   already stored. While JetStream is unreachable it retries with backoff; creates go
-//!   on, and the outbox grows up to its bound (`outbox`).
-//! * The newest acknowledged id is journaled with the next group (or, when the worker is
-//!   quiet, with a group of its own), so a restart does not publish it again.
+//!   takes pending events oldest first (recent ones from memory, older ones from the store),
+//!   publishes a batch with `Nats-Msg-Id` (the event id) on each event's own subject
+//!   (`{prefix}.v1.events.{type}.{customer id}`), each with a reply subject naming its
+//!   sequence number on the relay's one acknowledgement subscription, and collects the
+//!   acknowledgements. The acknowledged prefix leaves the outbox (the mark moves past it);
+//!   the rest is published again, and the stream's duplicate window drops what was already
+//!   stored. While JetStream is unreachable it retries with backoff; writes go on, and the
+//!   outbox grows up to its bound (`outbox`).
+//! * Before a `customer.deleted` is published, the customer's earlier `customer.created` and
+//!   `customer.updated` messages are deleted from the stream (JetStream's message delete,
+//!   which overwrites the payload): the erasure reaches the stream before anyone hears of
+//!   the delete. Its events still pending were erased from the outbox by the delete itself.
+//! * The newest acknowledged sequence number is journaled with the next group (or, when the
+//!   worker is quiet, with a group of its own), so a restart does not publish it again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use customers_shared::CustomerId;
-use customers_shared::wire::event;
+use bytes::BytesMut;
+use customers_shared::Timestamp;
+use customers_shared::wire::event::{self, EventType};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
@@ -32,7 +37,7 @@ use crate::support::retry::Backoff;
 
 /// After a batch smaller than [`BATCH`], the relay waits this long before taking the next:
 /// events gather into fewer, larger batches, so the relay and nats-server wake up less often
-/// beside the creates, for at most this much more delay per event.
+/// beside the writes, for at most this much more delay per event.
 const LINGER: Duration = Duration::from_millis(2);
 
 /// The header naming the envelope's media type (made once: a name given as `&str` is
@@ -50,10 +55,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(crate) struct RelayParts {
     pub(crate) store: Arc<Store>,
     pub(crate) outbox: Arc<Outbox>,
-    /// `{prefix}.v1.events.created` (a `Subject` shares its bytes with every publication).
-    pub(crate) subject: async_nats::Subject,
+    /// The subject prefix: events go to `{prefix}.v1.events.{type}.{customer id}`.
+    pub(crate) subject_prefix: String,
+    /// The stream the events go to (its messages of a deleted customer are erased).
+    pub(crate) stream: String,
     /// Writes the events, with their CloudEvents `source`.
-    pub(crate) encoder: event::CreatedEventEncoder,
+    pub(crate) encoder: event::EventEncoder,
     pub(crate) committer: CommitHandle,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: Health,
@@ -113,6 +120,7 @@ impl RelayThread {
                     };
                     let _ = ready.send(Ok(()));
                     let relay = Relay {
+                        jetstream: async_nats::jetstream::new(client.clone()),
                         client: client.clone(),
                         acks_prefix,
                         acks,
@@ -144,34 +152,32 @@ impl RelayThread {
 struct Relay {
     parts: RelayParts,
     client: async_nats::Client,
-    /// JetStream acknowledges event number `n` on `{acks_prefix}.{n}`: one subscription for
-    /// all of them, rather than a request (a waiting future and a timer) per event.
+    jetstream: async_nats::jetstream::Context,
+    /// JetStream acknowledges event `n` on `{acks_prefix}.{n}`: one subscription for all of
+    /// them, rather than a request (a waiting future and a timer) per event.
     acks_prefix: String,
     acks: async_nats::Subscriber,
-}
-
-/// Where the relay stands: the number of the next event to publish, and the id of the last
-/// one acknowledged (events after it are the next pending ones in the store).
-struct Position {
-    next_number: u64,
-    relayed: Option<CustomerId>,
 }
 
 impl Relay {
     /// Relays until `stop` turns true (or the worker fails); then journals how far it got.
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut position = Position {
-            next_number: 0,
-            relayed: self.parts.outbox.relayed_through(),
-        };
+        // Every event numbered up to this one is published (or was erased).
+        let mut position = self.parts.outbox.relayed_through();
         let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut failing_since: Option<Instant> = None;
         // Stopped when told, or when whoever could tell it is gone.
         while !*stop.borrow() && stop.has_changed().is_ok() && !self.parts.health.is_failed() {
-            let Some(batch) = self.next_batch(&position).await else {
+            let Some((batch, through)) = self.next_batch(position).await else {
                 break;
             };
             if batch.is_empty() {
+                if through > position {
+                    // Only erased events: nothing to publish up to `through`.
+                    position = through;
+                    self.parts.outbox.relayed(position);
+                    continue;
+                }
                 self.wait_for_events(&mut stop).await;
                 continue;
             }
@@ -179,10 +185,15 @@ impl Relay {
             if batch.len() < BATCH && failure.is_none() {
                 tokio::time::sleep(LINGER).await;
             }
-            if let Some(last) = acknowledged.checked_sub(1).map(|i| &batch[i]) {
-                position.next_number = last.number + 1;
-                position.relayed = Some(last.id);
-                self.parts.outbox.relayed(last.id, acknowledged);
+            let done = match (acknowledged, failure.is_none()) {
+                // All of it: erased events numbered between those published are done too.
+                (n, true) if n == batch.len() => Some(through),
+                (0, _) => None,
+                (n, _) => Some(batch[n - 1].sequence),
+            };
+            if let Some(done) = done {
+                position = done;
+                self.parts.outbox.relayed(done);
             }
             match failure {
                 None => {
@@ -200,7 +211,7 @@ impl Relay {
                         tracing::warn!(
                             %error,
                             pending = self.parts.outbox.pending(),
-                            "cannot publish events; they wait in the outbox and creates go on"
+                            "cannot publish events; they wait in the outbox and writes go on"
                         );
                         failing_since = Some(Instant::now());
                     }
@@ -217,18 +228,17 @@ impl Relay {
         tracing::debug!(pending = self.parts.outbox.pending(), "relay stopped");
     }
 
-    /// The next events to publish, oldest first: from the outbox's queue of recent events,
-    /// or from the store for those the queue no longer holds (after a restart, or when the
-    /// relay fell far behind). `None` after a storage failure (the worker is stopping).
-    async fn next_batch(&self, position: &Position) -> Option<Vec<PendingEvent>> {
-        let (recent, missing) = self.parts.outbox.take_from(position.next_number, BATCH);
-        if missing == 0 {
-            return Some(recent);
+    /// The next events to publish after `position`, oldest first, and the greatest sequence
+    /// number looked at (erased events are skipped): from the outbox's queue of recent
+    /// events, or from the store for those the queue does not hold (after a restart, or when
+    /// the relay fell far behind). `None` after a storage failure (the worker is stopping).
+    async fn next_batch(&self, position: u64) -> Option<(Vec<PendingEvent>, u64)> {
+        if let Some(recent) = self.parts.outbox.take_after(position, BATCH) {
+            let through = recent.last().map_or(position, |e| e.sequence);
+            return Some((recent, through));
         }
-        let limit = usize::try_from(missing).unwrap_or(usize::MAX).min(BATCH);
-        let after = position.relayed;
         let store = self.parts.store.clone();
-        let stored = match blocking::run(move || store.customers_after(after, limit)).await {
+        let stored = match blocking::run(move || store.events_after(position, BATCH)).await {
             Ok(Ok(stored)) => stored,
             Ok(Err(e)) => {
                 self.parts.health.fail(Failure::storage(e));
@@ -241,16 +251,13 @@ impl Relay {
                 return None;
             }
         };
-        Some(
-            (position.next_number..)
-                .zip(stored)
-                .map(|(number, (id, record))| PendingEvent {
-                    number,
-                    id,
-                    record: Bytes::copy_from_slice(&record),
-                })
-                .collect(),
-        )
+        let through = stored.last().map_or(position, |(sequence, _)| *sequence);
+        let pending = stored
+            .into_iter()
+            .filter(|(sequence, _)| self.parts.outbox.is_pending(*sequence))
+            .map(|(sequence, event)| PendingEvent { sequence, event })
+            .collect();
+        Some((pending, through))
     }
 
     /// Waits for a group with new events. A mark that no group has journaled yet gets a group
@@ -271,30 +278,70 @@ impl Relay {
     }
 
     /// Publishes `batch` in order and awaits the acknowledgements: returns how many (from
-    /// the first) were acknowledged and, if one failed or none came in time, why.
+    /// the first) were acknowledged and, if one failed or none came in time, why. A
+    /// `customer.deleted` goes out only after everything before it was acknowledged and the
+    /// customer's earlier messages were erased from the stream.
     async fn publish(&mut self, batch: &[PendingEvent]) -> (usize, Option<PublishFailure>) {
+        let mut acknowledged = 0;
+        while acknowledged < batch.len() {
+            let rest = &batch[acknowledged..];
+            // A run: up to (and with) the next deletion, whose erasure comes first.
+            let run_len = match rest
+                .iter()
+                .position(|e| e.event.event_type == EventType::Deleted)
+            {
+                Some(0) => {
+                    if let Err(failure) = self.erase(rest[0].event.customer).await {
+                        return (acknowledged, Some(failure));
+                    }
+                    rest.iter()
+                        .skip(1)
+                        .position(|e| e.event.event_type == EventType::Deleted)
+                        .map_or(rest.len(), |next| next + 1)
+                }
+                Some(next) => next,
+                None => rest.len(),
+            };
+            let (done, failure) = self.publish_run(&rest[..run_len]).await;
+            acknowledged += done;
+            if failure.is_some() {
+                return (acknowledged, failure);
+            }
+        }
+        (acknowledged, None)
+    }
+
+    /// Publishes `run` pipelined and collects its acknowledgements.
+    async fn publish_run(&mut self, run: &[PendingEvent]) -> (usize, Option<PublishFailure>) {
         let mut failure = None;
         let mut sent = 0;
-        // One buffer for the whole batch: each event's payload is a slice of it.
+        // One buffer for the whole run: each event's payload is a slice of it.
         let mut payloads = BytesMut::with_capacity(
-            batch
-                .iter()
-                .map(|event| self.parts.encoder.size_of(&event.record))
+            run.iter()
+                .map(|pending| self.parts.encoder.size_of(&pending.event.data))
                 .sum(),
         );
-        for event in batch {
-            let event_id = self
-                .parts
-                .encoder
-                .encode(event.id, &event.record, &mut payloads);
+        for pending in run {
+            let event = &pending.event;
+            let event_id = self.parts.encoder.encode(
+                event.event_type,
+                event.customer,
+                event.version,
+                Timestamp::from_unix_ms(event.at_ms),
+                &event.data,
+                &mut payloads,
+            );
             let payload = payloads.split().freeze();
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id);
             headers.insert(CONTENT_TYPE, event::CONTENT_TYPE);
-            let reply = format!("{}.{}", self.acks_prefix, event.number);
+            let subject = event
+                .event_type
+                .subject(&self.parts.subject_prefix, &event.customer.to_string());
+            let reply = format!("{}.{}", self.acks_prefix, pending.sequence);
             let published = self
                 .client
-                .publish_with_reply_and_headers(self.parts.subject.clone(), reply, headers, payload)
+                .publish_with_reply_and_headers(subject, reply, headers, payload)
                 .await;
             if let Err(e) = published {
                 failure = Some(PublishFailure::Send(e));
@@ -302,7 +349,7 @@ impl Relay {
             }
             sent += 1;
         }
-        let outcomes = self.acknowledgements(batch, sent).await;
+        let outcomes = self.acknowledgements(run, sent).await;
         let mut acknowledged = 0;
         for outcome in outcomes {
             match outcome {
@@ -323,20 +370,63 @@ impl Relay {
         (acknowledged, failure)
     }
 
-    /// The acknowledgements of the first `sent` events of `batch`, by position (`None`: none
+    /// Deletes every `customer.created` and `customer.updated` message of `customer` from the
+    /// stream, oldest first: found by subject (`STREAM.MSG.GET` with `next_by_subj`) and
+    /// deleted with `STREAM.MSG.DELETE`, whose default overwrites the payload. Its
+    /// `customer.deleted` is left alone: a re-publication after a crash finds it, and must not
+    /// remove the very event it re-publishes.
+    async fn erase(&self, customer: customers_shared::CustomerId) -> Result<(), PublishFailure> {
+        let id = customer.to_string();
+        let stream = &self.parts.stream;
+        for event_type in [EventType::Created, EventType::Updated] {
+            let subject = event_type.subject(&self.parts.subject_prefix, &id);
+            let mut from = 1;
+            loop {
+                let request = serde_json::json!({"seq": from, "next_by_subj": subject});
+                let found: JetStreamResponse<FoundMessage> = self
+                    .jetstream
+                    .request(format!("STREAM.MSG.GET.{stream}"), &request)
+                    .await
+                    .map_err(|e| PublishFailure::Erase(e.to_string()))?;
+                let sequence = match found {
+                    JetStreamResponse::Ok(found) => found.message.seq,
+                    JetStreamResponse::Err { error } if error.code == 404 => break,
+                    JetStreamResponse::Err { error } => {
+                        return Err(PublishFailure::Erase(error.description));
+                    }
+                };
+                let request = serde_json::json!({"seq": sequence});
+                let deleted: JetStreamResponse<serde_json::Value> = self
+                    .jetstream
+                    .request(format!("STREAM.MSG.DELETE.{stream}"), &request)
+                    .await
+                    .map_err(|e| PublishFailure::Erase(e.to_string()))?;
+                match deleted {
+                    JetStreamResponse::Ok(_) => {}
+                    // Removed meanwhile (its age, a limit): gone either way.
+                    JetStreamResponse::Err { error } if error.code == 404 => {}
+                    JetStreamResponse::Err { error } => {
+                        return Err(PublishFailure::Erase(error.description));
+                    }
+                }
+                self.parts.metrics.event_erased();
+                from = sequence + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The acknowledgements of the first `sent` events of `run`, by position (`None`: none
     /// came within [`ACK_TIMEOUT`]). A late acknowledgement of an earlier attempt at the same
     /// event says the same thing (the stream has it, or refused it) and counts; one of an
-    /// event before the batch is ignored.
+    /// event not in the run is ignored.
     async fn acknowledgements(
         &mut self,
-        batch: &[PendingEvent],
+        run: &[PendingEvent],
         sent: usize,
     ) -> Vec<Option<Result<bool, PublishFailure>>> {
         let mut outcomes: Vec<Option<Result<bool, PublishFailure>>> =
             (0..sent).map(|_| None).collect();
-        let Some(first) = batch.first().map(|event| event.number) else {
-            return outcomes;
-        };
         let mut waiting = sent;
         let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
         while waiting > 0 {
@@ -348,10 +438,12 @@ impl Relay {
                 .subject
                 .rsplit('.')
                 .next()
-                .and_then(|number| number.parse::<u64>().ok())
-                .and_then(|number| number.checked_sub(first))
-                .and_then(|position| usize::try_from(position).ok())
-                .filter(|&position| position < sent);
+                .and_then(|sequence| sequence.parse::<u64>().ok())
+                .and_then(|sequence| {
+                    run[..sent]
+                        .binary_search_by_key(&sequence, |e| e.sequence)
+                        .ok()
+                });
             if let Some(position) = position {
                 if outcomes[position].is_none() {
                     waiting -= 1;
@@ -361,6 +453,26 @@ impl Relay {
         }
         outcomes
     }
+}
+
+/// A JetStream API response (`Response` in async-nats, whose error it does not let one read
+/// the code of).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum JetStreamResponse<T> {
+    Err { error: ApiError },
+    Ok(T),
+}
+
+/// `STREAM.MSG.GET`'s answer: the message found (only its sequence number is read).
+#[derive(serde::Deserialize)]
+struct FoundMessage {
+    message: FoundSequence,
+}
+
+#[derive(serde::Deserialize)]
+struct FoundSequence {
+    seq: u64,
 }
 
 /// How long the relay waits for a batch's acknowledgements before it sends what is missing
@@ -380,6 +492,17 @@ enum PublishFailure {
     Refused { code: u16, description: String },
     #[error("not a JetStream acknowledgement")]
     NotAnAcknowledgement,
+    #[error("cannot erase a deleted customer's events from the stream: {0}")]
+    Erase(String),
+}
+
+/// A JetStream API error: its HTTP-like code and what it says.
+#[derive(serde::Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    description: String,
 }
 
 /// What JetStream answered to one event: stored (`true` when it was a duplicate the stream
@@ -391,13 +514,6 @@ fn acknowledgement(message: &async_nats::Message) -> Result<bool, PublishFailure
         #[serde(default)]
         duplicate: bool,
         error: Option<ApiError>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ApiError {
-        #[serde(default)]
-        code: u16,
-        #[serde(default)]
-        description: String,
     }
     if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
         return Err(PublishFailure::NoStream);

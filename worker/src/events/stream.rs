@@ -4,7 +4,7 @@
 //! the start with a clear error (unless events are off).
 
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
-use customers_shared::wire::event;
+use customers_shared::wire::event::{self, EventType};
 
 use crate::config::{EventsOptions, Retention};
 
@@ -36,7 +36,6 @@ pub(crate) async fn ensure_stream(
     options: &EventsOptions,
     subject_prefix: &str,
 ) -> Result<(), EventsError> {
-    let subject = event::created_subject(subject_prefix);
     let mut found = match jetstream.get_stream(&options.stream).await {
         Ok(stream) => stream,
         Err(e) => match e.kind() {
@@ -53,12 +52,16 @@ pub(crate) async fn ensure_stream(
         .await
         .map_err(|e| EventsError::Unavailable(e.into()))?;
     let subjects = &info.config.subjects;
-    if !subjects.iter().any(|filter| captures(filter, &subject)) {
-        return Err(EventsError::NotCapturing {
-            stream: options.stream.clone(),
-            subject,
-            subjects: subjects.clone(),
-        });
+    for event_type in EventType::ALL {
+        // Any customer's subject stands for them all: a filter cannot tell ids apart.
+        let subject = event_type.subject(subject_prefix, "cus_00000000000000000000000000");
+        if !subjects.iter().any(|filter| captures(filter, &subject)) {
+            return Err(EventsError::NotCapturing {
+                stream: options.stream.clone(),
+                subject: event_type.all_subject(subject_prefix),
+                subjects: subjects.clone(),
+            });
+        }
     }
     tracing::info!(
         stream = %options.stream,
@@ -77,7 +80,7 @@ async fn create_stream(
     let config = stream::Config {
         name: options.stream.clone(),
         description: Some(
-            "customer.created events (CloudEvents 1.0) of the customers service".into(),
+            "customer.created, .updated and .deleted events (CloudEvents 1.0) of the customers service".into(),
         ),
         subjects: vec![event::all_events_subject(subject_prefix)],
         storage: stream::StorageType::File,
@@ -120,18 +123,20 @@ fn captures(filter: &str, subject: &str) -> bool {
 mod tests {
     #[test]
     fn subject_filters_match_as_nats_does() {
-        let subject = "customers.v1.events.created";
+        let subject = "customers.v1.events.created.cus_1";
         for filter in [
-            "customers.v1.events.created",
+            "customers.v1.events.created.cus_1",
             "customers.v1.events.>",
-            "customers.*.events.*",
+            "customers.*.events.*.*",
+            "customers.v1.events.created.*",
             ">",
         ] {
             assert!(super::captures(filter, subject), "{filter}");
         }
         for filter in [
             "customers.v1.events",
-            "customers.v1.events.created.x",
+            "customers.v1.events.created",
+            "customers.v1.events.created.cus_1.x",
             "customers.v1.*",
             "orders.>",
         ] {

@@ -735,8 +735,9 @@ fn start_relay(
         RelayParts {
             store: store.clone(),
             outbox,
-            subject: event::created_subject(&config.subject_prefix).into(),
-            encoder: event::CreatedEventEncoder::new(&config.events.source),
+            subject_prefix: config.subject_prefix.clone(),
+            stream: config.events.stream.clone(),
+            encoder: event::EventEncoder::new(&config.events.source),
             committer: committer.clone(),
             metrics: metrics.clone(),
             health: health.clone(),

@@ -172,14 +172,8 @@ impl Admin {
         let store = self.store.upgrade();
         let events = self.outbox.as_deref().map(|outbox| {
             let pending = outbox.pending();
-            // The oldest pending event is the first customer above the relayed mark.
-            let oldest = store
-                .as_deref()
-                .filter(|_| pending > 0)
-                .and_then(|store| store.customers_after(outbox.relayed_through(), 1).ok())
-                .and_then(|page| page.first().map(|(id, _)| *id));
-            let oldest_age = oldest.map_or(Duration::ZERO, |id| {
-                Duration::from_millis(unix_ms().saturating_sub(id.unix_ms()))
+            let oldest_age = outbox.oldest_pending_ms().map_or(Duration::ZERO, |at_ms| {
+                Duration::from_millis(unix_ms().saturating_sub(at_ms))
             });
             EventGauges {
                 pending,

@@ -179,8 +179,11 @@ mod tests {
             .unwrap()
             .store;
         let mut batch = Batch::default();
+        // Customer records as the store holds them (JSON: an object).
+        let mut record = vec![b'x'; 500];
+        record[0] = b'{';
         for n in 0..3000u32 {
-            batch.put(TreeId::Customers, &n.to_be_bytes(), &[b'x'; 500]);
+            batch.put(TreeId::Customers, &n.to_be_bytes(), &record);
             batch.put(
                 TreeId::Emails,
                 format!("{n}@x.com").as_bytes(),
@@ -188,7 +191,7 @@ mod tests {
             );
         }
         batch.put(TreeId::Idempotency, b"key", b"reply");
-        batch.put(TreeId::Relayed, b"through", &[7; 16]);
+        batch.put(TreeId::Relayed, b"through", &7u64.to_be_bytes());
         source.apply(batch.puts()).unwrap();
         let file = dir.path().join("snapshot");
         let written = source.write_snapshot(&file).unwrap();

@@ -2,7 +2,7 @@
 //!
 //! * [`schema`]: the trees and the keys written in them;
 //! * [`customer_record`]: a customer as the `customers` tree holds it (its version, or the
-//!   tombstone of a deleted one);
+//!   tombstone of a deleted one); [`event_record`]: a pending event as the `outbox` holds it;
 //! * [`journal`]: the write-ahead journal, where a group of writes becomes durable;
 //! * [`store`]: the sled database: open and recovery (journal replay checked against the
 //!   checkpoint manifest), applying journaled groups, checkpoints, reads;
@@ -11,6 +11,7 @@
 
 pub(crate) mod backup;
 pub(crate) mod customer_record;
+pub(crate) mod event_record;
 pub(crate) mod journal;
 pub(crate) mod schema;
 pub(crate) mod store;

@@ -4,10 +4,11 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `customers` | the id's 16 bytes (UUIDv7, so keys sort in commit order) | the customer's JSON, exactly as replied |
-//! | `emails` | the lower-cased email | the owner's 16-byte id |
+//! | `customers` | the id's 16 bytes (UUIDv7, so keys sort in commit order) | the customer as it is now (`customer_record`): its JSON, exactly as replied, with its version; or its tombstone |
+//! | `emails` | the lower-cased email | the owner's 16-byte id (a deleted customer has none) |
 //! | `idempotency` | `k{key}` / `t{created_ms: u64 BE}{key}` | the stored reply (`idempotency::record`) / empty: the expiry entry the purge walks in time order |
-//! | `relayed` | `through` | the newest id whose `customer.created` event JetStream acknowledged |
+//! | `outbox` | the event's sequence number (u64 BE, commit order) | the pending event (`event_record`) |
+//! | `relayed` | `through` | the sequence number of the newest event JetStream acknowledged (u64 BE); before sequence numbers, the newest id whose `customer.created` was (16 bytes) |
 //! | `replication` | `applied` | the log sequence of the newest group applied here (u64 BE) |
 
 /// The sled tree a journaled put goes to; its number is what the journal stores.
@@ -18,16 +19,18 @@ pub(crate) enum TreeId {
     Idempotency = 3,
     Relayed = 4,
     Replication = 5,
+    Outbox = 6,
 }
 
 impl TreeId {
     /// Every tree, in a fixed order.
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 6] = [
         Self::Customers,
         Self::Emails,
         Self::Idempotency,
         Self::Relayed,
         Self::Replication,
+        Self::Outbox,
     ];
 
     pub(crate) fn from_byte(byte: u8) -> Option<Self> {
@@ -42,6 +45,7 @@ impl TreeId {
             Self::Idempotency => "idempotency",
             Self::Relayed => "relayed",
             Self::Replication => "replication",
+            Self::Outbox => "outbox",
         }
     }
 }

@@ -9,8 +9,9 @@
 //! fsync, rename, fsync of the directory); a data directory without one (made by an older
 //! build, or a restore) gets one at its first start.
 //!
-//! The record tree's keys only ever grow (a record is never removed), which is what makes a
-//! count and a digest of the keys up to a bound a fair check of "nothing was lost".
+//! The record tree's keys only ever grow (a record is never removed: a delete leaves a
+//! tombstone under its key), which is what makes a count and a digest of the keys up to a
+//! bound a fair check of "nothing was lost".
 
 use std::fs::File;
 use std::io::Write;
@@ -18,6 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::storage::customer_record::CustomerRecord;
 use crate::storage::journal::{self, Promise};
 use crate::storage::store::{Store, StoreError};
 
@@ -145,21 +147,24 @@ impl Store {
     }
 
     /// The record tree's keys: all of them, and those up to `through` (what a checkpoint
-    /// that counted through `through` covered).
+    /// that counted through `through` covered); and how many are customers that exist (not
+    /// tombstones).
     pub(crate) fn record_keys(
         &self,
         through: Option<&[u8]>,
-    ) -> Result<(RecordKeys, RecordKeys), StoreError> {
+    ) -> Result<(RecordKeys, RecordKeys, u64), StoreError> {
         let mut all = RecordKeys::default();
         let mut covered = RecordKeys::default();
-        for entry in self.records.iter().keys() {
-            let key = entry?;
+        let mut live = 0;
+        for entry in self.records.iter() {
+            let (key, value) = entry?;
             all.add(&key);
             if through.is_some_and(|through| key.as_ref() <= through) {
                 covered.add(&key);
             }
+            live += u64::from(CustomerRecord::json_of(&value).is_some());
         }
-        Ok((all, covered))
+        Ok((all, covered, live))
     }
 
     /// Checks the record tree and the email index against `manifest` (none: only against
@@ -169,7 +174,7 @@ impl Store {
         manifest: Option<&Manifest>,
     ) -> Result<RecordKeys, StoreError> {
         let through = manifest.and_then(|m| m.records.through.as_deref());
-        let (all, covered) = self.record_keys(through)?;
+        let (all, covered, live) = self.record_keys(through)?;
         if let Some(manifest) = manifest
             && covered != manifest.records
         {
@@ -178,12 +183,11 @@ impl Store {
                 covered.count, manifest.records.count, manifest.records.digest, covered.digest
             )));
         }
-        // Every customer has exactly one email entry.
+        // Every customer that exists has exactly one email entry; a deleted one has none.
         let emails = self.emails.len() as u64;
-        if emails != all.count {
+        if emails != live {
             return Err(self.damaged(format!(
-                "holds {} customers but {emails} email index entries",
-                all.count
+                "holds {live} customers but {emails} email index entries"
             )));
         }
         Ok(all)

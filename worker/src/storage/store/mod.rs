@@ -9,7 +9,7 @@
 //! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
 //! * [`reads`]: lookups and pages for the read endpoints and the committer;
-//! * [`outbox`]: the event outbox as stored: the customers above the relayed mark.
+//! * [`outbox`]: the event outbox as stored: the events above the relayed mark.
 
 pub(crate) mod apply;
 pub(crate) mod checkpoint;
@@ -66,6 +66,7 @@ pub struct Store {
     idempotency: sled::Tree,
     relayed: sled::Tree,
     replication: sled::Tree,
+    outbox: sled::Tree,
     dir: PathBuf,
 }
 
@@ -136,10 +137,12 @@ impl Store {
             idempotency: db.open_tree(TreeId::Idempotency.name())?,
             relayed: db.open_tree(TreeId::Relayed.name())?,
             replication: db.open_tree(TreeId::Replication.name())?,
+            outbox: db.open_tree(TreeId::Outbox.name())?,
             db,
             dir: dir.to_owned(),
         };
         let (journal, replayed, records) = store.recover()?;
+        store.convert_outbox()?;
         // Whatever sled and recovery created (its files, the journal directory, a new data
         // directory) must survive a power cut as directory entries too.
         checkpoint::sync_database_files(dir)?;
@@ -167,6 +170,7 @@ impl Store {
             TreeId::Idempotency => &self.idempotency,
             TreeId::Relayed => &self.relayed,
             TreeId::Replication => &self.replication,
+            TreeId::Outbox => &self.outbox,
         }
     }
 

@@ -53,6 +53,25 @@ impl Store {
             .map(|id| id_from_bytes(&id)))
     }
 
+    /// Up to `limit` records created after `after` (all when `None`), oldest first, as stored
+    /// (`customer_record`: tombstones and versions included): for tests and tools comparing
+    /// copies of one database.
+    pub fn records_after(
+        &self,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<(CustomerId, IVec)>, StoreError> {
+        let start = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_bytes()));
+        self.records
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|entry| {
+                let (key, record) = entry?;
+                Ok((id_from_bytes(&key), record))
+            })
+            .collect()
+    }
+
     /// The newest stored customer's id (ids sort by creation).
     pub fn newest_id(&self) -> Result<Option<CustomerId>, StoreError> {
         Ok(self.records.last()?.map(|(key, _)| id_from_bytes(&key)))
