@@ -72,3 +72,49 @@ pub async fn stored_count(client: &async_nats::Client) -> u64 {
         .expect("the events stream exists");
     stream.info().await.expect("stream info").state.messages
 }
+
+/// The ids of the events the stream must hold for `customers` as they ended (a
+/// [`crate::ledger::Verdict`]'s): a customer at version `v` has its `customer.created` and
+/// one `customer.updated` per version 2 to `v`; a deleted one only its `customer.deleted`
+/// (its earlier ones were erased).
+pub fn expected_event_ids(
+    customers: &std::collections::BTreeMap<String, crate::ledger::State>,
+) -> std::collections::BTreeSet<String> {
+    use crate::ledger::State;
+    let mut ids = std::collections::BTreeSet::new();
+    for (id, state) in customers {
+        match state {
+            State::Live { version, .. } => {
+                ids.insert(format!("customer.created:{id}"));
+                ids.extend((2..=*version).map(|v| format!("customer.updated:{id}:{v}")));
+            }
+            State::Deleted => {
+                ids.insert(format!("customer.deleted:{id}"));
+            }
+        }
+    }
+    ids
+}
+
+/// Fails unless the events stream holds exactly one event per change of `verdict`'s
+/// customers (see [`expected_event_ids`]), none twice, none of an erased customer's past;
+/// returns how many it holds.
+pub async fn assert_one_event_per_change(
+    client: &async_nats::Client,
+    verdict: &crate::ledger::Verdict,
+) -> u64 {
+    let expected = expected_event_ids(&verdict.customers);
+    let held = stored_count(client).await;
+    let events = first_events(client, held as usize).await;
+    let ids: std::collections::BTreeSet<String> =
+        events.iter().map(|e| e.message_id.clone()).collect();
+    assert_eq!(ids.len() as u64, held, "an event in the stream twice");
+    let missing: Vec<&String> = expected.difference(&ids).take(5).collect();
+    let extra: Vec<&String> = ids.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} events expected, {held} held; missing, first ones: {missing:?}; not expected, first ones: {extra:?}",
+        expected.len()
+    );
+    held
+}

@@ -24,6 +24,10 @@
 /// A failpoint of the `fail` crate when the `failpoints` feature is on (the system tests
 /// build the worker with it and set `FAILPOINTS`); nothing at all otherwise.
 macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name);
+    };
     ($name:literal, $action:expr) => {
         #[cfg(feature = "failpoints")]
         fail::fail_point!($name, $action);

@@ -788,3 +788,46 @@ async fn check_race(
         }
     }
 }
+
+#[tokio::test]
+async fn changes_survive_a_restart_and_leave_the_database_consistent() {
+    let mut app = spawn_app().await;
+    let kept = create_with_email(&app.http, "kept@restart.com").await;
+    let gone = create_with_email(&app.http, "gone@restart.com").await;
+    let moved = app
+        .http
+        .patch(
+            &kept,
+            r#"{"email":"moved@restart.com","custom_data":{"n":1}}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(moved.status, 200);
+    assert_eq!(app.http.delete(&gone, &[]).await.status, 200);
+    app.stop_worker().await;
+    let consistency = {
+        let opened = customers_worker::Store::open(app.data_dir.path(), 16 << 20).unwrap();
+        opened.store.verify().unwrap()
+    };
+    assert!(consistency.is_consistent(), "{consistency:?}");
+    assert_eq!((consistency.records, consistency.deleted), (1, 1));
+    app.restart_worker().await;
+    let read = app.http.get(&format!("/api/v1/customers/{kept}")).await;
+    assert_eq!((read.status, read.header("etag")), (200, Some("\"2\"")));
+    assert_eq!(read.body, moved.body);
+    assert_eq!(
+        app.http
+            .get(&format!("/api/v1/customers/{gone}"))
+            .await
+            .status,
+        410
+    );
+    for (email, status) in [
+        ("kept@restart.com", 201),
+        ("gone@restart.com", 201),
+        ("moved@restart.com", 409),
+    ] {
+        let created = app.http.create(&customer_with_email(email)).await;
+        assert_eq!(created.status, status, "{email} after the restart");
+    }
+}

@@ -1,10 +1,11 @@
 //! Crash safety: the worker process is killed with SIGKILL at random moments while 32
-//! clients create customers over HTTP (half of them with an `Idempotency-Key`), and
+//! clients create, update and delete customers over HTTP (half of them with an
+//! `Idempotency-Key` and `If-Match`), and
 //! restarted on the same data directory, ten times. Afterwards, before any worker runs again,
 //! the database is opened (which replays the journal; nothing is repaired) and its record
 //! tree and email index must agree one to one; then a worker must know every acknowledged
-//! customer, and keyed creates that were interrupted must have exactly one outcome when
-//! retried with their key.
+//! customer at its last acknowledged change, and keyed writes that were interrupted must
+//! have exactly one outcome when retried with their key.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ const CLIENTS: usize = 32;
 const CRASHES: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_creates_survive_sigkill() {
+async fn acknowledged_creates_and_changes_survive_sigkill() {
     let _alone = customers_tests::exclusive().await;
     let nats = NatsServer::start();
     let data_dir = tempfile::tempdir().unwrap();
@@ -52,7 +53,7 @@ async fn acknowledged_creates_survive_sigkill() {
     customers_tests::report(&format!("crashes: {CRASHES}, {verdict}"));
     verdict.assert_nothing_lost();
     assert_eq!(
-        consistency.records,
+        consistency.records + consistency.deleted,
         verdict.acknowledged + verdict.stored_anyway,
         "every stored customer is one the clients asked for"
     );

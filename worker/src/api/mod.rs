@@ -13,8 +13,8 @@
 //! connection's `max_payload`.
 //!
 //! Replicated, a standby registers only `get` and `list` (role `standby` in its `$SRV.INFO`
-//! metadata) and passes a read barrier first where an acknowledged create could otherwise be
-//! missing: before every list, and before answering 404 to a get. Every read then passes its
+//! metadata) and passes a read barrier before every read: an acknowledged write could
+//! otherwise be missing, or shown at an older version. Every read then passes its
 //! instance's gate once more before it is answered: a primary answers only while its lease
 //! is surely held, or when the log shows nobody appended since (`replication::ReadGate`).
 

@@ -1,8 +1,8 @@
 //! The reads: a customer by id and a page of customers, straight from the store (never behind
 //! the commit queue), on the blocking pool (a read that misses sled's cache waits for the
 //! disk), each through its instance's read gate (`replication::ReadGate`): a standby catches up
-//! with the log where an acknowledged write could be missing, a primary answers only while its
-//! lease is surely held. A page stops before its reply would pass the connection's
+//! with the log's end before every read (a customer it holds may be an older version than one
+//! acknowledged), a primary answers only while its lease is surely held. A page stops before its reply would pass the connection's
 //! `max_payload`.
 
 use bytes::Bytes;
@@ -10,7 +10,6 @@ use customers_shared::wire::list::{ListQuery, list_body};
 use customers_shared::{ApiError, CustomerId};
 
 use super::Context;
-use crate::replication::ReadGate;
 use crate::reply::Reply;
 use crate::storage::customer_record::CustomerRecord;
 use crate::storage::store::StoreError;
@@ -28,18 +27,13 @@ pub(super) async fn get(payload: &[u8], context: &Context) -> Reply {
     else {
         return Reply::error(&ApiError::CustomerNotFound);
     };
-    let lookup = || {
-        let store = context.store.clone();
-        on_blocking_pool(move || store.get(id))
-    };
-    let mut found = lookup().await;
-    if matches!(found, Ok(None)) && matches!(context.reads, ReadGate::Standby(_)) {
-        // A standby may not have applied a create its client was already told about.
-        if !context.reads.caught_up().await {
-            return Reply::error(&behind());
-        }
-        found = lookup().await;
+    // A standby may not have applied a change its client was already told about: a customer
+    // it holds may be an older version, one it lacks a new one. So it catches up first.
+    if !context.reads.caught_up().await {
+        return Reply::error(&behind());
     }
+    let store = context.store.clone();
+    let found = on_blocking_pool(move || store.get(id)).await;
     if !context.reads.still_current().await {
         return Reply::error(&behind());
     }

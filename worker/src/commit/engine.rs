@@ -815,6 +815,8 @@ impl Committer {
             }
             .into());
         }
+        // A standby slow to apply (`sleep(ms)`): the read barrier's test.
+        failpoint!("standby-apply");
         let Some((payload, [])) = crate::storage::journal::split_record(record) else {
             return Err(GroupError::Storage(StoreError::Corrupt {
                 what: format!("log group {sequence}"),

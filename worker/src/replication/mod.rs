@@ -44,9 +44,9 @@ impl ReplicationError {
     }
 }
 
-/// Read-your-writes on a standby: before a read that could miss a create some client was
-/// already told about, wait until everything the log held at the time of the read is
-/// applied here.
+/// Read-your-writes on a standby: before a read, wait until everything the log held at the
+/// time of the read is applied here, so that no write some client was already told about is
+/// missing or shown at an older version.
 pub(crate) struct ReadBarrier {
     pub(crate) log: Arc<log::Log>,
     pub(crate) applied: watch::Receiver<u64>,
@@ -78,7 +78,7 @@ const BARRIER_WAIT: Duration = Duration::from_secs(3);
 pub(crate) enum ReadGate {
     /// One worker on its own disk: everything acknowledged is in its database.
     Single,
-    /// A standby: a read that could miss an acknowledged write catches up first.
+    /// A standby: every read catches up first.
     Standby(Arc<ReadBarrier>),
     /// The primary: everything acknowledged is in its database while its lease is surely
     /// held; past that, only if the log holds nothing beyond what it applied.
@@ -89,9 +89,9 @@ pub(crate) enum ReadGate {
 }
 
 impl ReadGate {
-    /// Before a read that finds nothing or lists (a hit needs nothing: a customer, once
-    /// there, is as the log has it): a standby catches up with the log; `false` when it
-    /// could not, and the read is to be answered 503.
+    /// Before a read: a standby catches up with the log (since updates, a customer it holds
+    /// may be older than one acknowledged, so a hit needs it as much as a miss); `false` when
+    /// it could not, and the read is to be answered 503.
     pub(crate) async fn caught_up(&self) -> bool {
         match self {
             Self::Standby(barrier) => barrier.caught_up(BARRIER_WAIT).await,
