@@ -2,7 +2,10 @@
 //! benchmark peer. `POST /api/v1/customers` takes the same JSON body, checks the two required
 //! fields, inserts one row (`synchronous_commit` is on: the commit waits for the WAL fsync)
 //! and answers 201 with the stored row, 409 when the unique index on `lower(email)` refuses
-//! it, 400 for a body without a name and an email. Configuration by environment:
+//! it, 400 for a body without a name and an email. `GET /api/v1/customers/{id}` is a `SELECT`
+//! by primary key; `PATCH` one `UPDATE … SET …, custom_data = custom_data || $patch, version =
+//! version + 1 WHERE id = $1 AND version = $2` (the version from `If-Match`; 412 when no row
+//! matches it); `DELETE` one `DELETE … WHERE id = $1 AND version = $2`. Configuration by environment:
 //! `PEER_LISTEN` (default 127.0.0.1:8090), `DATABASE_URL` (a libpq connection string),
 //! `PEER_POOL_SIZE` (default 8: about two connections per core plus the disk, on the two
 //! cores it is measured on; the benchmark sweeps it). It starts on an empty table, as the
@@ -12,10 +15,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = "
@@ -30,7 +33,8 @@ CREATE TABLE customers (
     status text NOT NULL DEFAULT 'active',
     custom_data jsonb,
     created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    version bigint NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX customers_email_key ON customers (lower(email));
 ";
@@ -39,6 +43,27 @@ const INSERT: &str = "
 INSERT INTO customers (name, email, phone, address, payment_method, status, custom_data)
 VALUES ($1, $2, $3, $4, $5, coalesce($6, 'active'), $7)
 RETURNING id, created_at";
+
+/// Every column, as a reply shows them.
+const COLUMNS: &str = "id, name, email, phone, address, payment_method, created_at, updated_at, status, custom_data, version";
+
+/// A patch of the members it names: `NULL` parameters leave a column as it is; `custom_data`
+/// merges key by key (`||`). `$2` is the version `If-Match` names, when it names one.
+const UPDATE: &str = "
+UPDATE customers SET
+    name = coalesce($3, name),
+    email = coalesce($4, email),
+    phone = coalesce($5, phone),
+    status = coalesce($6, status),
+    custom_data = CASE WHEN $7::jsonb IS NULL THEN custom_data
+                       ELSE coalesce(custom_data, '{}'::jsonb) || $7 END,
+    version = version + 1,
+    updated_at = now()
+WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)
+RETURNING ";
+
+const DELETE: &str =
+    "DELETE FROM customers WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) RETURNING id";
 
 #[tokio::main]
 async fn main() {
@@ -62,6 +87,10 @@ async fn main() {
         .expect("create the table");
     let app = Router::new()
         .route("/api/v1/customers", post(create))
+        .route(
+            "/api/v1/customers/{id}",
+            get(read).patch(update).delete(remove),
+        )
         .with_state(Arc::new(pool));
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
     eprintln!(
@@ -131,6 +160,144 @@ async fn create(State(pool): State<Arc<deadpool_postgres::Pool>>, body: Bytes) -
             problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
         }
     }
+}
+
+type Pool = State<Arc<deadpool_postgres::Pool>>;
+
+async fn read(State(pool): Pool, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return problem(StatusCode::NOT_FOUND, "customer_not_found");
+    };
+    let Ok(client) = pool.get().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    };
+    let select = format!("SELECT {COLUMNS} FROM customers WHERE id = $1");
+    match client.query_opt(&select, &[&id]).await {
+        Ok(Some(row)) => customer(StatusCode::OK, &row),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "customer_not_found"),
+        Err(e) => {
+            eprintln!("select failed: {e}");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        }
+    }
+}
+
+async fn update(
+    State(pool): Pool,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return problem(StatusCode::NOT_FOUND, "customer_not_found");
+    };
+    let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(&body) else {
+        return problem(StatusCode::BAD_REQUEST, "invalid_body");
+    };
+    let text = |key: &str| patch.get(key).and_then(Value::as_str).map(str::to_owned);
+    let custom_data = patch.get("custom_data").filter(|v| v.is_object()).cloned();
+    let version = if_match(&headers);
+    let Ok(client) = pool.get().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    };
+    let statement = format!("{UPDATE}{COLUMNS}");
+    let updated = client
+        .query_opt(
+            &statement,
+            &[
+                &id,
+                &version,
+                &text("name"),
+                &text("email"),
+                &text("phone"),
+                &text("status"),
+                &custom_data,
+            ],
+        )
+        .await;
+    match updated {
+        Ok(Some(row)) => customer(StatusCode::OK, &row),
+        Ok(None) if version.is_some() => {
+            problem(StatusCode::PRECONDITION_FAILED, "precondition_failed")
+        }
+        Ok(None) => problem(StatusCode::NOT_FOUND, "customer_not_found"),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            problem(StatusCode::CONFLICT, "email_already_exists")
+        }
+        Err(e) => {
+            eprintln!("update failed: {e}");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        }
+    }
+}
+
+async fn remove(State(pool): Pool, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return problem(StatusCode::NOT_FOUND, "customer_not_found");
+    };
+    let version = if_match(&headers);
+    let Ok(client) = pool.get().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    };
+    match client.query_opt(DELETE, &[&id, &version]).await {
+        Ok(Some(_)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"id": id.to_string(), "deleted": true}).to_string(),
+        )
+            .into_response(),
+        Ok(None) if version.is_some() => {
+            problem(StatusCode::PRECONDITION_FAILED, "precondition_failed")
+        }
+        Ok(None) => problem(StatusCode::NOT_FOUND, "customer_not_found"),
+        Err(e) => {
+            eprintln!("delete failed: {e}");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        }
+    }
+}
+
+/// The version an `If-Match: "3"` names.
+fn if_match(headers: &HeaderMap) -> Option<i64> {
+    headers
+        .get(header::IF_MATCH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+/// A row of [`COLUMNS`] as the reply body, with its version as `ETag`.
+fn customer(status: StatusCode, row: &tokio_postgres::Row) -> Response {
+    let time = |i: usize| {
+        row.get::<_, chrono::DateTime<chrono::Utc>>(i)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let id: uuid::Uuid = row.get(0);
+    let body = json!({
+        "id": id.to_string(),
+        "name": row.get::<_, String>(1),
+        "email": row.get::<_, String>(2),
+        "phone": row.get::<_, Option<String>>(3),
+        "address": row.get::<_, Option<Value>>(4),
+        "payment_method": row.get::<_, Option<String>>(5),
+        "created_at": time(6),
+        "updated_at": time(7),
+        "status": row.get::<_, String>(8),
+        "custom_data": row.get::<_, Option<Value>>(9),
+    });
+    let etag = format!("\"{}\"", row.get::<_, i64>(10));
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::ETAG, etag),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn problem(status: StatusCode, code: &str) -> Response {

@@ -15,7 +15,7 @@
 //!   nothing else is committed for a while, the relay asks for a group of its own
 //!   (`Control::RecordRelayed`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use customers_shared::CustomerId;
@@ -45,6 +45,9 @@ pub(crate) struct Outbox {
 struct State {
     /// Stored and not acknowledged: sequence number → (customer, commit time in ms).
     pending: BTreeMap<u64, (CustomerId, u64)>,
+    /// The same by customer, so that a delete finds its customer's at once however many
+    /// wait (a JetStream outage).
+    by_customer: HashMap<CustomerId, Vec<u64>>,
     recent: VecDeque<PendingEvent>,
     /// Events numbered up to this one are not in `recent`: the relay reads them from the
     /// store.
@@ -52,6 +55,29 @@ struct State {
     /// The newest acknowledged sequence number, and the newest of those journaled.
     relayed: u64,
     journaled: u64,
+}
+
+impl State {
+    fn add(&mut self, sequence: u64, customer: CustomerId, at_ms: u64) {
+        self.pending.insert(sequence, (customer, at_ms));
+        self.by_customer.entry(customer).or_default().push(sequence);
+    }
+
+    fn remove(&mut self, sequence: u64) {
+        if let Some((customer, _)) = self.pending.remove(&sequence) {
+            self.forget(customer, sequence);
+        }
+    }
+
+    /// Drops `sequence` from its customer's list (and the list once empty).
+    fn forget(&mut self, customer: CustomerId, sequence: u64) {
+        if let Some(sequences) = self.by_customer.get_mut(&customer) {
+            sequences.retain(|&s| s != sequence);
+            if sequences.is_empty() {
+                self.by_customer.remove(&customer);
+            }
+        }
+    }
 }
 
 impl Outbox {
@@ -63,18 +89,20 @@ impl Outbox {
         stored_through: u64,
         journaled: u64,
     ) -> Self {
+        let mut state = State {
+            pending: BTreeMap::new(),
+            by_customer: HashMap::new(),
+            recent: VecDeque::new(),
+            stored_only_through: stored_through,
+            relayed: journaled,
+            journaled,
+        };
+        for (sequence, customer, at_ms) in pending {
+            state.add(sequence, customer, at_ms);
+        }
         Self {
             max_pending: max_pending.max(1),
-            state: Mutex::new(State {
-                pending: pending
-                    .into_iter()
-                    .map(|(sequence, customer, at_ms)| (sequence, (customer, at_ms)))
-                    .collect(),
-                recent: VecDeque::new(),
-                stored_only_through: stored_through,
-                relayed: journaled,
-                journaled,
-            }),
+            state: Mutex::new(state),
             committed: Notify::new(),
         }
     }
@@ -114,11 +142,10 @@ impl Outbox {
     /// The pending events of `customer` (the committer, erasing them with a delete).
     pub(crate) fn pending_of(&self, customer: CustomerId) -> Vec<u64> {
         self.state()
-            .pending
-            .iter()
-            .filter(|(_, (owner, _))| *owner == customer)
-            .map(|(sequence, _)| *sequence)
-            .collect()
+            .by_customer
+            .get(&customer)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The committer, after a group is durable and applied: its events, in order, and the
@@ -126,11 +153,10 @@ impl Outbox {
     pub(crate) fn committed(&self, events: impl IntoIterator<Item = PendingEvent>, erased: &[u64]) {
         let mut state = self.state();
         for sequence in erased {
-            state.pending.remove(sequence);
+            state.remove(*sequence);
         }
         for event in events {
-            let at = (event.event.customer, event.event.at_ms);
-            state.pending.insert(event.sequence, at);
+            state.add(event.sequence, event.event.customer, event.event.at_ms);
             if state.recent.len() == RECENT_EVENTS
                 && let Some(evicted) = state.recent.pop_front()
             {
@@ -170,6 +196,12 @@ impl Outbox {
         )
     }
 
+    /// The relay: events numbered up to this one are read from the store (the queue of
+    /// recent ones does not hold them), and it knows of every one of them.
+    pub(crate) fn stored_only_through(&self) -> u64 {
+        self.state().stored_only_through
+    }
+
     /// The relay: whether event `sequence` is still to be published (a delete may have
     /// erased it since it was taken).
     pub(crate) fn is_pending(&self, sequence: u64) -> bool {
@@ -180,7 +212,10 @@ impl Outbox {
     pub(crate) fn relayed(&self, through: u64) {
         let mut state = self.state();
         let newer = state.pending.split_off(&(through + 1));
-        state.pending = newer;
+        let relayed = std::mem::replace(&mut state.pending, newer);
+        for (sequence, (customer, _)) in relayed {
+            state.forget(customer, sequence);
+        }
         state.relayed = state.relayed.max(through);
     }
 

@@ -10,8 +10,8 @@
 //!   the rest is published again, and the stream's duplicate window drops what was already
 //!   stored. While JetStream is unreachable it retries with backoff; writes go on, and the
 //!   outbox grows up to its bound (`outbox`).
-//! * Before a `customer.deleted` is published, the customer's earlier `customer.created` and
-//!   `customer.updated` messages are deleted from the stream (JetStream's message delete,
+//! * Before a batch holding a `customer.deleted` is published, the customer's earlier
+//!   `customer.created` and `customer.updated` messages are deleted from the stream (JetStream's message delete,
 //!   which overwrites the payload): the erasure reaches the stream before anyone hears of
 //!   the delete. Its events still pending were erased from the outbox by the delete itself.
 //! * The newest acknowledged sequence number is journaled with the next group (or, when the
@@ -46,6 +46,8 @@ const CONTENT_TYPE: async_nats::HeaderName = async_nats::HeaderName::from_static
 
 /// Events published (and acknowledged) at a time.
 const BATCH: usize = 256;
+/// Deleted customers whose messages are looked up and erased at once.
+const ERASE_CONCURRENCY: usize = 32;
 /// How long the worker must be quiet before the relay journals its mark in a group of its own.
 const MARK_DELAY: Duration = Duration::from_millis(200);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -168,9 +170,12 @@ impl Relay {
         let mut failing_since: Option<Instant> = None;
         // Stopped when told, or when whoever could tell it is gone.
         while !*stop.borrow() && stop.has_changed().is_ok() && !self.parts.health.is_failed() {
-            let Some((batch, through)) = self.next_batch(position).await else {
+            let Some((mut batch, through)) = self.next_batch(position).await else {
                 break;
             };
+            // Checked again just before publishing: a delete committed since the batch was
+            // taken erased its customer's events (see `publish`).
+            batch.retain(|e| self.parts.outbox.is_pending(e.sequence));
             if batch.is_empty() {
                 if through > position {
                     // Only erased events: nothing to publish up to `through`.
@@ -251,10 +256,16 @@ impl Relay {
                 return None;
             }
         };
-        let through = stored.last().map_or(position, |(sequence, _)| *sequence);
+        // Only what the outbox in memory knows: an event applied a moment ago may not be
+        // there yet (the queue of recent events brings it).
+        let known = self.parts.outbox.stored_only_through();
+        let through = stored
+            .last()
+            .map_or(known, |(sequence, _)| *sequence)
+            .min(known);
         let pending = stored
             .into_iter()
-            .filter(|(sequence, _)| self.parts.outbox.is_pending(*sequence))
+            .filter(|(sequence, _)| *sequence <= known)
             .map(|(sequence, event)| PendingEvent { sequence, event })
             .collect();
         Some((pending, through))
@@ -277,38 +288,28 @@ impl Relay {
         }
     }
 
-    /// Publishes `batch` in order and awaits the acknowledgements: returns how many (from
-    /// the first) were acknowledged and, if one failed or none came in time, why. A
-    /// `customer.deleted` goes out only after everything before it was acknowledged and the
-    /// customer's earlier messages were erased from the stream.
+    /// Erases from the stream the earlier messages of every customer `batch` deletes (all at
+    /// once), then publishes `batch` in order and awaits the acknowledgements: returns how
+    /// many (from the first) were acknowledged and, if one failed or none came in time, why.
+    ///
+    /// Erasing first is safe because the batch was checked just before (every event in it
+    /// still pending): a delete leaves the outbox pending none of its customer's earlier
+    /// events, so a batch that holds a `customer.deleted` holds nothing of that customer
+    /// before it, and what came before is in the stream already.
     async fn publish(&mut self, batch: &[PendingEvent]) -> (usize, Option<PublishFailure>) {
-        let mut acknowledged = 0;
-        while acknowledged < batch.len() {
-            let rest = &batch[acknowledged..];
-            // A run: up to (and with) the next deletion, whose erasure comes first.
-            let run_len = match rest
-                .iter()
-                .position(|e| e.event.event_type == EventType::Deleted)
-            {
-                Some(0) => {
-                    if let Err(failure) = self.erase(rest[0].event.customer).await {
-                        return (acknowledged, Some(failure));
-                    }
-                    rest.iter()
-                        .skip(1)
-                        .position(|e| e.event.event_type == EventType::Deleted)
-                        .map_or(rest.len(), |next| next + 1)
-                }
-                Some(next) => next,
-                None => rest.len(),
-            };
-            let (done, failure) = self.publish_run(&rest[..run_len]).await;
-            acknowledged += done;
-            if failure.is_some() {
-                return (acknowledged, failure);
-            }
+        let deleted = batch
+            .iter()
+            .filter(|e| e.event.event_type == EventType::Deleted)
+            .map(|e| e.event.customer);
+        let erased: Vec<Result<(), PublishFailure>> = futures_util::stream::iter(deleted)
+            .map(|customer| self.erase(customer))
+            .buffer_unordered(ERASE_CONCURRENCY)
+            .collect()
+            .await;
+        if let Some(Err(failure)) = erased.into_iter().find(Result::is_err) {
+            return (0, Some(failure));
         }
-        (acknowledged, None)
+        self.publish_run(batch).await
     }
 
     /// Publishes `run` pipelined and collects its acknowledgements.
@@ -371,49 +372,51 @@ impl Relay {
     }
 
     /// Deletes every `customer.created` and `customer.updated` message of `customer` from the
-    /// stream, oldest first: found by subject (`STREAM.MSG.GET` with `next_by_subj`) and
-    /// deleted with `STREAM.MSG.DELETE`, whose default overwrites the payload. Its
-    /// `customer.deleted` is left alone: a re-publication after a crash finds it, and must not
+    /// stream, oldest first: found by subject (`STREAM.MSG.GET` with `next_by_subj`, the
+    /// event type a wildcard) and deleted with `STREAM.MSG.DELETE`, whose default overwrites
+    /// the payload. Its `customer.deleted` is left alone: a re-publication after a crash finds it, and must not
     /// remove the very event it re-publishes.
     async fn erase(&self, customer: customers_shared::CustomerId) -> Result<(), PublishFailure> {
         let id = customer.to_string();
         let stream = &self.parts.stream;
-        for event_type in [EventType::Created, EventType::Updated] {
-            let subject = event_type.subject(&self.parts.subject_prefix, &id);
-            let mut from = 1;
-            loop {
-                let request = serde_json::json!({"seq": from, "next_by_subj": subject});
-                let found: JetStreamResponse<FoundMessage> = self
-                    .jetstream
-                    .request(format!("STREAM.MSG.GET.{stream}"), &request)
-                    .await
-                    .map_err(|e| PublishFailure::Erase(e.to_string()))?;
-                let sequence = match found {
-                    JetStreamResponse::Ok(found) => found.message.seq,
-                    JetStreamResponse::Err { error } if error.code == 404 => break,
-                    JetStreamResponse::Err { error } => {
-                        return Err(PublishFailure::Erase(error.description));
-                    }
-                };
-                let request = serde_json::json!({"seq": sequence});
-                let deleted: JetStreamResponse<serde_json::Value> = self
-                    .jetstream
-                    .request(format!("STREAM.MSG.DELETE.{stream}"), &request)
-                    .await
-                    .map_err(|e| PublishFailure::Erase(e.to_string()))?;
-                match deleted {
-                    JetStreamResponse::Ok(_) => {}
-                    // Removed meanwhile (its age, a limit): gone either way.
-                    JetStreamResponse::Err { error } if error.code == 404 => {}
-                    JetStreamResponse::Err { error } => {
-                        return Err(PublishFailure::Erase(error.description));
-                    }
+        // Every event of the customer, whatever its type: one look-up per message found.
+        let subject = format!("{}.v1.events.*.{id}", self.parts.subject_prefix);
+        let deleted_subject = EventType::Deleted.subject(&self.parts.subject_prefix, &id);
+        let mut from = 1;
+        loop {
+            let request = serde_json::json!({"seq": from, "next_by_subj": subject});
+            let found: JetStreamResponse<FoundMessage> = self
+                .jetstream
+                .request(format!("STREAM.MSG.GET.{stream}"), &request)
+                .await
+                .map_err(|e| PublishFailure::Erase(e.to_string()))?;
+            let found = match found {
+                JetStreamResponse::Ok(found) => found.message,
+                JetStreamResponse::Err { error } if error.code == 404 => return Ok(()),
+                JetStreamResponse::Err { error } => {
+                    return Err(PublishFailure::Erase(error.description));
                 }
-                self.parts.metrics.event_erased();
-                from = sequence + 1;
+            };
+            from = found.seq + 1;
+            if found.subject == deleted_subject {
+                continue;
             }
+            let request = serde_json::json!({"seq": found.seq});
+            let deleted: JetStreamResponse<serde_json::Value> = self
+                .jetstream
+                .request(format!("STREAM.MSG.DELETE.{stream}"), &request)
+                .await
+                .map_err(|e| PublishFailure::Erase(e.to_string()))?;
+            match deleted {
+                JetStreamResponse::Ok(_) => {}
+                // Removed meanwhile (its age, a limit): gone either way.
+                JetStreamResponse::Err { error } if error.code == 404 => {}
+                JetStreamResponse::Err { error } => {
+                    return Err(PublishFailure::Erase(error.description));
+                }
+            }
+            self.parts.metrics.event_erased();
         }
-        Ok(())
     }
 
     /// The acknowledgements of the first `sent` events of `run`, by position (`None`: none
@@ -464,15 +467,16 @@ enum JetStreamResponse<T> {
     Ok(T),
 }
 
-/// `STREAM.MSG.GET`'s answer: the message found (only its sequence number is read).
+/// `STREAM.MSG.GET`'s answer: the message found (its sequence number and subject).
 #[derive(serde::Deserialize)]
 struct FoundMessage {
-    message: FoundSequence,
+    message: Found,
 }
 
 #[derive(serde::Deserialize)]
-struct FoundSequence {
+struct Found {
     seq: u64,
+    subject: String,
 }
 
 /// How long the relay waits for a batch's acknowledgements before it sends what is missing

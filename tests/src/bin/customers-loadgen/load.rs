@@ -1,7 +1,8 @@
 //! Driving load: the two targets (HTTP through the ingress, NATS straight to the worker),
-//! the closed loop (N requesters back to back) and the open loop (a fixed arrival rate, with
-//! latency measured from each request's intended send time so that stalls are not hidden by
-//! coordinated omission), and the statistics with live progress.
+//! what each requester sends ([`Workload`]: creates by default, or the changes the benchmark
+//! drives), the closed loop (N requesters back to back) and the open loop (a fixed arrival
+//! rate, with latency measured from each request's intended send time so that stalls are not
+//! hidden by coordinated omission), and the statistics with live progress.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,13 +22,65 @@ use tokio::net::TcpStream;
 
 use crate::generator::Generator;
 
+/// One request: over HTTP its method and path; its body and extra headers (over NATS the
+/// body and headers go to the target's subject).
+pub struct Request {
+    pub method: &'static str,
+    pub path: String,
+    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// What one requester sends, request after request, and what it learns from the answers.
+pub trait Workload: Send + 'static {
+    fn next(&mut self) -> Request;
+    /// The answer to the request `next` made last: its status and body.
+    fn answered(&mut self, _status: u16, _body: &[u8]) {}
+    /// Whether it has nothing more to send (closed loop: its requester stops).
+    fn done(&self) -> bool {
+        false
+    }
+}
+
+/// Creates with realistic, unique bodies (see [`Generator`]), with an `Idempotency-Key` each
+/// when asked.
+pub struct Creates {
+    generator: Generator,
+    keys: bool,
+}
+
+impl Creates {
+    pub fn new(run: &str, stream: usize, duplicate_ratio: f64, keys: bool) -> Self {
+        Self {
+            generator: Generator::new(run, stream, duplicate_ratio),
+            keys,
+        }
+    }
+}
+
+impl Workload for Creates {
+    fn next(&mut self) -> Request {
+        let (body, key) = self.generator.next_body();
+        let headers = match self.keys {
+            true => vec![(headers::IDEMPOTENCY_KEY, key)],
+            false => Vec::new(),
+        };
+        Request {
+            method: "POST",
+            path: "/api/v1/customers".into(),
+            body,
+            headers,
+        }
+    }
+}
+
 /// Where requests go.
 #[derive(Clone)]
 pub enum Target {
     Http {
         addr: SocketAddr,
-        /// The request line and fixed headers, up to the variable ones.
-        head: Arc<str>,
+        /// The fixed headers of every request (host, authorization).
+        fixed: Arc<str>,
     },
     Nats {
         clients: Arc<Vec<async_nats::Client>>,
@@ -48,15 +101,13 @@ impl Target {
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| format!("cannot resolve {authority}"))?;
-        let mut head = format!(
-            "POST /api/v1/customers HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n"
-        );
+        let mut fixed = format!("host: {authority}\r\n");
         if let Some(key) = api_key {
-            head.push_str(&format!("authorization: Bearer {key}\r\n"));
+            fixed.push_str(&format!("authorization: Bearer {key}\r\n"));
         }
         Ok(Self::Http {
             addr,
-            head: head.into(),
+            fixed: fixed.into(),
         })
     }
 
@@ -80,9 +131,9 @@ impl Target {
     /// A requester: one keep-alive connection (HTTP) or one of the NATS clients.
     fn requester(&self, stream: usize) -> Requester {
         match self {
-            Self::Http { addr, head } => Requester::Http {
+            Self::Http { addr, fixed } => Requester::Http {
                 addr: *addr,
-                head: head.clone(),
+                fixed: fixed.clone(),
                 connection: None,
             },
             Self::Nats {
@@ -98,12 +149,12 @@ impl Target {
     }
 }
 
-/// Sends creates one at a time. Over HTTP it keeps one connection and speaks HTTP/1.1
+/// Sends requests one at a time. Over HTTP it keeps one connection and speaks HTTP/1.1
 /// itself (like wrk), so the load generator spends as little of the machine as it can.
 enum Requester {
     Http {
         addr: SocketAddr,
-        head: Arc<str>,
+        fixed: Arc<str>,
         connection: Option<HttpConnection>,
     },
     Nats {
@@ -114,35 +165,50 @@ enum Requester {
 }
 
 impl Requester {
-    /// Sends one create; returns the HTTP status (or its NATS equivalent; 0 for a transport
-    /// failure).
-    async fn send(&mut self, body: String, idempotency_key: Option<String>) -> u16 {
+    /// Sends one request; returns the HTTP status (or its NATS equivalent; 0 for a transport
+    /// failure) and the body.
+    async fn send(&mut self, request: Request) -> (u16, Bytes) {
         match self {
             Self::Http {
                 addr,
-                head,
+                fixed,
                 connection,
             } => {
-                let mut request = String::with_capacity(head.len() + body.len() + 64);
-                request.push_str(head);
-                if let Some(key) = idempotency_key {
-                    let _ = write!(request, "{}: {key}\r\n", headers::IDEMPOTENCY_KEY);
+                let Request {
+                    method,
+                    path,
+                    body,
+                    headers,
+                } = request;
+                let mut bytes = String::with_capacity(fixed.len() + body.len() + 160);
+                let _ = write!(bytes, "{method} {path} HTTP/1.1\r\n{fixed}");
+                if !body.is_empty() {
+                    let media = match method {
+                        "PATCH" => "application/merge-patch+json",
+                        _ => "application/json",
+                    };
+                    let _ = write!(bytes, "content-type: {media}\r\n");
                 }
-                let _ = write!(request, "content-length: {}\r\n\r\n{body}", body.len());
+                for (name, value) in headers {
+                    let _ = write!(bytes, "{name}: {value}\r\n");
+                }
+                let _ = write!(bytes, "content-length: {}\r\n\r\n{body}", body.len());
                 if connection.is_none() {
                     *connection = HttpConnection::connect(*addr).await.ok();
                 }
-                let Some(open) = connection else { return 0 };
-                match open.exchange(request.as_bytes()).await {
-                    Ok((status, keep_alive)) => {
+                let Some(open) = connection else {
+                    return (0, Bytes::new());
+                };
+                match open.exchange(bytes.as_bytes()).await {
+                    Ok((status, keep_alive, body)) => {
                         if !keep_alive {
                             *connection = None;
                         }
-                        status
+                        (status, body)
                     }
                     Err(_) => {
                         *connection = None;
-                        0
+                        (0, Bytes::new())
                     }
                 }
             }
@@ -151,24 +217,29 @@ impl Requester {
                 subject,
                 timeout,
             } => {
-                let mut request = async_nats::Request::new()
-                    .payload(Bytes::from(body))
+                let mut nats_request = async_nats::Request::new()
+                    .payload(Bytes::from(request.body))
                     .timeout(Some(*timeout));
-                if let Some(key) = idempotency_key {
+                if !request.headers.is_empty() {
                     let mut request_headers = async_nats::HeaderMap::new();
-                    request_headers.insert(headers::IDEMPOTENCY_KEY, key.as_str());
-                    request = request.headers(request_headers);
+                    for (name, value) in &request.headers {
+                        request_headers.insert(*name, value.as_str());
+                    }
+                    nats_request = nats_request.headers(request_headers);
                 }
-                match client.send_request(subject.clone(), request).await {
-                    Ok(reply) => reply
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(headers::SERVICE_ERROR_CODE))
-                        .and_then(|code| code.as_str().parse().ok())
-                        .unwrap_or(201),
-                    Err(e) if e.kind() == RequestErrorKind::NoResponders => 503,
-                    Err(e) if e.kind() == RequestErrorKind::TimedOut => 504,
-                    Err(_) => 0,
+                match client.send_request(subject.clone(), nats_request).await {
+                    Ok(reply) => {
+                        let status = reply
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(headers::SERVICE_ERROR_CODE))
+                            .and_then(|code| code.as_str().parse().ok())
+                            .unwrap_or(201);
+                        (status, reply.payload)
+                    }
+                    Err(e) if e.kind() == RequestErrorKind::NoResponders => (503, Bytes::new()),
+                    Err(e) if e.kind() == RequestErrorKind::TimedOut => (504, Bytes::new()),
+                    Err(_) => (0, Bytes::new()),
                 }
             }
         }
@@ -191,8 +262,8 @@ impl HttpConnection {
         })
     }
 
-    /// Returns the status and whether the connection may be reused.
-    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, bool)> {
+    /// Returns the status, whether the connection may be reused, and the body.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, bool, Bytes)> {
         self.stream.write_all(request).await?;
         let head_end = loop {
             if let Some(i) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -221,8 +292,9 @@ impl HttpConnection {
         while self.buffer.len() < head_end + length {
             self.fill().await?;
         }
+        let body = Bytes::copy_from_slice(&self.buffer[head_end..head_end + length]);
         self.buffer.drain(..head_end + length);
-        Ok((status, keep_alive))
+        Ok((status, keep_alive, body))
     }
 
     async fn fill(&mut self) -> std::io::Result<()> {
@@ -294,8 +366,31 @@ impl Summary {
     }
 }
 
-/// Runs `plan` against `target` and returns what was measured after the warm-up.
+/// Runs `plan`'s creates against `target` and returns what was measured after the warm-up.
 pub async fn run(target: Target, plan: Plan) -> Summary {
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let (ratio, keys) = (plan.duplicate_ratio, plan.idempotency_keys);
+    run_workloads(target, plan, |stream| {
+        Creates::new(&run_id, stream, ratio, keys)
+    })
+    .await
+    .0
+}
+
+/// Runs `plan` against `target`, each requester (the open loop has one) sending what its
+/// workload makes; returns what was measured after the warm-up, and the closed loop's
+/// workloads as they ended.
+pub async fn run_workloads<W: Workload>(
+    target: Target,
+    plan: Plan,
+    mut workload: impl FnMut(usize) -> W,
+) -> (Summary, Vec<W>) {
     let stats = Arc::new(Mutex::new(Stats {
         latency_us: Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"),
         statuses: BTreeMap::new(),
@@ -304,13 +399,7 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
     let started = Instant::now();
     let measuring_from = started + plan.warmup;
     let stop_at = measuring_from + plan.duration;
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-    );
+    let mut ended = Vec::new();
     let record = {
         let (stats, recording) = (stats.clone(), recording.clone());
         move |latency: Duration, status: u16| {
@@ -343,7 +432,7 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
                 .map(|stream| {
                     let mut requester = target.requester(stream);
                     let (record, budget) = (record.clone(), budget.clone());
-                    let mut generator = Generator::new(&run_id, stream, plan.duplicate_ratio);
+                    let mut workload = workload(stream);
                     let take = move || {
                         budget
                             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
@@ -352,24 +441,26 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
                             .is_ok()
                     };
                     tokio::spawn(async move {
-                        while Instant::now() < stop_at && take() {
-                            let (body, key) = generator.next_body();
+                        while Instant::now() < stop_at && !workload.done() && take() {
+                            let request = workload.next();
                             let sent = Instant::now();
-                            let status = requester
-                                .send(body, plan.idempotency_keys.then_some(key))
-                                .await;
+                            let (status, body) = requester.send(request).await;
                             record(sent.elapsed(), status);
+                            workload.answered(status, &body);
                         }
+                        workload
                     })
                 })
                 .collect();
             for requester in requesters {
-                let _ = requester.await;
+                if let Ok(workload) = requester.await {
+                    ended.push(workload);
+                }
             }
         }
         Shape::Open(rate) => {
             let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
-            let mut generator = Generator::new(&run_id, 0, plan.duplicate_ratio);
+            let mut workload = workload(0);
             let mut in_flight = tokio::task::JoinSet::new();
             // Idle requesters (connections) for reuse; a new one when all are busy.
             let idle: Arc<Mutex<Vec<Requester>>> = Arc::default();
@@ -377,17 +468,16 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
             let mut stream = 0;
             while intended < stop_at {
                 tokio::time::sleep_until(intended.into()).await;
-                let (body, key) = generator.next_body();
+                let request = workload.next();
                 let reused = idle.lock().expect("idle requesters").pop();
                 let mut requester = reused.unwrap_or_else(|| {
                     stream += 1;
                     target.requester(stream)
                 });
                 let (idle, record) = (idle.clone(), record.clone());
-                let idempotency_key = plan.idempotency_keys.then_some(key);
                 let sent_at = intended;
                 in_flight.spawn(async move {
-                    let status = requester.send(body, idempotency_key).await;
+                    let (status, _) = requester.send(request).await;
                     // From the intended start: a stalled sender shows up as latency.
                     record(sent_at.elapsed(), status);
                     idle.lock().expect("idle requesters").push(requester);
@@ -410,7 +500,7 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
     let stats = stats.lock().expect("stats");
     let requests = stats.latency_us.len();
     let ms = |q: f64| stats.latency_us.value_at_quantile(q) as f64 / 1000.0;
-    Summary {
+    let summary = Summary {
         requests,
         seconds,
         throughput: requests as f64 / seconds,
@@ -422,7 +512,8 @@ pub async fn run(target: Target, plan: Plan) -> Summary {
             stats.latency_us.max() as f64 / 1000.0,
         ],
         statuses: stats.statuses.clone(),
-    }
+    };
+    (summary, ended)
 }
 
 async fn report_progress(stats: Arc<Mutex<Stats>>, recording: Arc<AtomicBool>, stop_at: Instant) {

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::changes::Change;
 use crate::load::Summary;
 
 /// The peer's pool sizes tried at each concurrency (kept out of the main table: the peer
@@ -29,6 +30,11 @@ pub(super) enum Line {
     NatsLoaded,
     EventsOffApart,
     EventsOnApart,
+    /// A customer's whole life (`changes`), by the service over HTTP or by the peer.
+    Changes {
+        change: Change,
+        peer: bool,
+    },
 }
 
 impl Line {
@@ -53,6 +59,15 @@ impl fmt::Display for Line {
             Self::NatsLoaded => "service over NATS direct, after preload",
             Self::EventsOffApart => "events off, nats-server on cores of its own (median run)",
             Self::EventsOnApart => "events on, nats-server on cores of its own (median run)",
+            Self::Changes { change, peer } => {
+                let who = if *peer { "peer" } else { "service over HTTP" };
+                let what = match change {
+                    Change::Updates => "updates",
+                    Change::Deletes => "deletes",
+                    Change::Mixed => "mixed (70 % get, 20 % update, 10 % create)",
+                };
+                return write!(f, "{who}: {what}");
+            }
         };
         f.write_str(label)
     }

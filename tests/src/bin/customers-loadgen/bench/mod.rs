@@ -14,6 +14,9 @@
 //! * the replicated topology over HTTP: a 3-node NATS cluster, three workers in replicated
 //!   mode, the ingress (what replication costs).
 //!
+//! * updates, deletes and a mixed load (`changes`), by the service over HTTP and by the peer
+//!   with its best pool of the create sweep.
+//!
 //! Then the cost as data grows (a preload through the create path), and the time to
 //! recover a journal of N creates after `kill -9`. Writes a Markdown report with ratios,
 //! the targets of issue 10 checked against this run, CPU per request, and an SVG chart.
@@ -23,6 +26,7 @@
 //! [`postgres`] (the peer's database), [`procfs`] (CPU and memory from /proc),
 //! [`report`](mod@report) (the Markdown) and [`chart`] (the SVG).
 
+mod changes;
 mod chart;
 mod lines;
 mod postgres;
@@ -38,12 +42,13 @@ use clap::Args;
 use customers_ingress::auth::keys_file::Scope;
 use customers_tests::{NatsServer, ServiceProcess, UNLIMITED, mint_key};
 
+use self::changes::{Change, Changes, Seed};
 use self::lines::{Line, PEER_POOL_SIZES, Pids, Row};
 use self::postgres::Postgres;
 use self::procfs::{cpu_seconds, dir_size, machine_cpu_times, process_tree, rss_kib, stolen_share};
 use self::report::{
-    command_output, cpu_section, growth_section, peer_sweep_section, recovery_section,
-    replication_section, report, targets_section,
+    changes_section, command_output, cpu_section, growth_section, peer_sweep_section,
+    recovery_section, replication_section, report, targets_section,
 };
 use self::setups::{events_with_the_broker_apart, replicated_line};
 use crate::load::{self, Plan, Shape, Summary, Target};
@@ -114,8 +119,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let keys_file_arg = keys_file.display().to_string();
     let mut bench = Bench {
         args: &args,
-        api_key: mint_key(&keys_file, &[Scope::Write], Some(UNLIMITED)),
+        api_key: mint_key(&keys_file, &[Scope::Read, Scope::Write], Some(UNLIMITED)),
         rows: Vec::new(),
+        seeded: 0,
         own_pid: std::process::id(),
         nats_pid: nats.pid(),
     };
@@ -200,6 +206,25 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 peer.terminate().await;
             }
             bench.take_best_peer_pool();
+            for &c in &args.concurrency {
+                let pool = bench.best_peer_pool(c).to_string();
+                let peer = ServiceProcess::start_program(
+                    peer_bin,
+                    &[],
+                    &[
+                        ("DATABASE_URL", &postgres.url()),
+                        ("PEER_LISTEN", "127.0.0.1:0"),
+                        ("PEER_POOL_SIZE", &pool),
+                    ],
+                    "peer listening on",
+                )
+                .await;
+                let peer_url = listen_url(&peer.ready_line, "listening on ");
+                let mut pids = bench.pids(Some(&peer), &peer, Some(postgres_root));
+                pids[1].clear();
+                bench.changes_lines(true, &peer_url, c, &pids).await?;
+                peer.terminate().await;
+            }
             postgres.stop().await;
             format!(
                 "PostgreSQL {} from {} (fsync on, synchronous_commit on, defaults otherwise), its connection pool the best of {} at each concurrency (the sweep is under \"Peer pool sweep\")",
@@ -245,6 +270,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     bench
         .http_line(Line::Http, &ingress_url, &ingress, &worker, None)
         .await?;
+    for &c in &args.concurrency {
+        let pids = bench.pids(Some(&ingress), &worker, None);
+        bench.changes_lines(false, &ingress_url, c, &pids).await?;
+    }
     settle().await;
     for &c in &args.concurrency {
         let target = Target::nats(&url, "customers.v1.create", c.clamp(1, 4)).await?;
@@ -307,6 +336,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         recovery.as_ref(),
         events_apart.as_ref(),
     );
+    changes_section(&mut report, &rows, &args.concurrency);
     peer_sweep_section(&mut report, &rows, &args.concurrency);
     cpu_section(&mut report, &rows);
     if let Some(growth) = &growth {
@@ -373,6 +403,8 @@ struct Bench<'a> {
     /// checks it.
     api_key: String,
     rows: Vec<Row>,
+    /// Customers the service's change lines created before they changed them.
+    seeded: u64,
     own_pid: u32,
     nats_pid: u32,
 }
@@ -419,10 +451,66 @@ impl Bench<'_> {
     }
 
     async fn measure(&mut self, line: Line, target: Target, concurrency: usize, pids: Pids) {
+        let run = load::run(target, plan(self.args, concurrency));
+        self.measure_run(line, concurrency, pids, run).await;
+    }
+
+    /// Updates at every concurrency; deletes and the mixed load at [`GROWTH_CONCURRENCY`]
+    /// (each requester deletes customers it created first, so deletes are bounded by what was
+    /// created: once is enough). By the peer or the service at `base_url`.
+    async fn changes_lines(
+        &mut self,
+        peer: bool,
+        base_url: &str,
+        concurrency: usize,
+        pids: &Pids,
+    ) -> Result<(), String> {
+        let mut kinds = vec![Change::Updates];
+        if concurrency == GROWTH_CONCURRENCY {
+            kinds.extend([Change::Deletes, Change::Mixed]);
+        }
+        let run = self.created().to_string();
+        // About what either side deletes per second at this concurrency, with room to spare.
+        let span = (self.args.warmup + self.args.duration).as_secs_f64();
+        let deletes = (span * 25_000.0 / concurrency as f64).ceil() as usize;
+        for change in kinds {
+            let target = Target::http(base_url, Some(&self.api_key)).await?;
+            let seeds = change.seeds_per_requester(deletes);
+            let seed_plan = Plan {
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(3600),
+                ..plan(self.args, concurrency)
+            };
+            let tag = format!("{run}-{change:?}-{peer}");
+            let (_, seeded) =
+                load::run_workloads(target.clone(), seed_plan, |s| Seed::new(&tag, s, seeds)).await;
+            let mut owned: Vec<_> = seeded.into_iter().map(|seed| seed.owned).collect();
+            if !peer {
+                self.seeded += owned.iter().map(Vec::len).sum::<usize>() as u64;
+            }
+            let line = Line::Changes { change, peer };
+            let measured = load::run_workloads(target, plan(self.args, concurrency), |s| {
+                Changes::new(change, &tag, s, std::mem::take(&mut owned[s]))
+            });
+            let measured = async { measured.await.0 };
+            self.measure_run(line, concurrency, pids.clone(), measured)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Measures the run `run` makes (of `line` at `concurrency`), with the CPU of `pids`.
+    async fn measure_run(
+        &mut self,
+        line: Line,
+        concurrency: usize,
+        pids: Pids,
+        run: impl std::future::Future<Output = Summary>,
+    ) {
         eprintln!("bench: {line}, concurrency {concurrency} ...");
         let started = std::time::Instant::now();
         let cpu_before = cpu_seconds(&pids);
-        let summary = load::run(target, plan(self.args, concurrency)).await;
+        let summary = run.await;
         // PostgreSQL starts a backend per new connection: count those too.
         let pids_after = [
             pids[0].clone(),
@@ -475,15 +563,38 @@ impl Bench<'_> {
         }
     }
 
-    /// Customers the service lines created so far.
-    fn created(&self) -> u64 {
+    /// The pool of the sweep that created the most at `concurrency` (8 without a sweep).
+    fn best_peer_pool(&self, concurrency: usize) -> usize {
         self.rows
             .iter()
-            .filter(|r| {
-                [Line::Http, Line::Nats, Line::HttpLoaded, Line::NatsLoaded].contains(&r.line)
+            .filter(|r| r.concurrency == concurrency)
+            .filter_map(|r| match r.line {
+                Line::PeerSweep { pool } => Some((pool, r.summary.throughput)),
+                _ => None,
             })
-            .map(|r| r.summary.statuses.get(&201).copied().unwrap_or(0))
-            .sum()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(8, |(pool, _)| pool)
+    }
+
+    /// Customers (and tombstones) the service lines put into the database so far.
+    fn created(&self) -> u64 {
+        let service_lines = [
+            Line::Http,
+            Line::Nats,
+            Line::HttpLoaded,
+            Line::NatsLoaded,
+            Line::Changes {
+                change: Change::Mixed,
+                peer: false,
+            },
+        ];
+        self.seeded
+            + self
+                .rows
+                .iter()
+                .filter(|r| service_lines.contains(&r.line))
+                .map(|r| r.summary.statuses.get(&201).copied().unwrap_or(0))
+                .sum::<u64>()
     }
 }
 
@@ -560,7 +671,8 @@ async fn measure_recovery(url: &str, data_dir: &Path, creates: u64) -> Result<Re
             .unwrap_or(0)
     };
     let recovery = Recovery {
-        replayed_creates: field("replayed_puts") / 2,
+        // A create with its event is three puts: the record, the email, the event.
+        replayed_creates: field("replayed_puts") / 3,
         journal_bytes,
         creates: summary.statuses.get(&201).copied().unwrap_or(0),
         recovery_ms: field("recovery_ms"),

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use super::changes::Change;
 use super::lines::{Line, PEER_POOL_SIZES, ROLES, Row, find, find_row, ratio};
 use super::setups::EventsApart;
 use super::{BenchArgs, EVENTS_ROUNDS, Footprint, GROWTH_CONCURRENCY, Recovery};
@@ -56,6 +57,66 @@ pub(super) fn peer_sweep_section(w: &mut String, rows: &[Row], levels: &[usize])
             .map_or("–".to_owned(), |(pool, _)| format!("pool {pool}"));
         let _ = writeln!(w, "| {c} | {} | {used} |", cells.join(" | "));
     }
+}
+
+/// Updates, deletes and the mixed load, the service beside the peer (issue 21's targets).
+pub(super) fn changes_section(w: &mut String, rows: &[Row], levels: &[usize]) {
+    let changes = [Change::Updates, Change::Deletes, Change::Mixed];
+    if !rows.iter().any(|r| matches!(r.line, Line::Changes { .. })) {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "
+## A customer's whole life: updates, deletes, a mixed load
+
+Each requester first creates the customers it then changes, alone, so it always sends the right `If-Match` and no `412` is measured. Updates are a merge patch of `custom_data` (the peer: `UPDATE … SET custom_data = custom_data || $patch, version = version + 1 WHERE id = $1 AND version = $2`, unique index on `lower(email)`, `synchronous_commit` on, the pool that won the create sweep at that concurrency); deletes `DELETE` under `If-Match` (the peer: `DELETE … WHERE id = $1 AND version = $2`); the mixed load is 70 % gets by id, 20 % updates, 10 % creates. The service runs with events on: every change writes its event into the outbox in the same journal record. Requests/s, with p50 and p99 in ms.
+
+| load | concurrency | service | peer | service ÷ peer |
+|---|---:|---:|---:|---:|"
+    );
+    for change in changes {
+        for &c in levels {
+            let service = Line::Changes {
+                change,
+                peer: false,
+            };
+            let peer = Line::Changes { change, peer: true };
+            let Some(measured) = find(rows, service, c) else {
+                continue;
+            };
+            let cell = |s: &crate::load::Summary| {
+                format!(
+                    "{:.0} ({:.1} / {:.1})",
+                    s.throughput, s.latency_ms[0], s.latency_ms[2]
+                )
+            };
+            let name = service.to_string();
+            let name = name.trim_start_matches("service over HTTP: ");
+            let _ = writeln!(
+                w,
+                "| {name} | {c} | {} | {} | {} |",
+                cell(measured),
+                find(rows, peer, c).map_or("–".to_owned(), cell),
+                fmt_ratio(ratio(rows, service, peer, c))
+            );
+        }
+    }
+    let updates = |peer| Line::Changes {
+        change: Change::Updates,
+        peer,
+    };
+    let at_64 = ratio(rows, updates(false), updates(true), GROWTH_CONCURRENCY);
+    let _ = writeln!(
+        w,
+        "\nTarget (issue 21): updates ≥ 2× the peer's at {GROWTH_CONCURRENCY} clients: {} ({}).",
+        fmt_ratio(at_64),
+        match at_64 {
+            Some(r) if r >= 2.0 => "met",
+            Some(_) => "missed",
+            None => "not measured",
+        }
+    );
 }
 
 fn fmt_ratio(value: Option<f64>) -> String {
@@ -110,7 +171,11 @@ pub(super) fn report(
         "| line | concurrency | creates/s | p50 ms | p99 ms | p99.9 ms | errors | × ceiling | × durable bound | × peer |"
     );
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in rows.iter().filter(|r| !r.line.is_peer_sweep()) {
+    // The peer's sweep and the changes have tables of their own.
+    let creates = rows
+        .iter()
+        .filter(|r| !r.line.is_peer_sweep() && !matches!(r.line, Line::Changes { .. }));
+    for row in creates {
         let s = &row.summary;
         let c = row.concurrency;
         let _ = writeln!(
