@@ -277,6 +277,10 @@ enum Change {
     },
 }
 
+/// At least what an updated event's stored record adds to the customer and its previous
+/// values: the record's header (33 bytes) and `data`'s frame (39).
+const UPDATED_EVENT_FRAME: usize = 96;
+
 /// A stored customer that does not read back: the database is damaged.
 fn corrupt(id: CustomerId, reason: String) -> StoreError {
     StoreError::Corrupt {
@@ -581,7 +585,18 @@ impl Committer {
             Some(Change::Update { version, .. }) => CustomerRecord::live(*version, &[]).len(),
             _ => 0,
         } + reply.body.len();
-        let too_large = record.as_ref().map_or(0, Vec::len).max(stored_customer);
+        // An update's event holds the customer and the changed fields' values before.
+        let stored_event = match &change {
+            Some(Change::Update { previous, .. }) if self.outbox.is_some() => {
+                reply.body.len() + previous.len() + UPDATED_EVENT_FRAME
+            }
+            _ => 0,
+        };
+        let too_large = record
+            .as_ref()
+            .map_or(0, Vec::len)
+            .max(stored_customer)
+            .max(stored_event);
         if too_large > MAX_VALUE_BYTES {
             tracing::error!(
                 bytes = too_large,
@@ -965,6 +980,15 @@ mod tests {
         journal: impl FnOnce(&std::path::Path, Journal) -> Journal,
         checkpoint_bytes: u64,
     ) -> Running {
+        start_with_outbox(journal, checkpoint_bytes, None)
+    }
+
+    /// The same, with events on (into `outbox`, which nothing relays).
+    fn start_with_outbox(
+        journal: impl FnOnce(&std::path::Path, Journal) -> Journal,
+        checkpoint_bytes: u64,
+        outbox: Option<Arc<Outbox>>,
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let opened = Store::open(dir.path(), 1 << 20).unwrap();
         let journal = journal(dir.path(), opened.journal);
@@ -975,7 +999,7 @@ mod tests {
             max_group: 64,
             checkpoint_bytes,
         };
-        let prepared = Prepared::new(&store, (journal, opened.recovery.records), None).unwrap();
+        let prepared = Prepared::new(&store, (journal, opened.recovery.records), outbox).unwrap();
         let (handle, thread) = spawn(
             store.clone(),
             prepared,
@@ -1247,8 +1271,18 @@ mod tests {
     /// The largest create the field rules allow: four-byte characters wherever text may be
     /// long, `custom_data` at its serialized limit with every byte an escaped quote.
     fn largest_customer(n: usize) -> NewCustomer {
-        let four = "😀";
-        let local = format!("{n:0>64}");
+        NewCustomer::parse(largest_fields(n, '"', "😀").to_string().as_bytes())
+            .expect("valid at every limit")
+    }
+
+    /// The fields of a largest customer, every value made of `filler` (a character JSON
+    /// escapes) or `four` (a four-byte one): two fillers make two customers that differ in
+    /// every field.
+    fn largest_fields(n: usize, filler: char, four: &str) -> serde_json::Value {
+        let local = match filler {
+            '"' => format!("{n:0>64}"),
+            _ => format!("{n:x>64}"),
+        };
         let domain = format!(
             "{}.{}.{}.example",
             "d".repeat(60),
@@ -1260,22 +1294,24 @@ mod tests {
             (customers_shared::domain::fields::CustomData::MAX_BYTES - 50 * 70) / 50 / 2;
         let custom_data: serde_json::Map<String, serde_json::Value> = keys
             .into_iter()
-            .map(|k| (k, "\"".repeat(value_len).into()))
+            .map(|k| (k, filler.to_string().repeat(value_len).into()))
             .collect();
-        let body = serde_json::json!({
+        let accented = if filler == '"' { "é" } else { "è" };
+        serde_json::json!({
             "name": four.repeat(200),
             "email": format!("{local}@{domain}"),
-            "phone": "+1 2 3 4 5 6 7 8 9 0 1 2 3 4 5",
-            "address": {"city": four.repeat(100), "country": "TZ"},
-            "payment_method": "é".repeat(255),
+            "phone": if filler == '"' { "+1 2 3 4 5 6 7 8 9 0 1 2 3 4 5" } else { "+9 8 7 6 5 4 3 2 1 0 9 8 7 6 5" },
+            "address": {"city": four.repeat(100), "country": if filler == '"' { "TZ" } else { "KE" }},
+            "payment_method": accented.repeat(255),
             "custom_data": custom_data,
-        });
-        NewCustomer::parse(body.to_string().as_bytes()).expect("valid at every limit")
+        })
     }
 
     #[tokio::test]
     async fn the_largest_values_never_make_sled_write_blob_files() {
-        let running = start();
+        // Events on: an update's event holds the customer and every field's value before.
+        let outbox = Arc::new(Outbox::new(1 << 20, [], 0, 0));
+        let running = start_with_outbox(|_, journal| journal, 4096, Some(outbox));
         let key = |n: usize| {
             customers_shared::wire::idempotency::IdempotencyKey::parse(
                 format!("{n:0>255}").as_bytes(),
@@ -1309,6 +1345,18 @@ mod tests {
             };
             let reply = running.handle.commit(write).await.unwrap();
             largest = largest.max(reply.body.len());
+            if let Some(id) = reply.customer_id {
+                // Every field changed, each to a value as large as before.
+                let patch = largest_fields(n, '\\', "🙂").to_string();
+                let update = Write::Update {
+                    id,
+                    patch: CustomerPatch::parse(patch.as_bytes()).unwrap(),
+                    condition: None,
+                    claim: Some(IdempotencyClaim::new(key(n + 1000), b"patch")),
+                };
+                let updated = running.handle.commit(update).await.unwrap();
+                assert_eq!(updated.version, Some(2), "{:?}", updated.body);
+            }
         }
         assert!(
             largest > 10_000,

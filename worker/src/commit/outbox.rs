@@ -202,10 +202,11 @@ impl Outbox {
         self.state().stored_only_through
     }
 
-    /// The relay: whether event `sequence` is still to be published (a delete may have
-    /// erased it since it was taken).
-    pub(crate) fn is_pending(&self, sequence: u64) -> bool {
-        self.state().pending.contains_key(&sequence)
+    /// The relay: keeps of `batch` only the events still to be published (a delete may have
+    /// erased some since they were taken), under one lock.
+    pub(crate) fn retain_pending(&self, batch: &mut Vec<PendingEvent>) {
+        let state = self.state();
+        batch.retain(|e| state.pending.contains_key(&e.sequence));
     }
 
     /// The relay: every event numbered up to `through` was published (or erased).
@@ -309,7 +310,10 @@ mod tests {
         assert_eq!(outbox.pending_of(ids[2]), [3, 4, 5]);
         // A delete erases 4 and 5, and adds its own event.
         outbox.committed([event(6, ids[2])], &[4, 5]);
-        assert!(!outbox.is_pending(4));
+        let mut taken = outbox.take_after(3, 10).unwrap();
+        taken.push(event(4, ids[2]));
+        outbox.retain_pending(&mut taken);
+        assert!(taken.iter().all(|e| e.sequence != 4), "4 was erased");
         let taken: Vec<u64> = outbox
             .take_after(3, 10)
             .unwrap()

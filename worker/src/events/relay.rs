@@ -175,7 +175,7 @@ impl Relay {
             };
             // Checked again just before publishing: a delete committed since the batch was
             // taken erased its customer's events (see `publish`).
-            batch.retain(|e| self.parts.outbox.is_pending(e.sequence));
+            self.parts.outbox.retain_pending(&mut batch);
             if batch.is_empty() {
                 if through > position {
                     // Only erased events: nothing to publish up to `through`.

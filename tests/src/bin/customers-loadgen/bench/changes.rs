@@ -77,7 +77,8 @@ impl Changes {
         Self {
             change,
             owned,
-            creates: Creates::new(run, stream, 0.0, false),
+            // Other emails than the seed's, which the same run and stream would repeat.
+            creates: Creates::new(&format!("{run}-more"), stream, 0.0, false),
             rng: fastrand::Rng::with_seed(stream as u64),
             sent: 0,
             last: None,

@@ -72,8 +72,8 @@ pub(super) fn changes_section(w: &mut String, rows: &[Row], levels: &[usize]) {
 
 Each requester first creates the customers it then changes, alone, so it always sends the right `If-Match` and no `412` is measured. Updates are a merge patch of `custom_data` (the peer: `UPDATE … SET custom_data = custom_data || $patch, version = version + 1 WHERE id = $1 AND version = $2`, unique index on `lower(email)`, `synchronous_commit` on, the pool that won the create sweep at that concurrency); deletes `DELETE` under `If-Match` (the peer: `DELETE … WHERE id = $1 AND version = $2`); the mixed load is 70 % gets by id, 20 % updates, 10 % creates. The service runs with events on: every change writes its event into the outbox in the same journal record. Requests/s, with p50 and p99 in ms.
 
-| load | concurrency | service | peer | service ÷ peer |
-|---|---:|---:|---:|---:|"
+| load | concurrency | service | peer | service ÷ peer | errors (service, peer) |
+|---|---:|---:|---:|---:|---:|"
     );
     for change in changes {
         for &c in levels {
@@ -93,12 +93,15 @@ Each requester first creates the customers it then changes, alone, so it always 
             };
             let name = service.to_string();
             let name = name.trim_start_matches("service over HTTP: ");
+            let peer_errors =
+                find(rows, peer, c).map_or("–".to_owned(), |s| s.errors().to_string());
             let _ = writeln!(
                 w,
-                "| {name} | {c} | {} | {} | {} |",
+                "| {name} | {c} | {} | {} | {} | {}, {peer_errors} |",
                 cell(measured),
                 find(rows, peer, c).map_or("–".to_owned(), cell),
-                fmt_ratio(ratio(rows, service, peer, c))
+                fmt_ratio(ratio(rows, service, peer, c)),
+                measured.errors()
             );
         }
     }
