@@ -186,19 +186,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             for pool in PEER_POOL_SIZES {
                 // The peer starts on an empty table: each pool size sees the same database.
                 let line = Line::PeerSweep { pool };
-                let pool = pool.to_string();
-                let peer = ServiceProcess::start_program(
-                    peer_bin,
-                    &[],
-                    &[
-                        ("DATABASE_URL", &postgres.url()),
-                        ("PEER_LISTEN", "127.0.0.1:0"),
-                        ("PEER_POOL_SIZE", &pool),
-                    ],
-                    "peer listening on",
-                )
-                .await;
-                let peer_url = listen_url(&peer.ready_line, "listening on ");
+                let (peer, peer_url) = start_peer(peer_bin, &postgres, pool).await;
                 bench
                     .http_line(line, &peer_url, &peer, &peer, Some(postgres_root))
                     .await?;
@@ -206,19 +194,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             }
             bench.take_best_peer_pool();
             for &c in &args.concurrency {
-                let pool = bench.best_peer_pool(c).to_string();
-                let peer = ServiceProcess::start_program(
-                    peer_bin,
-                    &[],
-                    &[
-                        ("DATABASE_URL", &postgres.url()),
-                        ("PEER_LISTEN", "127.0.0.1:0"),
-                        ("PEER_POOL_SIZE", &pool),
-                    ],
-                    "peer listening on",
-                )
-                .await;
-                let peer_url = listen_url(&peer.ready_line, "listening on ");
+                let pool = bench.best_peer_pool(c);
+                let (peer, peer_url) = start_peer(peer_bin, &postgres, pool).await;
                 let mut pids = bench.pids(Some(&peer), &peer, Some(postgres_root));
                 pids[1].clear();
                 bench.changes_lines(true, &peer_url, c, &pids).await?;
@@ -398,6 +375,24 @@ fn plan(args: &BenchArgs, concurrency: usize) -> Plan {
         progress: false,
         requests: None,
     }
+}
+
+/// The peer on `postgres` with a pool of `pool` connections (on an empty table), and its URL.
+async fn start_peer(peer_bin: &Path, postgres: &Postgres, pool: usize) -> (ServiceProcess, String) {
+    let pool = pool.to_string();
+    let peer = ServiceProcess::start_program(
+        peer_bin,
+        &[],
+        &[
+            ("DATABASE_URL", &postgres.url()),
+            ("PEER_LISTEN", "127.0.0.1:0"),
+            ("PEER_POOL_SIZE", &pool),
+        ],
+        "peer listening on",
+    )
+    .await;
+    let url = listen_url(&peer.ready_line, "listening on ");
+    (peer, url)
 }
 
 async fn start_forwarder(url: &str) -> ServiceProcess {
