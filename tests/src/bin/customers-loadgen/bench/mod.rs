@@ -215,19 +215,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     // Without events first, on a data directory of its own; then the default worker, whose
     // relay publishes every create's event to JetStream (nats-server's CPU counts in both).
     let quiet_dir = scratch.path().join("worker-events-off");
-    let quiet = ServiceProcess::start(
-        "customers-worker",
-        &[
-            "--nats-url",
-            &url,
-            "--data-dir",
-            quiet_dir.to_str().unwrap_or_default(),
-            "--events",
-            "off",
-        ],
-        "serving",
-    )
-    .await;
+    let quiet = start_worker(&url, &quiet_dir, &["--events", "off"]).await;
     bench
         .http_line(Line::HttpEventsOff, &ingress_url, &ingress, &quiet, None)
         .await?;
@@ -236,13 +224,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     settle().await;
 
     let data_dir = scratch.path().join("worker");
-    let data = data_dir.to_str().unwrap_or_default().to_owned();
-    let worker = ServiceProcess::start(
-        "customers-worker",
-        &["--nats-url", &url, "--data-dir", &data],
-        "serving",
-    )
-    .await;
+    let worker = start_worker(&url, &data_dir, &[]).await;
     bench
         .http_line(Line::Http, &ingress_url, &ingress, &worker, None)
         .await?;
@@ -278,17 +260,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     // after the delete line and would weigh on the next line's nats-server; stopping the
     // worker ends them.
     let changes_dir = scratch.path().join("worker-changes");
-    let changes_worker = ServiceProcess::start(
-        "customers-worker",
-        &[
-            "--nats-url",
-            &url,
-            "--data-dir",
-            changes_dir.to_str().unwrap_or_default(),
-        ],
-        "serving",
-    )
-    .await;
+    let changes_worker = start_worker(&url, &changes_dir, &[]).await;
     settle().await;
     for &c in &args.concurrency {
         let pids = bench.pids(Some(&ingress), &changes_worker, None);
@@ -375,6 +347,14 @@ fn plan(args: &BenchArgs, concurrency: usize) -> Plan {
         progress: false,
         requests: None,
     }
+}
+
+/// A worker on `nats_url` with its data in `data_dir` and `flags`, once it serves.
+async fn start_worker(nats_url: &str, data_dir: &Path, flags: &[&str]) -> ServiceProcess {
+    let data_dir = data_dir.to_str().unwrap_or_default();
+    let mut args = vec!["--nats-url", nats_url, "--data-dir", data_dir];
+    args.extend_from_slice(flags);
+    ServiceProcess::start("customers-worker", &args, "serving").await
 }
 
 /// The peer on `postgres` with a pool of `pool` connections (on an empty table), and its URL.
