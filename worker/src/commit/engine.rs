@@ -52,7 +52,7 @@ use crate::replication::log::AppendError;
 use crate::reply::Reply;
 use crate::storage::customer_record::{CustomerRecord, LiveCustomer};
 use crate::storage::event_record::EventRecord;
-use crate::storage::journal::{Batch, Journal, JournalError, Promise, TreeId};
+use crate::storage::journal::{Batch, Journal, JournalError, Promise, Put, TreeId};
 use crate::storage::schema::{APPLIED_KEY, RELAYED_KEY};
 use crate::storage::store::manifest::RecordKeys;
 use crate::storage::store::outbox::{relayed_sequence, relayed_value};
@@ -416,6 +416,7 @@ impl Committer {
                 Member::Control(Control::Snapshot { path, done }) => {
                     // Planned before this group is applied: the snapshot holds exactly the
                     // groups before it.
+                    self.spill_pending_events()?;
                     let _ = done.send(self.store.write_snapshot(&path));
                     Ok(Reply::ok(Bytes::new()))
                 }
@@ -471,7 +472,14 @@ impl Committer {
             journaled = Some((self.batch.len(), sync_started.elapsed()));
             failpoint!("commit-before-apply", |_| crate::support::crash());
             failpoint!("committer-panic", |_| panic!("failpoint committer-panic"));
-            self.store.apply(self.batch.puts())?;
+            // A primary publishing events keeps their entries in memory (the outbox), and
+            // the store gets them only when something needs them on disk: a sled insert and
+            // a removal per event saved on every create. A standby stores them all: they are
+            // what it publishes the day it is promoted.
+            let in_memory = self.outbox.is_some();
+            let kept =
+                |put: &Put<'_>| !(in_memory && put.tree == TreeId::Outbox && put.value.is_some());
+            self.store.apply(self.batch.puts().filter(kept))?;
             if let Some(through) = trim_through {
                 self.store.trim_events_through(through)?;
             }
@@ -484,7 +492,11 @@ impl Committer {
                 if let Some(mark) = relayed_mark {
                     outbox.journaled(mark);
                 }
-                outbox.committed(self.events.drain(..), &self.erased);
+                let store = &self.store;
+                let spill = |dropped: &[PendingEvent]| {
+                    store.spill_events(dropped.iter().map(|e| (e.sequence, &e.event)))
+                };
+                outbox.committed(self.events.drain(..), &self.erased, spill)?;
             }
         }
         let (bytes, sync) = journaled.unzip();
@@ -867,15 +879,29 @@ impl Committer {
     /// a checkpoint is still running: then the next group tries again).
     fn start_checkpoint_if_due(&mut self) -> Result<(), StoreError> {
         if self.journal.active_len() >= self.checkpoint_bytes && self.checkpointer.is_idle() {
+            // The segments it removes hold the pending events that only memory has besides.
+            self.spill_pending_events()?;
             let below = self.journal.rotate()?;
             self.checkpointer.start(below, self.records.clone());
         }
         Ok(())
     }
 
+    /// Writes the pending events that only memory (and the journal) holds into the store:
+    /// before sled is made durable without the journal segments that hold them, or copied.
+    fn spill_pending_events(&self) -> Result<(), StoreError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        let pending = outbox.pending_in_memory();
+        self.store
+            .spill_events(pending.iter().map(|e| (e.sequence, &e.event)))
+    }
+
     /// After the last group: a final checkpoint, unless the worker failed, so that a clean
     /// restart has nothing to replay.
     fn stop(self) {
+        let spilled = self.spill_pending_events();
         let Self {
             store,
             journal,
@@ -888,6 +914,10 @@ impl Committer {
         let active = journal.active_seq();
         drop(journal);
         if health.is_failed() {
+            return;
+        }
+        if let Err(e) = spilled {
+            health.fail(Failure::storage(e));
             return;
         }
         let dir = store.journal_dir();
@@ -1370,6 +1400,43 @@ mod tests {
             blob_files, 0,
             "sled wrote blob files, which it never fsyncs"
         );
+    }
+
+    #[tokio::test]
+    async fn pending_events_stay_in_memory_until_a_checkpoint_or_a_stop_needs_them_stored() {
+        let stored = |store: &Store| -> Vec<u64> {
+            let events = store.events_after(0, usize::MAX).unwrap();
+            events.into_iter().map(|(sequence, _)| sequence).collect()
+        };
+        // No checkpoint: the journal alone holds the events besides memory.
+        let outbox = Arc::new(Outbox::new(1 << 20, [], 0, 0));
+        let running = start_with_outbox(|_, journal| journal, 1 << 20, Some(outbox.clone()));
+        for n in 0..5 {
+            created_id(&running.handle.commit(create(&format!("m{n}@x.com"))).await);
+        }
+        assert_eq!(outbox.pending(), 5);
+        assert_eq!(stored(&running.store), [] as [u64; 0], "in memory only");
+        // A clean stop checkpoints everything: the pending events are stored first.
+        let store = running.store.clone();
+        drop(running.handle);
+        running.thread.join().unwrap();
+        assert_eq!(stored(&store), [1, 2, 3, 4, 5]);
+
+        // Checkpoints on the way: each stores what its segments hold, before removing them.
+        let outbox = Arc::new(Outbox::new(1 << 20, [], 0, 0));
+        let running = start_with_outbox(|_, journal| journal, 2048, Some(outbox.clone()));
+        for n in 0..60 {
+            created_id(&running.handle.commit(create(&format!("c{n}@x.com"))).await);
+        }
+        let before_stop = stored(&running.store);
+        assert!(
+            !before_stop.is_empty() && before_stop.iter().copied().eq(1..=before_stop.len() as u64),
+            "the events before the last checkpoint, in order: {before_stop:?}"
+        );
+        let store = running.store.clone();
+        drop(running.handle);
+        running.thread.join().unwrap();
+        assert_eq!(stored(&store), (1..=60).collect::<Vec<u64>>());
     }
 
     #[tokio::test]

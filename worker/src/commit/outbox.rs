@@ -6,10 +6,12 @@
 //!   their customer and commit time: the bound (the committer refuses changes while
 //!   `max_pending` events wait: 503 rather than an event lost), the oldest one's age, and the
 //!   events of a customer that a delete erases before they are published;
-//! * a queue of the most recent committed events, pushed by the committer after each group so
-//!   that the relay need not read them back from sled; what it no longer holds (the events
-//!   stored before this process started, or when the relay fell far behind) the relay reads
-//!   from the store;
+//! * a queue of the most recent committed events, pushed by the committer after each group:
+//!   the relay takes them from here, and the store holds them only once needed there (the
+//!   journal made them durable; sled gets a pending event when this queue drops it, the relay
+//!   having fallen far behind, and before a checkpoint or a snapshot). What the queue no
+//!   longer holds (the events stored before this process started, or dropped) the relay
+//!   reads from the store;
 //! * the relayed mark: the relay reports the newest sequence number JetStream acknowledged,
 //!   the committer journals it with its next group, so a restart resumes after it. When
 //!   nothing else is committed for a while, the relay asks for a group of its own
@@ -149,23 +151,52 @@ impl Outbox {
     }
 
     /// The committer, after a group is durable and applied: its events, in order, and the
-    /// pending ones it erased.
-    pub(crate) fn committed(&self, events: impl IntoIterator<Item = PendingEvent>, erased: &[u64]) {
+    /// pending ones it erased. The events stay in memory only (the journal holds them): those
+    /// the queue of recent ones drops while still pending go to `spill` (the store) first,
+    /// under the lock, so the relay never looks for them in the store before they are there.
+    pub(crate) fn committed(
+        &self,
+        events: impl IntoIterator<Item = PendingEvent>,
+        erased: &[u64],
+        spill: impl FnOnce(&[PendingEvent]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut state = self.state();
         for sequence in erased {
             state.remove(*sequence);
         }
+        let mut dropped = Vec::new();
+        let mut dropped_through = state.stored_only_through;
         for event in events {
             state.add(event.sequence, event.event.customer, event.event.at_ms);
             if state.recent.len() == RECENT_EVENTS
-                && let Some(evicted) = state.recent.pop_front()
+                && let Some(oldest) = state.recent.pop_front()
             {
-                state.stored_only_through = state.stored_only_through.max(evicted.sequence);
+                dropped_through = dropped_through.max(oldest.sequence);
+                if state.pending.contains_key(&oldest.sequence) {
+                    dropped.push(oldest);
+                }
             }
             state.recent.push_back(event);
         }
+        if !dropped.is_empty() {
+            spill(&dropped)?;
+        }
+        state.stored_only_through = dropped_through;
         drop(state);
         self.committed.notify_one();
+        Ok(())
+    }
+
+    /// The pending events only memory holds (the committer writes them into the store before
+    /// a checkpoint or a snapshot needs them there).
+    pub(crate) fn pending_in_memory(&self) -> Vec<PendingEvent> {
+        let state = self.state();
+        state
+            .recent
+            .iter()
+            .filter(|e| state.pending.contains_key(&e.sequence))
+            .cloned()
+            .collect()
     }
 
     /// Waits for the next [`Outbox::committed`] (or returns at once for one not yet waited for).
@@ -256,6 +287,10 @@ mod tests {
 
     use super::*;
 
+    fn no_spill(dropped: &[PendingEvent]) -> Result<(), StoreError> {
+        panic!("{} events spilled", dropped.len())
+    }
+
     fn event(sequence: u64, customer: CustomerId) -> PendingEvent {
         PendingEvent {
             sequence,
@@ -275,7 +310,7 @@ mod tests {
         let outbox = Outbox::new(2, [(1, ids[0], 10)], 1, 0);
         assert!(outbox.has_room_for(1));
         assert!(!outbox.has_room_for(2), "full at two");
-        outbox.committed([event(2, ids[1])], &[]);
+        outbox.committed([event(2, ids[1])], &[], no_spill).unwrap();
         assert_eq!(
             (outbox.pending(), outbox.oldest_pending_ms()),
             (2, Some(10))
@@ -295,7 +330,9 @@ mod tests {
         let ids = crate::storage::store::ascending_ids(3);
         // Two events were stored before this process started: 1 and 2.
         let outbox = Outbox::new(100_000, [(1, ids[0], 1), (2, ids[1], 2)], 2, 0);
-        outbox.committed((3..6).map(|n| event(n, ids[2])), &[]);
+        outbox
+            .committed((3..6).map(|n| event(n, ids[2])), &[], no_spill)
+            .unwrap();
         assert!(
             outbox.take_after(0, 10).is_none(),
             "1 and 2 are in the store only"
@@ -309,7 +346,9 @@ mod tests {
         assert_eq!(taken, [3, 4, 5]);
         assert_eq!(outbox.pending_of(ids[2]), [3, 4, 5]);
         // A delete erases 4 and 5, and adds its own event.
-        outbox.committed([event(6, ids[2])], &[4, 5]);
+        outbox
+            .committed([event(6, ids[2])], &[4, 5], no_spill)
+            .unwrap();
         let mut taken = outbox.take_after(3, 10).unwrap();
         taken.push(event(4, ids[2]));
         outbox.retain_pending(&mut taken);
@@ -324,7 +363,17 @@ mod tests {
 
         // More committed than the queue holds: the oldest are read from the store.
         let many = (7..7 + RECENT_EVENTS as u64 + 5).map(|n| event(n, ids[0]));
-        outbox.committed(many, &[]);
+        let mut spilled = Vec::new();
+        let spill = |dropped: &[PendingEvent]| {
+            spilled.extend(dropped.iter().map(|e| e.sequence));
+            Ok(())
+        };
+        outbox.committed(many, &[], spill).unwrap();
+        assert_eq!(
+            spilled,
+            [6, 7, 8, 9, 10, 11],
+            "the pending ones the queue dropped (4 and 5 were erased)"
+        );
         assert!(outbox.take_after(6, 1).is_none());
         assert!(outbox.take_after(11, 1).is_some());
     }

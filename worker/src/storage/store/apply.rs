@@ -3,7 +3,7 @@
 //! next checkpoint replays it). The committer applies a group only after its journal sync,
 //! and recovery applies what the journal holds, so both go through [`Store::apply`].
 
-use crate::storage::journal::Puts;
+use crate::storage::journal::Put;
 use crate::storage::store::{Store, StoreError};
 
 /// Largest value ever written to a tree. sled moves a log buffer over a quarter of its 2 MiB
@@ -14,8 +14,11 @@ use crate::storage::store::{Store, StoreError};
 pub(crate) const MAX_VALUE_BYTES: usize = 24 * 1024;
 
 impl Store {
-    /// Inserts every put of a journal record.
-    pub(crate) fn apply(&self, puts: Puts<'_>) -> Result<(), StoreError> {
+    /// Inserts every put of a journal record (or those of them the committer keeps).
+    pub(crate) fn apply<'a>(
+        &self,
+        puts: impl IntoIterator<Item = Put<'a>>,
+    ) -> Result<(), StoreError> {
         for put in puts {
             let tree = self.tree(put.tree);
             match put.value {

@@ -1,9 +1,13 @@
 //! The event outbox as stored. Each committed change's event is an entry of the `outbox`
 //! tree under its sequence number (`event_record`), written in the same journal record as the
-//! change, so the two are durable together. The *relayed mark* in the `relayed` tree is the
-//! newest sequence number JetStream acknowledged; it is journaled with a later group, and the
-//! entries at or below it are then removed ([`Store::trim_events_through`], not journaled: an
-//! entry a crash brings back lies below the mark and is removed again).
+//! change, so the two are durable together. A primary that publishes keeps the entries in
+//! memory and writes them into the tree only when something needs them on disk
+//! ([`Store::spill_events`]: a checkpoint removing the journal segments that hold them, a
+//! snapshot, a stop, or the relay's queue dropping them); recovery and a standby apply them
+//! from the journal or the log as any other put. The *relayed mark* in the `relayed` tree is
+//! the newest sequence number JetStream acknowledged; it is journaled with a later group, and
+//! the entries at or below it are then removed ([`Store::trim_events_through`], not
+//! journaled: an entry a crash brings back lies below the mark and is removed again).
 //!
 //! Before sequence numbers, a new customer's record was its own pending event and the mark
 //! was the newest relayed customer id; [`Store::open`] converts such a data directory once
@@ -74,6 +78,20 @@ impl Store {
             None => 0,
         };
         Ok(newest.max(self.relayed_through()?))
+    }
+
+    /// Writes pending events into the tree outside the journal (which holds them already):
+    /// the committer keeps a group's events in memory only, and writes those still pending
+    /// here before anything needs them on disk (a checkpoint, a snapshot, the relay reading
+    /// events its queue no longer holds).
+    pub(crate) fn spill_events<'a>(
+        &self,
+        events: impl IntoIterator<Item = (u64, &'a EventRecord)>,
+    ) -> Result<(), StoreError> {
+        for (sequence, event) in events {
+            self.outbox.insert(sequence.to_be_bytes(), event.encode())?;
+        }
+        Ok(())
     }
 
     /// Removes the events numbered up to `through` (relayed); how many.
