@@ -60,6 +60,12 @@ pub struct Config {
     #[arg(long, env = "CUSTOMERS_CHECKPOINT_BYTES", default_value_t = 32 * 1024 * 1024, value_parser = count_in::<u64>(16 * 1024, 1 << 32))]
     pub checkpoint_bytes: u64,
 
+    /// Longest a journal segment with records in it stays active: a checkpoint then starts
+    /// however small it is, so what a delete erased leaves the journal within about this
+    /// long (plus a quarter of it and the checkpoint's own time) even when writes are few.
+    #[arg(id = "checkpoint_interval", long = "checkpoint-interval", env = "CUSTOMERS_CHECKPOINT_INTERVAL", default_value = "15m", value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(24 * 3600)))]
+    pub checkpoint_interval: Duration,
+
     /// How long an Idempotency-Key's stored reply is kept and replayed (at least 24h is
     /// the contract); expired keys are purged in the background.
     #[arg(long, env = "CUSTOMERS_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = duration_in(Duration::from_millis(100), ONE_YEAR))]
@@ -289,7 +295,7 @@ mod tests {
     use super::Config;
 
     /// Every numeric and duration flag of the worker, with values outside its range.
-    const OUT_OF_RANGE: [OutOfRange; 24] = [
+    const OUT_OF_RANGE: [OutOfRange; 26] = [
         (
             "--cache-capacity-bytes",
             "0",
@@ -305,6 +311,12 @@ mod tests {
             "--checkpoint-bytes",
             "10",
             "10 is not in 16384..=4294967296",
+        ),
+        ("--checkpoint-interval", "0s", "must be from 100ms to 1day"),
+        (
+            "--checkpoint-interval",
+            "2days",
+            "must be from 100ms to 1day",
         ),
         (
             "--idempotency-retention",

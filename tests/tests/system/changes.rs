@@ -831,3 +831,45 @@ async fn changes_survive_a_restart_and_leave_the_database_consistent() {
         assert_eq!(created.status, status, "{email} after the restart");
     }
 }
+
+/// Whether any file under `dir` holds `needle`, byte for byte.
+fn any_file_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .expect("the journal directory")
+        .any(|entry| {
+            let bytes = std::fs::read(entry.expect("an entry").path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|window| window == needle)
+        })
+}
+
+#[tokio::test]
+async fn what_a_delete_erased_leaves_the_journal_within_the_checkpoint_interval() {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+    let nats = customers_tests::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = customers_worker::Config::new(nats.url(), dir.path());
+    config.checkpoint_interval = INTERVAL;
+    let _worker = customers_tests::TestWorker::start_with(config).await;
+    let ingress = customers_tests::TestIngress::start(&nats.url()).await;
+    let http = ingress.http();
+    let journal = dir.path().join("journal");
+    let email = b"erase-me-7f3a@example.com";
+    let id = create_with_email(&http, "erase-me-7f3a@example.com").await;
+    // Far below the size bound: only the time bound can remove it.
+    assert!(any_file_holds(&journal, email), "the create is journaled");
+    assert_eq!(http.delete(&id, &[]).await.status, 200);
+    let deleted = std::time::Instant::now();
+    // The bound: the interval, a clock tick (a quarter of it) and the checkpoint itself.
+    let bound = INTERVAL + INTERVAL / 4 + std::time::Duration::from_secs(5);
+    while any_file_holds(&journal, email) {
+        assert!(
+            deleted.elapsed() < bound,
+            "the erased email is still in the journal after {:?}",
+            deleted.elapsed()
+        );
+        // Nothing to await: the checkpointer announces nothing outside the worker.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let read = http.get(&format!("/api/v1/customers/{id}")).await;
+    assert_eq!(read.status, 410, "the tombstone stays");
+}

@@ -19,8 +19,10 @@
 //! removed from the outbox.
 //!
 //! Under load one fsync serves many writes; a lone write is committed as soon as it arrives.
-//! When the journal's active segment passes `checkpoint_bytes`, the committer starts a new
-//! segment and hands the old ones to the checkpointer thread.
+//! When the journal's active segment passes `checkpoint_bytes`, or has held records for
+//! longer than `checkpoint_interval` (a timer's `Control::CheckpointIfDue` wakes a quiet
+//! committer to check), the committer starts a new segment and hands the old ones to the
+//! checkpointer thread: what a delete erased leaves the journal within a bounded time.
 //!
 //! Any error in steps 2–3 or in a checkpoint is fail-stop (see `health`): the group is
 //! answered 500, nothing later is committed, and queued or later writes are answered 503. A
@@ -30,7 +32,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use customers_shared::runtime::clock::unix_ms;
@@ -199,6 +201,8 @@ pub(crate) fn spawn(
         deliveries,
         checkpointer,
         checkpoint_bytes: limits.checkpoint_bytes,
+        checkpoint_interval: limits.checkpoint_interval,
+        segment_since: None,
         batch: Batch::default(),
         events: Vec::new(),
         erased: Vec::new(),
@@ -236,6 +240,9 @@ struct Committer {
     deliveries: mpsc::UnboundedSender<Delivery>,
     checkpointer: Checkpointer,
     checkpoint_bytes: u64,
+    checkpoint_interval: Duration,
+    /// When the active journal segment got its first record (`None`: it has none).
+    segment_since: Option<Instant>,
     /// The group being committed, reused between groups.
     batch: Batch,
     /// The events of the group's changes, for the relay, and the pending ones it erased.
@@ -431,6 +438,8 @@ impl Committer {
                     let _ = done.send(purged);
                     Ok(Reply::ok(Bytes::new()))
                 }
+                // Checked after the group, as after every group.
+                Member::Control(Control::CheckpointIfDue) => Ok(Reply::ok(Bytes::new())),
             };
             outcomes.push(outcome);
         }
@@ -454,6 +463,7 @@ impl Committer {
                     .put(TreeId::Replication, APPLIED_KEY, &sequence.to_be_bytes());
             }
             self.journal.append(&mut self.batch)?;
+            self.segment_since.get_or_insert_with(Instant::now);
             // Relayed through here: the events up to it leave the outbox once applied.
             let mut trim_through = None;
             for put in self.batch.puts() {
@@ -875,13 +885,19 @@ impl Committer {
         Ok(Ok(Reply::ok(Bytes::new())))
     }
 
-    /// Past the size bound, starts a new segment and has the older ones checkpointed (unless
-    /// a checkpoint is still running: then the next group tries again).
+    /// Past the size bound, or once the active segment has held records for the interval,
+    /// starts a new segment and has the older ones checkpointed (unless a checkpoint is still
+    /// running: then the next group or tick tries again).
     fn start_checkpoint_if_due(&mut self) -> Result<(), StoreError> {
-        if self.journal.active_len() >= self.checkpoint_bytes && self.checkpointer.is_idle() {
+        let full = self.journal.active_len() >= self.checkpoint_bytes;
+        let old = self
+            .segment_since
+            .is_some_and(|since| since.elapsed() >= self.checkpoint_interval);
+        if (full || old) && self.checkpointer.is_idle() {
             // The segments it removes hold the pending events that only memory has besides.
             self.spill_pending_events()?;
             let below = self.journal.rotate()?;
+            self.segment_since = None;
             self.checkpointer.start(below, self.records.clone());
         }
         Ok(())
@@ -1028,6 +1044,7 @@ mod tests {
             max_pending: 64,
             max_group: 64,
             checkpoint_bytes,
+            checkpoint_interval: Duration::from_secs(3600),
         };
         let prepared = Prepared::new(&store, (journal, opened.recovery.records), outbox).unwrap();
         let (handle, thread) = spawn(
@@ -1200,6 +1217,7 @@ mod tests {
                 max_pending: 8,
                 max_group: 8,
                 checkpoint_bytes: 2048,
+                checkpoint_interval: Duration::from_secs(3600),
             };
             let prepared =
                 Prepared::new(&store, (opened.journal, opened.recovery.records), None).unwrap();

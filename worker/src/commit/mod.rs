@@ -8,8 +8,9 @@
 //!
 //! Beside it: [`ids`] (new ids above every stored one), [`known_emails`] (which emails need
 //! an index lookup), [`outbox`] (the events the relay has yet to publish, shared with it),
-//! the [`checkpointer`] thread and the [`purger`] task.
+//! the [`checkpointer`] thread, and the [`purger`] and [`checkpoint_clock`] tasks.
 
+pub(crate) mod checkpoint_clock;
 pub(crate) mod checkpointer;
 mod engine;
 pub(crate) mod ids;
@@ -20,6 +21,7 @@ pub(crate) mod purger;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use customers_shared::wire::conditional::Condition;
@@ -93,6 +95,9 @@ pub(crate) enum Control {
         batch: usize,
         done: oneshot::Sender<usize>,
     },
+    /// Nothing to commit: wakes the committer so that it checkpoints a journal segment older
+    /// than `--checkpoint-interval` while no write comes (`checkpoint_clock`).
+    CheckpointIfDue,
 }
 
 /// Why a write or a control got no answer of its own.
@@ -233,6 +238,15 @@ impl QueueProbe {
         .await
     }
 
+    /// Has the committer start a checkpoint if its active journal segment is old enough.
+    pub(crate) async fn checkpoint_if_due(&self) -> Result<(), CommitError> {
+        let queue = self.0.upgrade().ok_or(CommitError::Stopped)?;
+        CommitHandle { queue }
+            .control(Control::CheckpointIfDue)
+            .await?;
+        Ok(())
+    }
+
     /// Queues the control `ask` builds around where its result goes, and waits for it.
     async fn ask<T>(
         &self,
@@ -254,6 +268,8 @@ pub(crate) struct Limits {
     pub(crate) max_group: usize,
     /// Size of the active journal segment that starts a checkpoint.
     pub(crate) checkpoint_bytes: u64,
+    /// Age of an active journal segment with records in it that starts a checkpoint.
+    pub(crate) checkpoint_interval: Duration,
 }
 
 impl Limits {
@@ -263,6 +279,7 @@ impl Limits {
             max_pending: config.max_pending,
             max_group: config.max_group,
             checkpoint_bytes: config.checkpoint_bytes,
+            checkpoint_interval: config.checkpoint_interval,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The worker's life: [`Worker::start`] brings the parts up in order (configuration checks,
 //! NATS, the events stream, replicated mode's log and lease, the store with its journal
-//! replayed, the committer, the admin listener, the relay, the purge, the service) and returns
-//! once the service is subscribed; [`Worker::run`] serves until a shutdown future resolves or
+//! replayed, the committer, the admin listener, the relay, the purge and the checkpoint
+//! clock, the service) and returns once the service is subscribed; [`Worker::run`] serves until a shutdown future resolves or
 //! the worker fails, then stops in order (the service drains, the relay records how far it
 //! got, the committer finishes and checkpoints, the lease is handed on), and says which.
 //! Replicated, [`replicated`] holds the standby's following, the take-over and the periodic
@@ -20,6 +20,7 @@ use customers_shared::wire::{event, protocol};
 use tokio::sync::watch;
 
 use crate::api::{Context, CustomersService};
+use crate::commit::checkpoint_clock::checkpoint_old_segments_forever;
 use crate::commit::mode::Replica;
 use crate::commit::purger::purge_expired_forever;
 use crate::commit::{self, CommitError, CommitHandle, Control, Limits, Outbox, Prepared};
@@ -95,7 +96,8 @@ pub struct Worker {
     context: Arc<Context>,
     committer: JoinHandle<()>,
     health: Health,
-    purge: tokio::task::JoinHandle<()>,
+    /// The idempotency purge and the checkpoint clock.
+    housekeeping: tokio::task::JoinHandle<()>,
     relay: Option<RelayThread>,
     admin: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     mode: Mode,
@@ -241,10 +243,14 @@ impl Worker {
             )?),
             None => None,
         };
-        let purge = tokio::spawn(purge_expired_forever(
-            handle.probe(),
-            config.idempotency_retention,
-        ));
+        let housekeeping = {
+            let purge = purge_expired_forever(handle.probe(), config.idempotency_retention);
+            let checkpoints =
+                checkpoint_old_segments_forever(handle.probe(), config.checkpoint_interval);
+            tokio::spawn(async move {
+                tokio::join!(purge, checkpoints);
+            })
+        };
         let mode = match parts {
             Some(parts) => Mode::Standby(Standby::start(parts, &handle, applied)),
             None => Mode::Single,
@@ -275,7 +281,7 @@ impl Worker {
             context,
             committer,
             health,
-            purge,
+            housekeeping,
             relay,
             admin,
             mode,
@@ -369,7 +375,7 @@ impl Worker {
         }
     }
 
-    /// The ordered stop: the snapshot task, the relay, the purge, the committer (which
+    /// The ordered stop: the snapshot task, the relay, the housekeeping, the committer (which
     /// checkpoints), the lease, the last replies, the admin listener.
     async fn stop(mut self) -> Result<(), Failure> {
         // A snapshot being stored is abandoned (the next primary takes one); the one stored
@@ -382,8 +388,9 @@ impl Worker {
         if let Some(relay) = self.relay.take() {
             relay.stop().await;
         }
-        // A purge is not worth finishing: what it leaves, the next start purges.
-        self.purge.abort();
+        // A purge is not worth finishing: what it leaves, the next start purges. The clock
+        // goes with it: the committer's final checkpoint empties the journal.
+        self.housekeeping.abort();
         // Every commit handle is gone with the service: the committer drains, checkpoints
         // and stops (or has stopped already, after a failure).
         drop(self.service);
