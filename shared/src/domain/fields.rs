@@ -218,6 +218,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status as the contract writes it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Suspended => "suspended",
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Self, Violation> {
         match raw.trim() {
             "active" => Ok(Self::Active),
@@ -276,6 +285,26 @@ impl CustomData {
             ));
         }
         Ok(Self(map))
+    }
+
+    /// Each top-level key holding a string, a number or a boolean, with that value as a
+    /// filter compares it ([`scalar_text`]): what `custom_data[KEY]=VALUE` can find.
+    pub fn scalars(&self) -> impl Iterator<Item = (&str, String)> {
+        self.0
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str(), scalar_text(value)?)))
+    }
+}
+
+/// A string as it is, a number or a boolean as JSON writes it (`3`, `2.5`, `true`); `None`
+/// for `null`, arrays and objects. A `custom_data` filter's value matches a stored value with
+/// the same text, so `custom_data[seats]=3` finds both `3` and `"3"`.
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
 }
 

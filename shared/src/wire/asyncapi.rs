@@ -16,8 +16,8 @@ use crate::wire::event::{
 use crate::wire::problem::Problem;
 use crate::wire::protocol::{self, headers};
 use crate::wire::schema::{
-    self, CreateCustomerRequest, CustomerList, DeletedCustomer, ListCustomersRequest,
-    UpdateCustomerRequest,
+    self, CreateCustomerRequest, CustomerFeedPage, CustomerList, DeletedCustomer,
+    ListCustomersRequest, UpdateCustomerRequest,
 };
 
 /// The AsyncAPI document, for the default subject prefix.
@@ -27,6 +27,7 @@ pub fn document() -> Value {
     let list_query = generator.subschema_for::<ListCustomersRequest>();
     let customer = generator.subschema_for::<Customer>();
     let list = generator.subschema_for::<CustomerList>();
+    let feed = generator.subschema_for::<CustomerFeedPage>();
     let problem = generator.subschema_for::<Problem>();
     let update = generator.subschema_for::<UpdateCustomerRequest>();
     let deleted = generator.subschema_for::<DeletedCustomer>();
@@ -147,9 +148,9 @@ pub fn document() -> Value {
         "customerList",
         message(
             "customerList",
-            "A page of customers, newest first.",
+            "A page of customers, newest first; with order updated_asc a change-feed page.",
             request_headers(false),
-            list.to_value(),
+            json!({"oneOf": [list.to_value(), feed.to_value()]}),
         ),
     );
     add(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::domain::customer::Customer;
 use crate::wire::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::wire::schema::{
-    CreateCustomerRequest, CustomerList, DeletedCustomer, UpdateCustomerRequest,
+    CreateCustomerRequest, CustomerFeedPage, CustomerList, DeletedCustomer, UpdateCustomerRequest,
 };
 
 /// The OpenAPI document.
@@ -20,6 +20,7 @@ pub fn document() -> Value {
     let deleted = generator.subschema_for::<DeletedCustomer>();
     let customer = generator.subschema_for::<Customer>();
     let list = generator.subschema_for::<CustomerList>();
+    let feed = generator.subschema_for::<CustomerFeedPage>();
     let problem = generator.subschema_for::<Problem>();
     let schemas = generator.take_definitions(true);
 
@@ -150,6 +151,11 @@ pub fn document() -> Value {
         json!({"name": name, "in": "query", "required": false, "description": description,
                "schema": {"type": "string"}})
     };
+    let instant = |name: &str, description: &str| {
+        json!({"name": name, "in": "query", "required": false, "description": description,
+               "schema": {"type": "string", "description": "Unix seconds or an RFC 3339 instant"}})
+    };
+    let page = schemars::json_schema!({"oneOf": [list, feed]});
 
     json!({
         "openapi": "3.1.0",
@@ -197,10 +203,34 @@ pub fn document() -> Value {
                         cursor("ending_before", "A customer id: the page holds newer customers."),
                         {"name": "email", "in": "query", "required": false,
                          "description": "Only the customer with this email, compared case-insensitively.",
-                         "schema": {"type": "string"}}
+                         "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "required": false,
+                         "schema": {"type": "string", "enum": ["active", "inactive", "suspended"]}},
+                        {"name": "country", "in": "query", "required": false,
+                         "description": "An ISO 3166-1 alpha-2 code or a country's name.",
+                         "schema": {"type": "string"}},
+                        instant("created[gte]", "Created at or after."),
+                        instant("created[gt]", "Created after."),
+                        instant("created[lte]", "Created at or before."),
+                        instant("created[lt]", "Created before."),
+                        instant("updated[gte]", "Last changed at or after."),
+                        instant("updated[gt]", "Last changed after."),
+                        instant("updated[lte]", "Last changed at or before."),
+                        instant("updated[lt]", "Last changed before."),
+                        {"name": "custom_data", "in": "query", "required": false,
+                         "style": "deepObject", "explode": true,
+                         "description": "custom_data[KEY]=VALUE: the top-level key KEY holds this string, or a number or boolean written as it.",
+                         "schema": {"type": "object", "additionalProperties": {"type": "string"}}},
+                        {"name": "order", "in": "query", "required": false,
+                         "description": "created_desc: newest first; updated_asc: the change feed, oldest change first, paged with cursor.",
+                         "schema": {"type": "string", "enum": ["created_desc", "updated_asc"], "default": "created_desc"}},
+                        cursor("cursor", "The change feed only: the next_cursor of the page before."),
+                        {"name": "include_deleted", "in": "query", "required": false,
+                         "description": "The change feed only: tombstones of deleted customers too.",
+                         "schema": {"type": "boolean", "default": false}}
                     ],
                     "responses": {
-                        "200": rate_limited_headers(json_response("A page of customers, newest first", &list)),
+                        "200": rate_limited_headers(json_response("A page of customers, newest first; with order=updated_asc a change-feed page", &page)),
                         "400": problem_response("A parameter is invalid, unknown or repeated; invalid_authorization for an Authorization header given twice"),
                         "401": unauthorized,
                         "403": forbidden,

@@ -110,9 +110,16 @@ pub struct DeletedCustomer {
 }
 
 /// The payload of a `customers.v1.list` request (over HTTP, the same names are query
-/// parameters). Empty payload or `{}`: the newest 10 customers.
+/// parameters). Empty payload or `{}`: the newest 10 customers. `custom_data[KEY]`: only
+/// customers whose `custom_data` holds this string at the top-level key KEY, or a number or
+/// boolean written as it; one per key.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(
+    deny_unknown_fields,
+    extend("patternProperties" = {
+        "^custom_data\\[.{1,64}\\]$": {"type": ["string", "number", "boolean"]}
+    })
+)]
 #[allow(dead_code)] // never constructed: it exists to describe the wire shape
 pub struct ListCustomersRequest {
     /// Customers per page, 1–100 (default 10); a string of digits is accepted too.
@@ -125,6 +132,77 @@ pub struct ListCustomersRequest {
     ending_before: Option<String>,
     /// Only the customer with this email, compared case-insensitively.
     email: Option<String>,
+    /// Only customers with this status.
+    status: Option<crate::domain::fields::Status>,
+    /// Only customers whose address is in this country: an ISO 3166-1 alpha-2 code or a
+    /// country's name, normalised as the field is.
+    country: Option<String>,
+    /// Created at or after this instant: Unix seconds or RFC 3339.
+    #[serde(rename = "created[gte]")]
+    created_gte: Option<String>,
+    /// Created after this instant.
+    #[serde(rename = "created[gt]")]
+    created_gt: Option<String>,
+    /// Created at or before this instant.
+    #[serde(rename = "created[lte]")]
+    created_lte: Option<String>,
+    /// Created before this instant.
+    #[serde(rename = "created[lt]")]
+    created_lt: Option<String>,
+    /// Last changed at or after this instant (`updated_at`).
+    #[serde(rename = "updated[gte]")]
+    updated_gte: Option<String>,
+    /// Last changed after this instant.
+    #[serde(rename = "updated[gt]")]
+    updated_gt: Option<String>,
+    /// Last changed at or before this instant.
+    #[serde(rename = "updated[lte]")]
+    updated_lte: Option<String>,
+    /// Last changed before this instant.
+    #[serde(rename = "updated[lt]")]
+    updated_lt: Option<String>,
+    /// `created_desc` (the default: newest first) or `updated_asc` (the change feed: oldest
+    /// change first by `updated_at` and id, paged with `cursor`).
+    #[schemars(extend("enum" = ["created_desc", "updated_asc"]))]
+    order: Option<String>,
+    /// The change feed only: the `next_cursor` of the page before.
+    cursor: Option<String>,
+    /// The change feed only: deleted customers too, as tombstones placed at their deletion
+    /// time.
+    include_deleted: Option<bool>,
+}
+
+/// A change-feed page (`GET /api/v1/customers?order=updated_asc`): customers, and with
+/// `include_deleted` tombstones, oldest change first.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // never constructed: the worker writes the body from stored JSON
+pub struct CustomerFeedPage {
+    data: Vec<FeedItem>,
+    /// Whether more changes lie beyond this page now.
+    has_more: bool,
+    /// Where the next page starts (the position of this page's last item); pass it back as
+    /// `cursor`, now or later.
+    next_cursor: String,
+}
+
+/// A customer, or a deleted customer's tombstone.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+#[serde(untagged)]
+pub enum FeedItem {
+    Customer(Box<Customer>),
+    Deleted(Tombstone),
+}
+
+/// What remains of a deleted customer.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+pub struct Tombstone {
+    id: crate::domain::id::CustomerId,
+    #[schemars(extend("const" = true))]
+    deleted: bool,
+    deleted_at: crate::domain::timestamp::Timestamp,
 }
 
 /// A page of customers, newest first (`GET /api/v1/customers`, `customers.v1.list`).
@@ -150,6 +228,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
             schema_for!(UpdateCustomerRequest),
         ),
         ("customer_list.json", schema_for!(CustomerList)),
+        ("customer_feed_page.json", schema_for!(CustomerFeedPage)),
         (
             "list_customers_request.json",
             schema_for!(ListCustomersRequest),

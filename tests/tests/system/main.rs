@@ -11,6 +11,7 @@
 // The contract, request by request.
 mod changes;
 mod create;
+mod find_and_sync;
 mod idempotency;
 mod reads;
 mod uniqueness;

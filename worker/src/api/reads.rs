@@ -6,7 +6,7 @@
 //! `max_payload`.
 
 use bytes::Bytes;
-use customers_shared::wire::list::{ListQuery, list_body};
+use customers_shared::wire::list::{ListQuery, Order, feed_body, list_body};
 use customers_shared::{ApiError, CustomerId};
 
 use super::Context;
@@ -53,8 +53,9 @@ fn behind() -> ApiError {
     }
 }
 
-/// `customers.v1.list`: a page of up to `limit` customers that, with its headers, fits in one
-/// NATS message on this connection (`has_more` says when it stopped short).
+/// `customers.v1.list`: a page of up to `limit` customers (newest first, or the change feed's
+/// oldest change first) that, with its headers, fits in one NATS message on this connection
+/// (`has_more` says when it stopped short).
 pub(super) async fn list(payload: &[u8], context: &Context) -> Reply {
     let query = match ListQuery::parse(payload) {
         Ok(query) => query,
@@ -65,15 +66,25 @@ pub(super) async fn list(payload: &[u8], context: &Context) -> Reply {
         return Reply::error(&behind());
     }
     let store = context.store.clone();
-    let page = on_blocking_pool(move || store.list(&query, max_bytes)).await;
+    let page = on_blocking_pool(move || match query.order {
+        Order::CreatedDesc => {
+            let (customers, has_more) = store.list(&query, max_bytes)?;
+            Ok(list_body(customers.iter().map(|c| &c[..]), has_more))
+        }
+        Order::UpdatedAsc => {
+            // Taken before the walk: nothing before it can still change behind the walk.
+            let frontier = store.clock.frontier();
+            let page = store.feed(&query, frontier, max_bytes)?;
+            let items = page.items.iter().map(|item| &item[..]);
+            Ok(feed_body(items, page.has_more, page.next))
+        }
+    })
+    .await;
     if !context.reads.still_current().await {
         return Reply::error(&behind());
     }
     match page {
-        Ok((customers, has_more)) => Reply::ok(Bytes::from(list_body(
-            customers.iter().map(|c| &c[..]),
-            has_more,
-        ))),
+        Ok(body) => Reply::ok(Bytes::from(body)),
         Err(e) => Reply::error(&e),
     }
 }

@@ -35,7 +35,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use customers_shared::runtime::clock::unix_ms;
 use customers_shared::wire::conditional::Condition;
 use customers_shared::wire::event::{self, EventType};
 use customers_shared::{ApiError, Customer, CustomerId, CustomerPatch, Timestamp};
@@ -54,8 +53,9 @@ use crate::replication::log::AppendError;
 use crate::reply::Reply;
 use crate::storage::customer_record::{CustomerRecord, LiveCustomer};
 use crate::storage::event_record::EventRecord;
+use crate::storage::indexes::{attribute_key, attribute_prefixes, change_key};
 use crate::storage::journal::{Batch, Journal, JournalError, Promise, Put, TreeId};
-use crate::storage::schema::{APPLIED_KEY, RELAYED_KEY};
+use crate::storage::schema::{APPLIED_KEY, CLOCK_KEY, RELAYED_KEY};
 use crate::storage::store::manifest::RecordKeys;
 use crate::storage::store::outbox::{relayed_sequence, relayed_value};
 use crate::storage::store::{MAX_VALUE_BYTES, Store, StoreError};
@@ -188,6 +188,7 @@ pub(crate) fn spawn(
         outbox,
         mode,
     } = prepared;
+    store.clock.set_following(matches!(mode, Mode::Standby(_)));
     let committer = Committer {
         store,
         journal,
@@ -207,6 +208,8 @@ pub(crate) fn spawn(
         events: Vec::new(),
         erased: Vec::new(),
         next_event,
+        clock_last: 0,
+        changed: false,
     };
     let max_group = limits.max_group.max(1);
     let thread = std::thread::Builder::new()
@@ -250,6 +253,10 @@ struct Committer {
     erased: Vec<u64>,
     /// The sequence number the next event gets.
     next_event: u64,
+    /// The commit time of the group before (`storage::change_clock`).
+    clock_last: u64,
+    /// Whether the group being planned changed a customer.
+    changed: bool,
 }
 
 /// What the members of a group planned so far have changed, which the store does not show
@@ -267,6 +274,8 @@ enum Change {
     Create {
         id: CustomerId,
         email_key: String,
+        /// Its `attributes` index prefixes (`storage::indexes`).
+        attributes: Vec<Vec<u8>>,
     },
     Update {
         id: CustomerId,
@@ -276,11 +285,19 @@ enum Change {
         /// The new `updated_at`, and `customer.updated`'s `previous_attributes` (JSON).
         at_ms: u64,
         previous: Vec<u8>,
+        /// The index entries it moves: the previous `updated_at`, and the attribute
+        /// prefixes before and after.
+        old_at_ms: u64,
+        old_attributes: Vec<Vec<u8>>,
+        new_attributes: Vec<Vec<u8>>,
     },
     Delete {
         id: CustomerId,
         version: u64,
         email: String,
+        /// Its index entries, which go: the `changes` entry moves to the deletion time.
+        old_at_ms: u64,
+        attributes: Vec<Vec<u8>>,
     },
 }
 
@@ -393,7 +410,11 @@ impl Committer {
     fn commit(&mut self, members: &mut Vec<Member>) -> Result<Vec<Answer>, GroupError> {
         let started = Instant::now();
         let size = members.len();
-        let created_ms = unix_ms();
+        // Never before the group before it nor a change-feed frontier already shown
+        // (`storage::change_clock`); the same for every member.
+        let created_ms = self.store.clock.begin_group(self.clock_last);
+        self.clock_last = created_ms;
+        self.changed = false;
         self.batch.clear();
         self.events.clear();
         self.erased.clear();
@@ -453,6 +474,11 @@ impl Committer {
             self.batch
                 .put(TreeId::Relayed, RELAYED_KEY, &relayed_value(mark));
         }
+        // A standby's change-feed frontier is the newest group time it applied.
+        if self.changed {
+            self.batch
+                .put(TreeId::Replication, CLOCK_KEY, &created_ms.to_be_bytes());
+        }
         let mut journaled = None;
         if !self.batch.is_empty() {
             if let Mode::Primary(replica, primacy) = &mut self.mode {
@@ -466,10 +492,14 @@ impl Committer {
             self.segment_since.get_or_insert_with(Instant::now);
             // Relayed through here: the events up to it leave the outbox once applied.
             let mut trim_through = None;
+            let mut group_at = None;
             for put in self.batch.puts() {
                 match put.tree {
                     TreeId::Customers => self.records.observe(put.key),
                     TreeId::Relayed => trim_through = put.value.and_then(relayed_sequence),
+                    TreeId::Replication if put.key == CLOCK_KEY => {
+                        group_at = put.value.and_then(|v| <[u8; 8]>::try_from(v).ok());
+                    }
                     _ => {}
                 }
             }
@@ -492,6 +522,10 @@ impl Committer {
             self.store.apply(self.batch.puts().filter(kept))?;
             if let Some(through) = trim_through {
                 self.store.trim_events_through(through)?;
+            }
+            // A standby's feed frontier moves before its read barrier hears of the group.
+            if let Some(at) = group_at {
+                self.store.clock.followed(u64::from_be_bytes(at));
             }
             if let (Some(replica), Some(sequence)) = (self.mode.replica(), log_sequence) {
                 replica.applied_sequence = sequence;
@@ -517,6 +551,7 @@ impl Committer {
             elapsed_us = started.elapsed().as_micros() as u64,
             "group committed"
         );
+        self.store.clock.end_group(created_ms);
         Ok(outcomes)
     }
 
@@ -540,6 +575,7 @@ impl Committer {
         match std::mem::replace(&mut self.mode, Mode::Single).promote(primacy) {
             Ok(primary) => {
                 self.mode = primary;
+                self.store.clock.set_following(false);
                 // Ids and event numbers continue above everything the log holds.
                 self.ids = IdGenerator::after(self.store.newest_id()?);
                 self.next_event = self.store.last_event_sequence()? + 1;
@@ -575,9 +611,15 @@ impl Committer {
                         None,
                     ),
                     None => {
-                        let id = self.ids.next_id();
-                        let json = Bytes::from(Customer::create(id, customer).to_json());
-                        let change = Change::Create { id, email_key };
+                        let id = self.ids.next_id(created_ms);
+                        let customer = Customer::create(id, customer);
+                        let attributes = attribute_prefixes(&customer);
+                        let json = Bytes::from(customer.to_json());
+                        let change = Change::Create {
+                            id,
+                            email_key,
+                            attributes,
+                        };
                         (Reply::created(id, json), claim, Some(change))
                     }
                 }
@@ -689,6 +731,9 @@ impl Committer {
             new_email,
             at_ms: updated.updated_at.unix_ms(),
             previous,
+            old_at_ms: customer.updated_at.unix_ms(),
+            old_attributes: attribute_prefixes(&customer),
+            new_attributes: attribute_prefixes(&updated),
         };
         Ok((Reply::customer(200, id, version, json), Some(change)))
     }
@@ -704,18 +749,15 @@ impl Committer {
             Ok(current) => current,
             Err(refusal) => return Ok((Reply::error(&refusal), None)),
         };
-        // Only the email is needed (its index entry goes): no parse of the whole customer.
-        #[derive(serde::Deserialize)]
-        struct EmailOnly<'a> {
-            email: std::borrow::Cow<'a, str>,
-        }
-        let stored: EmailOnly =
-            serde_json::from_slice(&live.json).map_err(|e| corrupt(id, e.to_string()))?;
+        // Its index entries go: the email's, the attributes', and its change moves.
+        let stored = Customer::from_stored(&live.json).map_err(|reason| corrupt(id, reason))?;
         let body = serde_json::json!({ "id": id, "deleted": true }).to_string();
         let change = Change::Delete {
             id,
             version: live.version,
-            email: stored.email.to_ascii_lowercase(),
+            email: stored.email.index_key(),
+            old_at_ms: stored.updated_at.unix_ms(),
+            attributes: attribute_prefixes(&stored),
         };
         Ok((Reply::ok(Bytes::from(body)), Some(change)))
     }
@@ -760,12 +802,23 @@ impl Committer {
     /// Adds a decided change's puts to the batch (with its event, when events are on), and
     /// what it changes to `group`.
     fn stage(&mut self, change: Change, reply: &Reply, group: &mut GroupView, at_ms: u64) {
+        self.changed = true;
         let event = match change {
-            Change::Create { id, email_key } => {
+            Change::Create {
+                id,
+                email_key,
+                attributes,
+            } => {
                 self.batch
                     .put(TreeId::Customers, &id.to_bytes(), &reply.body);
                 self.batch
                     .put(TreeId::Emails, email_key.as_bytes(), &id.to_bytes());
+                self.batch
+                    .put(TreeId::Changes, &change_key(id.unix_ms(), id), &[]);
+                for prefix in &attributes {
+                    self.batch
+                        .put(TreeId::Attributes, &attribute_key(prefix, id), &[]);
+                }
                 self.known_emails.insert(&email_key);
                 group.emails.insert(email_key, Some(id));
                 let data = reply.body.clone();
@@ -778,9 +831,27 @@ impl Committer {
                 new_email,
                 at_ms,
                 previous,
+                old_at_ms,
+                old_attributes,
+                new_attributes,
             } => {
                 let record = CustomerRecord::live(version, &reply.body);
                 self.batch.put(TreeId::Customers, &id.to_bytes(), &record);
+                self.move_change(id, old_at_ms, at_ms);
+                for prefix in old_attributes
+                    .iter()
+                    .filter(|p| !new_attributes.contains(p))
+                {
+                    self.batch
+                        .remove(TreeId::Attributes, &attribute_key(prefix, id));
+                }
+                for prefix in new_attributes
+                    .iter()
+                    .filter(|p| !old_attributes.contains(p))
+                {
+                    self.batch
+                        .put(TreeId::Attributes, &attribute_key(prefix, id), &[]);
+                }
                 if new_email != old_email {
                     self.batch.remove(TreeId::Emails, old_email.as_bytes());
                     self.batch
@@ -795,11 +866,22 @@ impl Committer {
                 let data = Bytes::from(event::updated_data(&reply.body, &previous));
                 (EventType::Updated, id, version, at_ms, data)
             }
-            Change::Delete { id, version, email } => {
+            Change::Delete {
+                id,
+                version,
+                email,
+                old_at_ms,
+                attributes,
+            } => {
                 let tombstone = CustomerRecord::tombstone(at_ms);
                 self.batch
                     .put(TreeId::Customers, &id.to_bytes(), &tombstone);
                 self.batch.remove(TreeId::Emails, email.as_bytes());
+                self.move_change(id, old_at_ms, at_ms);
+                for prefix in &attributes {
+                    self.batch
+                        .remove(TreeId::Attributes, &attribute_key(prefix, id));
+                }
                 group.emails.insert(email, None);
                 let deleted = CustomerRecord::Deleted {
                     deleted_at_ms: at_ms,
@@ -825,6 +907,14 @@ impl Committer {
                 .put(TreeId::Outbox, &sequence.to_be_bytes(), &event.encode());
             self.events.push(PendingEvent { sequence, event });
         }
+    }
+
+    /// Moves customer `id`'s `changes` entry from `from_ms` to `to_ms`.
+    fn move_change(&mut self, id: CustomerId, from_ms: u64, to_ms: u64) {
+        if from_ms != to_ms {
+            self.batch.remove(TreeId::Changes, &change_key(from_ms, id));
+        }
+        self.batch.put(TreeId::Changes, &change_key(to_ms, id), &[]);
     }
 
     /// A delete of `customer`: its events not yet published (stored before, or earlier in

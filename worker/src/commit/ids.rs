@@ -3,8 +3,9 @@
 //! seen>` can never miss a customer committed later. The generator starts above the newest
 //! stored id, so ids never go backwards across restarts, even after the clock stepped back.
 //!
-//! An id is a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 bits that are random
-//! for the first id of a millisecond. When the clock has not moved past the last id (the same
+//! An id is a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds (the group's commit time, so
+//! `created_at` is the commit time as `updated_at` is), then 74 bits that are random for the
+//! first id of a millisecond. When the commit time has not moved past the last id (the same
 //! millisecond, or a clock that went back), the next id is the last one plus a random step
 //! in those 74 bits (RFC 9562 §6.2, method 2), carrying into the millisecond if they
 //! overflow. `created_at` is the id's millisecond, so it never goes backwards either.
@@ -12,8 +13,6 @@
 //! The random bits come from a generator seeded once from the operating system: ids are
 //! unique by construction (they strictly increase), not secrets, and a `getrandom` system
 //! call per create cost as much as a tenth of the worker's request handling.
-
-use customers_shared::runtime::clock::unix_ms;
 
 use customers_shared::CustomerId;
 use uuid::Uuid;
@@ -40,8 +39,9 @@ impl IdGenerator {
         }
     }
 
-    pub(crate) fn next_id(&mut self) -> CustomerId {
-        let fresh = step(u128::from(unix_ms()) << 80, u128::from(self.random.u64(..)));
+    /// The next id, of a customer created at `at_ms` (the group's commit time) or later.
+    pub(crate) fn next_id(&mut self, at_ms: u64) -> CustomerId {
+        let fresh = step(u128::from(at_ms) << 80, u128::from(self.random.u64(..)));
         self.last = if fresh > self.last {
             fresh
         } else {
@@ -65,6 +65,7 @@ fn step(last: u128, by: u128) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use customers_shared::runtime::clock::unix_ms;
 
     fn is_v7(id: CustomerId) -> bool {
         id.uuid().get_version_num() == 7 && id.uuid().get_variant() == uuid::Variant::RFC4122
@@ -73,7 +74,7 @@ mod tests {
     #[test]
     fn ids_strictly_increase_within_a_millisecond() {
         let mut ids = IdGenerator::after(None);
-        let all: Vec<CustomerId> = (0..10_000).map(|_| ids.next_id()).collect();
+        let all: Vec<CustomerId> = (0..10_000).map(|_| ids.next_id(unix_ms())).collect();
         assert!(all.windows(2).all(|w| w[0] < w[1]));
         assert!(all.iter().all(|&id| is_v7(id)));
     }
@@ -84,7 +85,7 @@ mod tests {
         let hour_ahead = Uuid::now_v7().as_u128() + (3_600_000u128 << 80);
         let newest = CustomerId::from_uuid(Uuid::from_u128(hour_ahead));
         let mut ids = IdGenerator::after(Some(newest));
-        let (first, second) = (ids.next_id(), ids.next_id());
+        let (first, second) = (ids.next_id(unix_ms()), ids.next_id(unix_ms()));
         assert!(newest < first && first < second);
         assert!(is_v7(first) && is_v7(second));
         assert_eq!(

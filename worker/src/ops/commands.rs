@@ -77,6 +77,7 @@ fn verify(data_dir: &Path, cache: u64) -> Result<String, String> {
         "missing_index_entries": report.missing_index_entries,
         "orphan_index_entries": report.orphan_index_entries,
         "conflicting_records": report.conflicting_records,
+        "misplaced_feed_and_filter_entries": report.misplaced_feed_and_filter_entries,
         "consistent": report.is_consistent(),
     })
     .to_string();

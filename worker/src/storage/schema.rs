@@ -9,7 +9,9 @@
 //! | `idempotency` | `k{key}` / `t{created_ms: u64 BE}{key}` | the stored reply (`idempotency::record`) / empty: the expiry entry the purge walks in time order |
 //! | `outbox` | the event's sequence number (u64 BE, commit order) | the pending event (`event_record`) |
 //! | `relayed` | `through` | the sequence number of the newest event JetStream acknowledged (u64 BE); before sequence numbers, the newest id whose `customer.created` was (16 bytes) |
-//! | `replication` | `applied` | the log sequence of the newest group applied here (u64 BE) |
+//! | `replication` | `applied` / `clock` / `indexes` | the log sequence of the newest group applied here (u64 BE) / the commit time of the newest group that changed a customer (u64 BE ms) / `1` once the indexes below are complete |
+//! | `changes` | the change's time (u64 BE ms: `updated_at`, or when deleted) and the id | empty: one entry per customer, at its latest change (the change feed, `indexes`) |
+//! | `attributes` | a field's value (status, country, a `custom_data` scalar) and the id (`indexes`) | empty: one entry per indexed value of a live customer |
 
 /// The sled tree a journaled put goes to; its number is what the journal stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,17 +22,21 @@ pub(crate) enum TreeId {
     Relayed = 4,
     Replication = 5,
     Outbox = 6,
+    Changes = 7,
+    Attributes = 8,
 }
 
 impl TreeId {
     /// Every tree, in a fixed order.
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Customers,
         Self::Emails,
         Self::Idempotency,
         Self::Relayed,
         Self::Replication,
         Self::Outbox,
+        Self::Changes,
+        Self::Attributes,
     ];
 
     pub(crate) fn from_byte(byte: u8) -> Option<Self> {
@@ -46,14 +52,21 @@ impl TreeId {
             Self::Relayed => "relayed",
             Self::Replication => "replication",
             Self::Outbox => "outbox",
+            Self::Changes => "changes",
+            Self::Attributes => "attributes",
         }
     }
 }
 
 /// The one key of the `relayed` tree.
 pub(crate) const RELAYED_KEY: &[u8] = b"through";
-/// The one key of the `replication` tree.
+/// The `replication` tree's log sequence applied here.
 pub(crate) const APPLIED_KEY: &[u8] = b"applied";
+/// The `replication` tree's commit time of the newest group that changed a customer.
+pub(crate) const CLOCK_KEY: &[u8] = b"clock";
+/// The `replication` tree's mark that the `changes` and `attributes` indexes are complete
+/// (`storage::store::indexing`).
+pub(crate) const INDEXES_KEY: &[u8] = b"indexes";
 
 /// The `idempotency` tree's record of `key`.
 pub(crate) fn idempotency_record_key(key: &str) -> Vec<u8> {

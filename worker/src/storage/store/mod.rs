@@ -8,18 +8,23 @@
 //!   result against the last checkpoint's [`manifest`];
 //! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
-//! * [`reads`]: lookups and pages for the read endpoints and the committer;
+//! * [`reads`]: lookups for the read endpoints and the committer, and the consistency check;
+//! * [`pages`]: list pages (newest first, filtered through the indexes) and change-feed pages;
+//! * [`indexing`]: building the indexes of a data directory from before them, once;
 //! * [`outbox`]: the event outbox as stored: the events above the relayed mark.
 
 pub(crate) mod apply;
 pub(crate) mod checkpoint;
+pub(crate) mod indexing;
 pub(crate) mod manifest;
 pub(crate) mod outbox;
+pub(crate) mod pages;
 pub(crate) mod reads;
 pub(crate) mod recovery;
 
 use std::path::{Path, PathBuf};
 
+use crate::storage::change_clock::ChangeClock;
 use crate::storage::journal::{self, Journal, JournalError};
 use crate::storage::schema::{APPLIED_KEY, JOURNAL_DIR, TreeId};
 
@@ -67,6 +72,10 @@ pub struct Store {
     relayed: sled::Tree,
     replication: sled::Tree,
     outbox: sled::Tree,
+    changes: sled::Tree,
+    attributes: sled::Tree,
+    /// When a change becomes visible to the change feed (the committer sets its times).
+    pub(crate) clock: ChangeClock,
     dir: PathBuf,
 }
 
@@ -131,18 +140,23 @@ impl Store {
             .segment_size(SEGMENT_SIZE)
             .flush_every_ms(None);
         let db = open_when_unlocked(&config, dir)?;
-        let store = Self {
+        let mut store = Self {
             records: db.open_tree(TreeId::Customers.name())?,
             emails: db.open_tree(TreeId::Emails.name())?,
             idempotency: db.open_tree(TreeId::Idempotency.name())?,
             relayed: db.open_tree(TreeId::Relayed.name())?,
             replication: db.open_tree(TreeId::Replication.name())?,
             outbox: db.open_tree(TreeId::Outbox.name())?,
+            changes: db.open_tree(TreeId::Changes.name())?,
+            attributes: db.open_tree(TreeId::Attributes.name())?,
+            clock: ChangeClock::default(),
             db,
             dir: dir.to_owned(),
         };
         let (journal, replayed, records) = store.recover()?;
         store.convert_outbox()?;
+        store.build_indexes()?;
+        store.clock = ChangeClock::after(store.newest_change_ms()?);
         // Whatever sled and recovery created (its files, the journal directory, a new data
         // directory) must survive a power cut as directory entries too.
         checkpoint::sync_database_files(dir)?;
@@ -171,6 +185,8 @@ impl Store {
             TreeId::Relayed => &self.relayed,
             TreeId::Replication => &self.replication,
             TreeId::Outbox => &self.outbox,
+            TreeId::Changes => &self.changes,
+            TreeId::Attributes => &self.attributes,
         }
     }
 
@@ -203,6 +219,41 @@ pub(crate) fn ascending_ids(n: usize) -> Vec<customers_shared::CustomerId> {
             customers_shared::CustomerId::from_uuid(uuid.into_uuid())
         })
         .collect()
+}
+
+/// A whole customer's stored JSON, for tests: named after its email, created at its id's
+/// millisecond, in `country`, with `custom_data` (JSON text).
+#[cfg(test)]
+pub(crate) fn customer_json(
+    id: customers_shared::CustomerId,
+    email: &str,
+    status: &str,
+    country: &str,
+    custom_data: &str,
+) -> String {
+    let at = id.timestamp();
+    format!(
+        r#"{{"id":"{id}","name":"{email}","email":"{email}","phone":null,"address":{{"city":"Arusha","country":"{country}"}},"payment_method":null,"created_at":"{at}","updated_at":"{at}","status":"{status}","custom_data":{custom_data}}}"#
+    )
+}
+
+/// Stages a new customer as the committer would, for tests: its record, its email and its
+/// index entries.
+#[cfg(test)]
+pub(crate) fn stage_customer(batch: &mut journal::Batch, json: &str) {
+    use crate::storage::indexes::{attribute_key, attribute_prefixes, change_key};
+    let customer = customers_shared::Customer::from_stored(json.as_bytes()).unwrap();
+    let id = customer.id;
+    batch.put(TreeId::Customers, &id.to_bytes(), json.as_bytes());
+    batch.put(
+        TreeId::Emails,
+        customer.email.index_key().as_bytes(),
+        &id.to_bytes(),
+    );
+    batch.put(TreeId::Changes, &change_key(id.unix_ms(), id), &[]);
+    for prefix in attribute_prefixes(&customer) {
+        batch.put(TreeId::Attributes, &attribute_key(&prefix, id), &[]);
+    }
 }
 
 #[cfg(test)]

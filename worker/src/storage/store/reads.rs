@@ -1,16 +1,15 @@
-//! Reads: a customer by id, a page newest first, the owner of an email (for the committer's
-//! uniqueness check), the newest id (to seed the id generator) and a consistency check of the
-//! two trees (for tests and operators). Everything in sled is durable (see the module above),
+//! Reads: a customer by id, the owner of an email (for the committer's uniqueness check), the
+//! newest id (to seed the id generator) and a consistency check of the records and their
+//! indexes (for tests and operators); pages are in `pages`. Everything in sled is durable (see the module above),
 //! so reads go straight to the trees, never through the commit queue.
 
 use std::ops::Bound;
 
-use customers_shared::CustomerId;
-use customers_shared::wire::list::{Cursor, ListQuery};
-use serde::Deserialize;
+use customers_shared::{Customer, CustomerId};
 use sled::IVec;
 
 use crate::storage::customer_record::CustomerRecord;
+use crate::storage::indexes::{attribute_key, attribute_prefixes, change_key};
 use crate::storage::store::{Store, StoreError};
 
 /// How the record tree and the email index agree.
@@ -26,11 +25,18 @@ pub struct Consistency {
     pub orphan_index_entries: usize,
     /// Records whose email is indexed to another customer: two customers with one email.
     pub conflicting_records: usize,
+    /// Change-feed and filter index entries (`storage::indexes`) missing for a customer as
+    /// stored, or left over beside them.
+    pub misplaced_feed_and_filter_entries: usize,
 }
 
 impl Consistency {
     pub fn is_consistent(&self) -> bool {
-        self.missing_index_entries + self.orphan_index_entries + self.conflicting_records == 0
+        self.missing_index_entries
+            + self.orphan_index_entries
+            + self.conflicting_records
+            + self.misplaced_feed_and_filter_entries
+            == 0
     }
 }
 
@@ -77,76 +83,38 @@ impl Store {
         Ok(self.records.last()?.map(|(key, _)| id_from_bytes(&key)))
     }
 
-    /// A page of customers, newest first, and whether more lie beyond it. The page stops early
-    /// (with `has_more`) before its customers would pass `max_bytes` together, but always
-    /// holds at least one.
-    pub(crate) fn list(
-        &self,
-        query: &ListQuery,
-        max_bytes: usize,
-    ) -> Result<(Vec<IVec>, bool), StoreError> {
-        if let Some(email_key) = &query.email_key {
-            let Some(id) = self.email_owner(email_key)? else {
-                return Ok((Vec::new(), false));
-            };
-            let in_range = match query.cursor {
-                Some(Cursor::StartingAfter(after)) => id < after,
-                Some(Cursor::EndingBefore(before)) => id > before,
-                None => true,
-            };
-            let json = match in_range {
-                true => self.records.get(id.to_bytes())?,
-                false => None,
-            };
-            let json = json.as_ref().and_then(CustomerRecord::json_of);
-            return Ok((json.into_iter().collect(), false));
-        }
-        let take = query.limit + 1;
-        let (mut page, cut_short) = match query.cursor {
-            None => values(self.records.iter().rev(), take, max_bytes)?,
-            Some(Cursor::StartingAfter(after)) => values(
-                self.records.range(..after.to_bytes()).rev(),
-                take,
-                max_bytes,
-            )?,
-            Some(Cursor::EndingBefore(before)) => {
-                let bounds = (Bound::Excluded(before.to_bytes()), Bound::Unbounded);
-                let (mut newer, cut_short) = values(self.records.range(bounds), take, max_bytes)?;
-                let has_more = newer.len() > query.limit || cut_short;
-                newer.truncate(query.limit);
-                newer.reverse();
-                return Ok((newer, has_more));
-            }
-        };
-        let has_more = page.len() > query.limit || cut_short;
-        page.truncate(query.limit);
-        Ok((page, has_more))
-    }
-
-    /// Walks both trees and counts every way they disagree. Changes nothing: recovery
-    /// replays the journal, it does not repair, so a disagreement is a bug to be seen.
+    /// Walks the records and every index and counts every way they disagree. Changes
+    /// nothing: recovery replays the journal, it does not repair, so a disagreement is a bug
+    /// to be seen.
     pub fn verify(&self) -> Result<Consistency, StoreError> {
-        #[derive(Deserialize)]
-        struct EmailOnly {
-            email: String,
-        }
         let mut report = Consistency::default();
+        let mut attributes = 0;
+        let mut misplaced = 0;
         for entry in self.records.iter() {
             let (key, stored) = entry?;
             let id = id_from_bytes(&key);
-            let CustomerRecord::Live(live) =
-                CustomerRecord::decode(&stored).map_err(|reason| corrupt_record(id, reason))?
-            else {
-                report.deleted += 1;
-                continue;
+            let live = match CustomerRecord::decode(&stored)
+                .map_err(|reason| corrupt_record(id, reason))?
+            {
+                CustomerRecord::Deleted { deleted_at_ms } => {
+                    report.deleted += 1;
+                    let change = change_key(deleted_at_ms, id);
+                    misplaced += usize::from(!self.changes.contains_key(change)?);
+                    continue;
+                }
+                CustomerRecord::Live(live) => live,
             };
             report.records += 1;
-            let record: EmailOnly = serde_json::from_slice(&live.json)
-                .map_err(|e| corrupt_record(id, &e.to_string()))?;
-            match self
-                .emails
-                .get(record.email.to_ascii_lowercase().as_bytes())?
-            {
+            let customer =
+                Customer::from_stored(&live.json).map_err(|reason| corrupt_record(id, &reason))?;
+            let change = change_key(customer.updated_at.unix_ms(), id);
+            misplaced += usize::from(!self.changes.contains_key(change)?);
+            for prefix in attribute_prefixes(&customer) {
+                attributes += 1;
+                let entry = attribute_key(&prefix, id);
+                misplaced += usize::from(!self.attributes.contains_key(entry)?);
+            }
+            match self.emails.get(customer.email.index_key().as_bytes())? {
                 Some(owner) if owner == key => {}
                 Some(_) => report.conflicting_records += 1,
                 None => report.missing_index_entries += 1,
@@ -159,33 +127,13 @@ impl Store {
                 report.orphan_index_entries += 1;
             }
         }
+        // Entries beyond those every customer needs: left over by a change that moved them.
+        let changes = report.records + report.deleted;
+        misplaced += self.changes.len().abs_diff(changes);
+        misplaced += self.attributes.len().abs_diff(attributes);
+        report.misplaced_feed_and_filter_entries = misplaced;
         Ok(report)
     }
-}
-
-/// Up to `take` customers' JSON from `entries`, in their order, tombstones skipped, as many as
-/// fit in `max_bytes` (with a separator each, and at least one); and whether the bytes, not
-/// `take`, cut them short.
-fn values(
-    entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
-    take: usize,
-    max_bytes: usize,
-) -> Result<(Vec<IVec>, bool), StoreError> {
-    let mut page = Vec::new();
-    let mut bytes = 0;
-    let live = entries.filter_map(|entry| match entry {
-        Ok((_, stored)) => CustomerRecord::json_of(&stored).map(Ok),
-        Err(e) => Some(Err(e)),
-    });
-    for json in live.take(take) {
-        let json = json?;
-        bytes += json.len() + 1;
-        if bytes > max_bytes && !page.is_empty() {
-            return Ok((page, true));
-        }
-        page.push(json);
-    }
-    Ok((page, false))
 }
 
 fn corrupt_record(id: CustomerId, reason: &str) -> StoreError {
@@ -204,141 +152,59 @@ pub(crate) fn id_from_bytes(bytes: &[u8]) -> CustomerId {
 mod tests {
     use super::*;
     use crate::storage::journal::{Batch, TreeId};
-
-    #[test]
-    fn lists_newest_first_with_cursors_and_email_lookup() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap().store;
-        let ids = crate::storage::store::ascending_ids(25);
-        let mut batch = Batch::default();
-        for (i, id) in ids.iter().enumerate() {
-            let email = format!("c{i}@x.com");
-            let json = format!(r#"{{"email":"{email}"}}"#);
-            batch.put(TreeId::Customers, &id.to_bytes(), json.as_bytes());
-            batch.put(TreeId::Emails, email.as_bytes(), &id.to_bytes());
-        }
-        store.apply(batch.puts()).unwrap();
-        let emails = |page: &[IVec]| -> Vec<String> {
-            page.iter()
-                .map(|json| {
-                    serde_json::from_slice::<serde_json::Value>(json).unwrap()["email"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned()
-                })
-                .collect()
-        };
-        let query = |limit, cursor, email: Option<&str>| ListQuery {
-            limit,
-            cursor,
-            email_key: email.map(str::to_owned),
-        };
-        let list = |query: &ListQuery| store.list(query, usize::MAX);
-
-        let (first, more) = list(&query(10, None, None)).unwrap();
-        assert!(more);
-        assert_eq!(emails(&first)[..2], ["c24@x.com", "c23@x.com"]);
-        let after = |i: usize| Some(Cursor::StartingAfter(ids[i]));
-        let (second, more) = list(&query(10, after(15), None)).unwrap();
-        assert!(more);
-        assert_eq!(emails(&second)[0], "c14@x.com");
-        let (last, more) = list(&query(10, after(5), None)).unwrap();
-        assert!(!more);
-        assert_eq!(
-            emails(&last),
-            ["c4@x.com", "c3@x.com", "c2@x.com", "c1@x.com", "c0@x.com"]
-        );
-        let before = Some(Cursor::EndingBefore(ids[10]));
-        let (previous, more) = list(&query(3, before, None)).unwrap();
-        assert!(more, "c14 and newer lie beyond");
-        assert_eq!(emails(&previous), ["c13@x.com", "c12@x.com", "c11@x.com"]);
-
-        let (found, more) = list(&query(10, None, Some("c7@x.com"))).unwrap();
-        assert_eq!((emails(&found), more), (vec!["c7@x.com".to_owned()], false));
-        assert!(
-            list(&query(10, after(7), Some("c7@x.com")))
-                .unwrap()
-                .0
-                .is_empty()
-        );
-        assert!(
-            list(&query(10, None, Some("nobody@x.com")))
-                .unwrap()
-                .0
-                .is_empty()
-        );
-
-        // A byte budget of about three customers: the page stops there, with has_more, in
-        // either direction, and never comes back empty.
-        let three = 3 * (first[0].len() + 1);
-        let (short, more) = store.list(&query(10, None, None), three).unwrap();
-        assert_eq!(
-            (emails(&short), more),
-            (
-                vec!["c24@x.com".into(), "c23@x.com".into(), "c22@x.com".into()],
-                true
-            )
-        );
-        let (newer, more) = store
-            .list(&query(10, Some(Cursor::EndingBefore(ids[10])), None), three)
-            .unwrap();
-        assert_eq!(
-            (emails(&newer), more),
-            (
-                vec!["c13@x.com".into(), "c12@x.com".into(), "c11@x.com".into()],
-                true
-            )
-        );
-        let (one, _) = store.list(&query(10, None, None), 1).unwrap();
-        assert_eq!(one.len(), 1, "at least one customer, whatever the budget");
-        assert_eq!(store.newest_id().unwrap(), Some(ids[24]));
-        assert_eq!(store.email_owner("c3@x.com").unwrap(), Some(ids[3]));
-    }
+    use crate::storage::store::{customer_json, stage_customer};
 
     #[test]
     fn verify_counts_every_disagreement_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap().store;
-        let ids = crate::storage::store::ascending_ids(6);
+        let ids = crate::storage::store::ascending_ids(8);
         let (ok, missing, conflicting, ghost) = (ids[0], ids[1], ids[2], ids[3]);
         let (deleted, deleted_but_indexed) = (ids[4], ids[5]);
+        let (unindexed, moved) = (ids[6], ids[7]);
+        let json = |id, email: &str| customer_json(id, email, "active", "TZ", "null");
         let mut batch = Batch::default();
-        batch.put(
-            TreeId::Customers,
-            &ok.to_bytes(),
-            br#"{"email":"ok@x.com"}"#,
-        );
+        stage_customer(&mut batch, &json(ok, "ok@x.com"));
+        stage_customer(&mut batch, &json(missing, "missing@x.com"));
+        batch.remove(TreeId::Emails, b"missing@x.com");
+        // Its email is held by `ok`: two customers with one email.
+        stage_customer(&mut batch, &json(conflicting, "OK@x.com"));
         batch.put(TreeId::Emails, b"ok@x.com", &ok.to_bytes());
-        batch.put(
-            TreeId::Customers,
-            &missing.to_bytes(),
-            br#"{"email":"missing@x.com"}"#,
-        );
-        batch.put(
-            TreeId::Customers,
-            &conflicting.to_bytes(),
-            br#"{"email":"OK@x.com"}"#,
-        );
         batch.put(TreeId::Emails, b"ghost@x.com", &ghost.to_bytes());
         let tombstone = CustomerRecord::tombstone(1);
         batch.put(TreeId::Customers, &deleted.to_bytes(), &tombstone);
+        batch.put(TreeId::Changes, &change_key(1, deleted), &[]);
         batch.put(
             TreeId::Customers,
             &deleted_but_indexed.to_bytes(),
             &tombstone,
         );
+        batch.put(TreeId::Changes, &change_key(1, deleted_but_indexed), &[]);
         batch.put(
             TreeId::Emails,
             b"gone@x.com",
             &deleted_but_indexed.to_bytes(),
         );
+        // No index entries at all (its change and two attributes: three missing), and one
+        // whose change entry stayed at an old time (one missing, one left over).
+        batch.put(
+            TreeId::Customers,
+            &unindexed.to_bytes(),
+            json(unindexed, "u@x.com").as_bytes(),
+        );
+        batch.put(TreeId::Emails, b"u@x.com", &unindexed.to_bytes());
+        stage_customer(&mut batch, &json(moved, "m@x.com"));
+        batch.remove(TreeId::Changes, &change_key(moved.unix_ms(), moved));
+        batch.put(TreeId::Changes, &change_key(5, moved), &[]);
         store.apply(batch.puts()).unwrap();
         let expected = Consistency {
-            records: 3,
+            records: 5,
             deleted: 2,
             missing_index_entries: 1,
             orphan_index_entries: 2,
             conflicting_records: 1,
+            // Three and one missing, and the counts: changes 6 of 7, attributes 8 of 10.
+            misplaced_feed_and_filter_entries: 3 + 1 + 1 + 2,
         };
         assert_eq!(store.verify().unwrap(), expected);
         assert!(!expected.is_consistent());

@@ -60,16 +60,18 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::journal::{Batch, TreeId};
+    use crate::storage::journal::Batch;
+    use crate::storage::store::{customer_json, stage_customer};
 
     #[test]
     fn what_the_journal_holds_is_in_sled_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
+        let id = crate::storage::store::ascending_ids(1)[0];
         {
             let mut opened = Store::open(dir.path(), 1 << 20).unwrap();
             let mut batch = Batch::default();
-            batch.put(TreeId::Customers, &[1; 16], b"{\"email\":\"a@x.com\"}");
-            batch.put(TreeId::Emails, b"a@x.com", &[1; 16]);
+            let json = customer_json(id, "a@x.com", "active", "TZ", "null");
+            stage_customer(&mut batch, &json);
             opened.journal.append(&mut batch).unwrap();
             opened.journal.sync().unwrap();
             // Then a crash: journaled, never applied to sled, never checkpointed.
@@ -80,16 +82,19 @@ mod tests {
                 opened.recovery.replayed.records,
                 opened.recovery.replayed.puts
             ),
-            (1, 2)
+            (1, 5),
+            "the record, its email, its change and two attributes"
         );
-        assert!(opened.store.records.contains_key([1; 16]).unwrap());
-        assert_eq!(opened.store.verify().unwrap().records, 1);
+        assert!(opened.store.records.contains_key(id.to_bytes()).unwrap());
+        let verified = opened.store.verify().unwrap();
+        assert_eq!(verified.records, 1);
+        assert!(verified.is_consistent(), "{verified:?}");
         drop(opened);
         let again = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(
             again.recovery.replayed.records, 0,
             "replayed segments are checkpointed and removed"
         );
-        assert!(again.store.records.contains_key([1; 16]).unwrap());
+        assert!(again.store.records.contains_key(id.to_bytes()).unwrap());
     }
 }
