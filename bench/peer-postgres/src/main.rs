@@ -5,7 +5,14 @@
 //! it, 400 for a body without a name and an email. `GET /api/v1/customers/{id}` is a `SELECT`
 //! by primary key; `PATCH` one `UPDATE … SET …, custom_data = custom_data || $patch, version =
 //! version + 1 WHERE id = $1 AND version = $2` (the version from `If-Match`; 412 when no row
-//! matches it); `DELETE` one `DELETE … WHERE id = $1 AND version = $2`. Configuration by environment:
+//! matches it); `DELETE` one `DELETE … WHERE id = $1 AND version = $2`. `GET
+//! /api/v1/customers` lists newest first with the filters `status`, `country` and
+//! `custom_data[KEY]` (a `SELECT` built from the filters given, `ORDER BY created_at DESC, id
+//! DESC`), or with `order=updated_asc` pages the change feed by (`updated_at`, `id`) after
+//! `cursor`; with `PEER_FIND_INDEXES=1` the table gets the indexes a team would add for those
+//! (btree per filter column with the sort order, GIN `jsonb_path_ops` on `custom_data`, btree
+//! on `(updated_at, id)`), and `POST /admin/analyze` refreshes the planner's statistics after
+//! a bulk load. Configuration by environment:
 //! `PEER_LISTEN` (default 127.0.0.1:8090), `DATABASE_URL` (a libpq connection string),
 //! `PEER_POOL_SIZE` (default 8: about two connections per core plus the disk, on the two
 //! cores it is measured on; the benchmark sweeps it). It starts on an empty table, as the
@@ -15,7 +22,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -37,6 +44,15 @@ CREATE TABLE customers (
     version bigint NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX customers_email_key ON customers (lower(email));
+";
+
+/// The indexes the list filters and the change feed need.
+const FIND_INDEXES: &str = "
+CREATE INDEX customers_created ON customers (created_at DESC, id DESC);
+CREATE INDEX customers_status ON customers (status, created_at DESC, id DESC);
+CREATE INDEX customers_country ON customers ((address->>'country'), created_at DESC, id DESC);
+CREATE INDEX customers_custom_data ON customers USING gin (custom_data jsonb_path_ops);
+CREATE INDEX customers_updated ON customers (updated_at, id);
 ";
 
 const INSERT: &str = "
@@ -85,8 +101,17 @@ async fn main() {
         .batch_execute(SCHEMA)
         .await
         .expect("create the table");
+    if std::env::var("PEER_FIND_INDEXES").as_deref() == Ok("1") {
+        pool.get()
+            .await
+            .expect("connect to PostgreSQL")
+            .batch_execute(FIND_INDEXES)
+            .await
+            .expect("create the indexes");
+    }
     let app = Router::new()
-        .route("/api/v1/customers", post(create))
+        .route("/api/v1/customers", post(create).get(list))
+        .route("/admin/analyze", post(analyze))
         .route(
             "/api/v1/customers/{id}",
             get(read).patch(update).delete(remove),
@@ -257,6 +282,120 @@ async fn remove(State(pool): Pool, Path(id): Path<String>, headers: HeaderMap) -
     }
 }
 
+/// A page: newest first with filters, or the change feed after a cursor
+/// (`{updated_at in µs},{id}`).
+async fn list(State(pool): Pool, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let mut limit: i64 = 10;
+    let mut feed = false;
+    let mut cursor = None;
+    let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+    let mut conditions = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = key.replace("%5B", "[").replace("%5D", "]");
+        let value = value.replace("%20", " ");
+        match key.as_str() {
+            "limit" => limit = value.parse().unwrap_or(10).clamp(1, 100),
+            "order" => feed = value == "updated_asc",
+            "cursor" => cursor = Some(value),
+            "status" => {
+                params.push(Box::new(value));
+                conditions.push(format!("status = ${}", params.len()));
+            }
+            "country" => {
+                params.push(Box::new(value));
+                conditions.push(format!("address->>'country' = ${}", params.len()));
+            }
+            other => match other
+                .strip_prefix("custom_data[")
+                .and_then(|k| k.strip_suffix(']'))
+            {
+                Some(name) => {
+                    params.push(Box::new(json!({ name: value })));
+                    conditions.push(format!("custom_data @> ${}", params.len()));
+                }
+                None => return problem(StatusCode::BAD_REQUEST, "validation_failed"),
+            },
+        }
+    }
+    if feed && let Some(cursor) = &cursor {
+        let Some((micros, id)) = cursor.split_once(',') else {
+            return problem(StatusCode::BAD_REQUEST, "validation_failed");
+        };
+        let (Ok(micros), Ok(id)) = (micros.parse::<i64>(), id.parse::<uuid::Uuid>()) else {
+            return problem(StatusCode::BAD_REQUEST, "validation_failed");
+        };
+        let Some(at) = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros) else {
+            return problem(StatusCode::BAD_REQUEST, "validation_failed");
+        };
+        params.push(Box::new(at));
+        params.push(Box::new(id));
+        let n = params.len();
+        conditions.push(format!("(updated_at, id) > (${}, ${n})", n - 1));
+    }
+    let order = if feed {
+        "updated_at, id"
+    } else {
+        "created_at DESC, id DESC"
+    };
+    let filter = match conditions.is_empty() {
+        true => String::new(),
+        false => format!("WHERE {}", conditions.join(" AND ")),
+    };
+    let select = format!(
+        "SELECT {COLUMNS} FROM customers {filter} ORDER BY {order} LIMIT {}",
+        limit + 1
+    );
+    let Ok(client) = pool.get().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    };
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = match client.query(&select, &params).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("select failed: {e}");
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
+        }
+    };
+    let has_more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let mut body = json!({
+        "data": rows.iter().map(row_json).collect::<Vec<_>>(),
+        "has_more": has_more,
+    });
+    if feed {
+        let next = rows.last().map(|row| {
+            let at: chrono::DateTime<chrono::Utc> = row.get(7);
+            format!("{},{}", at.timestamp_micros(), row.get::<_, uuid::Uuid>(0))
+        });
+        body["next_cursor"] = json!(next.or(cursor));
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Refreshes the planner's statistics (after a bulk load, as an operator would).
+async fn analyze(State(pool): Pool) -> Response {
+    let Ok(client) = pool.get().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    };
+    match client.batch_execute("ANALYZE customers").await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            eprintln!("analyze failed: {e}");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        }
+    }
+}
+
 /// The version an `If-Match: "3"` names.
 fn if_match(headers: &HeaderMap) -> Option<i64> {
     headers
@@ -271,12 +410,26 @@ fn if_match(headers: &HeaderMap) -> Option<i64> {
 
 /// A row of [`COLUMNS`] as the reply body, with its version as `ETag`.
 fn customer(status: StatusCode, row: &tokio_postgres::Row) -> Response {
+    let etag = format!("\"{}\"", row.get::<_, i64>(10));
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::ETAG, etag),
+        ],
+        row_json(row).to_string(),
+    )
+        .into_response()
+}
+
+/// A row of [`COLUMNS`] as the customer's JSON.
+fn row_json(row: &tokio_postgres::Row) -> Value {
     let time = |i: usize| {
         row.get::<_, chrono::DateTime<chrono::Utc>>(i)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     };
     let id: uuid::Uuid = row.get(0);
-    let body = json!({
+    json!({
         "id": id.to_string(),
         "name": row.get::<_, String>(1),
         "email": row.get::<_, String>(2),
@@ -287,17 +440,7 @@ fn customer(status: StatusCode, row: &tokio_postgres::Row) -> Response {
         "updated_at": time(7),
         "status": row.get::<_, String>(8),
         "custom_data": row.get::<_, Option<Value>>(9),
-    });
-    let etag = format!("\"{}\"", row.get::<_, i64>(10));
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (header::ETAG, etag),
-        ],
-        body.to_string(),
-    )
-        .into_response()
+    })
 }
 
 fn problem(status: StatusCode, code: &str) -> Response {

@@ -1,5 +1,5 @@
 //! Realistic, unique create bodies: varied names and domains, optional fields present in
-//! different mixes, some custom_data; optionally a share of duplicate emails.
+//! different mixes, statuses, some custom_data; optionally a share of duplicate emails.
 
 use std::fmt::Write;
 
@@ -86,6 +86,12 @@ impl Generator {
         }
         if rng.bool() {
             let _ = write!(body, r#","payment_method":"card_{:016x}""#, rng.u64(..));
+        }
+        // Most customers active (the default), a tenth inactive, a twentieth suspended.
+        match rng.u8(..20) {
+            0 | 1 => body.push_str(r#","status":"inactive""#),
+            2 => body.push_str(r#","status":"suspended""#),
+            _ => {}
         }
         if rng.u8(..3) == 0 {
             let _ = write!(

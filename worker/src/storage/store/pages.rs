@@ -3,9 +3,10 @@
 //! * **Newest first** walks ids downwards (or upwards for `ending_before`) between the bounds
 //!   the cursor and `created[…]` set (an id's millisecond is its `created_at`). Without an
 //!   indexed filter it walks the `customers` tree; with some (status, country,
-//!   `custom_data[…]`) it walks their `attributes` ranges together, each seek jumping to the
-//!   next id all of them hold, so a page costs a few lookups per customer it returns however
-//!   rare the combination is. `updated[…]` is checked on the customers found.
+//!   `custom_data[…]`) it walks the first one's `attributes` range (a `custom_data` value,
+//!   then a country, then a status: the rarer first, by rule of thumb) and probes each of its
+//!   customers in the others' with a point lookup, reading only those all of them hold.
+//!   `updated[…]` is checked on the customers found.
 //! * **The change feed** walks the `changes` index from the cursor up to the change clock's
 //!   frontier (`storage::change_clock`), so no entry it passes can appear behind it later.
 //!   An entry whose customer has moved on (an apply in progress) is skipped: the customer's
@@ -216,20 +217,37 @@ impl Store {
                     break;
                 }
             }
-        } else {
-            let (mut low, mut high) = (low, high);
-            while let Some(id) = self.next_common(&prefixes, low, high, upwards)? {
-                let number = id_number(id);
-                if upwards {
-                    low = number.saturating_add(1);
-                } else {
-                    high = number.saturating_sub(1);
+        } else if low <= high {
+            // The first filter's entries drive the walk; each of its customers is probed in
+            // the others' (a point lookup each), then read.
+            let (driver, others) = prefixes.split_first().expect("some prefixes");
+            let range = self
+                .attributes
+                .range(attribute_key(driver, id_of(low))..=attribute_key(driver, id_of(high)));
+            let mut keys: Box<dyn Iterator<Item = _>> = if upwards {
+                Box::new(range.keys())
+            } else {
+                Box::new(range.keys().rev())
+            };
+            for key in &mut keys {
+                let Some(id) = attribute_id(&key?) else {
+                    continue;
+                };
+                let mut held_by_all = true;
+                for other in others {
+                    if !self.attributes.contains_key(attribute_key(other, id))? {
+                        held_by_all = false;
+                        break;
+                    }
+                }
+                if !held_by_all {
+                    continue;
                 }
                 // An index entry is only ever written for a live customer, and removed with it.
                 let Some(json) = self.live_json(id)? else {
                     continue;
                 };
-                if !take(id, json)? || number == 0 || number == u128::MAX {
+                if !take(id, json)? {
                     break;
                 }
             }
@@ -239,64 +257,6 @@ impl Store {
             items.reverse();
         }
         Ok((items, has_more))
-    }
-
-    /// The first id within `low..=high` (the highest, or the lowest when `upwards`) that
-    /// every prefix in `prefixes` holds.
-    fn next_common(
-        &self,
-        prefixes: &[Vec<u8>],
-        mut low: u128,
-        mut high: u128,
-        upwards: bool,
-    ) -> Result<Option<CustomerId>, StoreError> {
-        let Some((first, rest)) = prefixes.split_first() else {
-            return Ok(None);
-        };
-        'seek: loop {
-            if low > high {
-                return Ok(None);
-            }
-            let Some(candidate) = self.first_in(first, low, high, upwards)? else {
-                return Ok(None);
-            };
-            for prefix in rest {
-                let found = match upwards {
-                    true => self.first_in(prefix, id_number(candidate), high, true)?,
-                    false => self.first_in(prefix, low, id_number(candidate), false)?,
-                };
-                let Some(found) = found else {
-                    return Ok(None);
-                };
-                if found != candidate {
-                    // Nobody between the two holds both: go on from the one further along.
-                    match upwards {
-                        true => low = id_number(found),
-                        false => high = id_number(found),
-                    }
-                    continue 'seek;
-                }
-            }
-            return Ok(Some(candidate));
-        }
-    }
-
-    /// The first id under `prefix` within `low..=high`, in the walk's direction.
-    fn first_in(
-        &self,
-        prefix: &[u8],
-        low: u128,
-        high: u128,
-        upwards: bool,
-    ) -> Result<Option<CustomerId>, StoreError> {
-        let range = self
-            .attributes
-            .range(attribute_key(prefix, id_of(low))..=attribute_key(prefix, id_of(high)));
-        let entry = match upwards {
-            true => range.keys().next(),
-            false => range.keys().next_back(),
-        };
-        Ok(entry.transpose()?.and_then(|key| attribute_id(&key)))
     }
 
     /// The JSON of customer `id` if it is live.

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::changes::Change;
+use super::finds::Find;
 use crate::load::Summary;
 
 /// The peer's pool sizes tried at each concurrency (kept out of the main table: the peer
@@ -33,6 +34,11 @@ pub(super) enum Line {
     /// A customer's whole life (`changes`), by the service over HTTP or by the peer.
     Changes {
         change: Change,
+        peer: bool,
+    },
+    /// Finding and mirroring (`finds`), by the service over HTTP or by the peer.
+    Find {
+        find: Find,
         peer: bool,
     },
 }
@@ -67,6 +73,10 @@ impl fmt::Display for Line {
                     Change::Mixed => "mixed (70 % get, 20 % update, 10 % create)",
                 };
                 return write!(f, "{who}: {what}");
+            }
+            Self::Find { find, peer } => {
+                let who = if *peer { "peer" } else { "service over HTTP" };
+                return write!(f, "{who}: {}", find.label());
             }
         };
         f.write_str(label)

@@ -60,6 +60,58 @@ pub(super) fn peer_sweep_section(w: &mut String, rows: &[Row], levels: &[usize])
 }
 
 /// Updates, deletes and the mixed load, the service beside the peer (issue 21's targets).
+/// Finding and mirroring at a million customers, beside the peer.
+pub(super) fn finds_section(w: &mut String, rows: &[Row], stored: u64) {
+    use super::finds::Find;
+    if !rows.iter().any(|r| matches!(r.line, Line::Find { .. })) {
+        return;
+    }
+    let c = super::FIND_CONCURRENCY;
+    let _ = writeln!(
+        w,
+        "
+## Finding and mirroring customers (issue 22)
+
+On the service's database after the preload ({stored} customers as the generator makes them: a tenth inactive, a twentieth suspended, three in four with an address in one of six countries, a third with `custom_data`), and on the peer loaded with as many through its own create endpoint, with the indexes a team would add for these queries (btree on each filter column with the sort order, GIN `jsonb_path_ops` on `custom_data`, btree on `(updated_at, id)`; `ANALYZE` after the load). {c} requesters, closed loop; lists are newest-first pages of 10; feed requesters follow `next_cursor` from the start in pages of 100. Requests/s, p50 / p99 ms.
+
+| query | service | peer | service ÷ peer |
+|---|---:|---:|---:|"
+    );
+    let cell = |s: &crate::load::Summary| {
+        format!(
+            "{:.0} ({:.1} / {:.1})",
+            s.throughput, s.latency_ms[0], s.latency_ms[2]
+        )
+    };
+    for find in Find::ALL {
+        let service = Line::Find { find, peer: false };
+        let peer = Line::Find { find, peer: true };
+        let Some(measured) = super::lines::find(rows, service, c) else {
+            continue;
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} |",
+            find.label(),
+            cell(measured),
+            super::lines::find(rows, peer, c).map_or("–".to_owned(), cell),
+            fmt_ratio(ratio(rows, service, peer, c)),
+        );
+    }
+    let feed = Line::Find {
+        find: Find::Feed,
+        peer: false,
+    };
+    if let Some(feed) = super::lines::find(rows, feed, c) {
+        let _ = writeln!(
+            w,
+            "\nTargets (issue 22): exact filters p50 ≤ 5 ms and p99 ≤ 20 ms at {c} clients and ≥ 1× the peer (the first four lines above); the change feed ≥ 20,000 changes/s: {:.0} pages/s of up to 100, so at most {:.0} changes/s.",
+            feed.throughput,
+            feed.throughput * 100.0
+        );
+    }
+}
+
 pub(super) fn changes_section(w: &mut String, rows: &[Row], levels: &[usize]) {
     let changes = [Change::Updates, Change::Deletes, Change::Mixed];
     if !rows.iter().any(|r| matches!(r.line, Line::Changes { .. })) {
