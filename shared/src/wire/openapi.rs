@@ -182,6 +182,7 @@ pub fn document() -> Value {
                         "403": forbidden,
                         "408": problem_response("request_timeout: the body did not arrive within its deadline (in all, and at a minimum rate); the connection is closed"),
                         "409": retry_problem("email_already_exists, or idempotency_key_in_use (with Retry-After)"),
+                        "410": problem_response("customer_deleted: a replay (Idempotency-Key) of a create whose customer was deleted since"),
                         "413": problem_response("The body is over the limit"),
                         "415": problem_response("The content type is not JSON"),
                         "422": problem_response("idempotency_key_reused"),
