@@ -15,3 +15,4 @@ pub mod openapi;
 pub mod problem;
 pub mod protocol;
 pub mod schema;
+pub mod search;
