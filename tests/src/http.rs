@@ -134,10 +134,18 @@ impl HttpClient {
     /// client's `/metrics`, 0 if absent.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.get("/metrics").await;
-        let text = String::from_utf8_lossy(&text.body).into_owned();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        series_value(&text.body, series)
+    }
+
+    /// The same, or `None` when the server does not answer (it is stopping, or gone).
+    pub async fn try_metric(&self, series: &str) -> Option<f64> {
+        let request = self
+            .request("GET", "/metrics")
+            .body(Full::default())
+            .expect("valid request");
+        let response = self.client.request(request).await.ok()?;
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some(series_value(&body, series))
     }
 
     /// Any request; `path` is relative to the ingress.
@@ -161,4 +169,12 @@ impl HttpClient {
             body,
         }
     }
+}
+
+/// The value of `series` in a Prometheus text exposition, 0 if absent.
+fn series_value(text: &[u8], series: &str) -> f64 {
+    String::from_utf8_lossy(text)
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -108,6 +108,16 @@ impl Instance {
         self.metric("customers_worker_log_applied_sequence").await
     }
 
+    /// The same, or `None` when the instance does not answer (stopping, or exited).
+    async fn try_applied(&self) -> Option<f64> {
+        let admin = HttpClient::new(([127, 0, 0, 1], self.admin_port).into());
+        let series = "customers_worker_log_applied_sequence";
+        tokio::time::timeout(Duration::from_millis(500), admin.try_metric(series))
+            .await
+            .ok()
+            .flatten()
+    }
+
     async fn metric(&self, series: &str) -> f64 {
         let admin = HttpClient::new(([127, 0, 0, 1], self.admin_port).into());
         admin.metric(series).await
@@ -627,13 +637,38 @@ async fn a_nats_node_killed_under_load_stops_nothing_and_rejoins() {
     assert!(stall < Duration::from_secs(25), "{stall:?}");
     verdict.assert_nothing_lost();
     // The lease's stream may have moved while the node rejoined: a primary that lost it
-    // during the check has exited (75) and comes back as a standby.
-    for instance in &mut instances {
-        instance.restart_if_exited(&urls).await;
-    }
-    let newest = instances[primary(&instances).await].applied().await;
-    all_applied(&instances, newest).await;
+    // during the check, or while the instances catch up now, exits (75) and comes back as
+    // a standby.
+    all_applied_restarting(&mut instances, &urls).await;
     assert_copies_of_one_log(&mut instances).await;
+}
+
+/// Waits until every instance applied the log as far as the primary, restarting those that
+/// exited (75: a lost lease) on the way.
+async fn all_applied_restarting(instances: &mut [Instance], urls: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        for instance in instances.iter_mut() {
+            instance.restart_if_exited(urls).await;
+        }
+        let newest = instances[primary(instances).await].try_applied().await;
+        let mut behind = newest.is_none();
+        for instance in instances.iter() {
+            behind |= instance
+                .try_applied()
+                .await
+                .is_none_or(|at| Some(at) < newest);
+        }
+        if !behind {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instances catch up with the log"
+        );
+        // Nothing announces a catch-up: the metrics are read again.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A change of `id` over NATS, answered by the primary: its reply.
