@@ -686,18 +686,38 @@ async fn change(
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_instance_reads_an_acknowledged_update_or_delete_at_once() {
-    let _alone = customers_tests::exclusive().await;
+/// A 3-node cluster and three instances whose standbys apply each log group late (the
+/// failpoint `standby-apply=sleep(ms)`).
+async fn instances_with_late_standbys(late: &'static str) -> (NatsCluster, Vec<Instance>) {
     let cluster = NatsCluster::start().await;
     let urls = cluster.urls();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        // Standbys that apply each log group 50 ms late: a read they answered without
-        // catching up would show the version before.
-        let slow = Instance::start_with_failpoints(&urls, &[], "standby-apply=sleep(50)");
-        instances.push(slow.await);
+        instances.push(Instance::start_with_failpoints(&urls, &[], late).await);
     }
+    (cluster, instances)
+}
+
+/// The successful replies to `operation` the standbys sent.
+async fn standby_replies(instances: &[Instance], operation: &str) -> f64 {
+    let leader = primary(instances).await;
+    let series =
+        format!(r#"customers_worker_replies_total{{operation="{operation}",status="200"}}"#);
+    let mut total = 0.0;
+    for (n, instance) in instances.iter().enumerate() {
+        if n != leader {
+            total += instance.metric(&series).await;
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_reads_an_acknowledged_update_or_delete_at_once() {
+    let _alone = customers_tests::exclusive().await;
+    // Standbys that apply each log group 50 ms late: a read they answered without catching
+    // up would show the version before.
+    let (cluster, instances) = instances_with_late_standbys("standby-apply=sleep(50)").await;
     let client = cluster.client().await;
     let created = create_customers(&client, "ryw.example.com", 0..1).await;
     let id = created.keys().next().unwrap().clone();
@@ -730,15 +750,7 @@ async fn every_instance_reads_an_acknowledged_update_or_delete_at_once() {
             "read {n} after the delete"
         );
     }
-    let leader = primary(&instances).await;
-    let mut standby_reads = 0.0;
-    for (n, instance) in instances.iter().enumerate() {
-        if n != leader {
-            standby_reads += instance
-                .metric(r#"customers_worker_replies_total{operation="get",status="200"}"#)
-                .await;
-        }
-    }
+    let standby_reads = standby_replies(&instances, "get").await;
     assert!(standby_reads > 0.0, "the standbys served some of the reads");
 }
 
@@ -931,15 +943,9 @@ fn mirror_items(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_feed_read_from_every_instance_skips_and_repeats_nothing() {
     let _alone = customers_tests::exclusive().await;
-    let cluster = NatsCluster::start().await;
-    let urls = cluster.urls();
-    let mut instances = Vec::new();
-    for _ in 0..3 {
-        // Standbys a little behind the log: a feed page they answered before catching up, or
-        // past what they applied, would skip a change.
-        let slow = Instance::start_with_failpoints(&urls, &[], "standby-apply=sleep(5)");
-        instances.push(slow.await);
-    }
+    // Standbys a little behind the log: a feed page they answered before catching up, or
+    // past what they applied, would skip a change.
+    let (cluster, instances) = instances_with_late_standbys("standby-apply=sleep(5)").await;
     let client = cluster.client().await;
     let mut expected: HashMap<String, bytes::Bytes> = HashMap::new();
     let mut mirror: HashMap<String, serde_json::Value> = HashMap::new();
@@ -985,18 +991,7 @@ async fn a_change_feed_read_from_every_instance_skips_and_repeats_nothing() {
         assert!(flushes < 50, "{missing} changes never reached the mirror");
         create_customers(&client, &format!("flush{flushes}.feed.example"), 0..1).await;
     }
-    let served_by_standbys: f64 = {
-        let leader = primary(&instances).await;
-        let mut total = 0.0;
-        for (n, instance) in instances.iter().enumerate() {
-            if n != leader {
-                total += instance
-                    .metric(r#"customers_worker_replies_total{operation="list",status="200"}"#)
-                    .await;
-            }
-        }
-        total
-    };
+    let served_by_standbys = standby_replies(&instances, "list").await;
     assert!(
         served_by_standbys > 0.0,
         "the standbys served some of the pages"
