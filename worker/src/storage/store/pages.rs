@@ -120,7 +120,10 @@ fn matches(id: CustomerId, json: &[u8], filters: &Filters) -> Result<bool, Store
     });
     let custom_data = filters.custom_data.iter().all(|(key, text)| {
         let value = fields.custom_data.as_ref().and_then(|data| data.get(key));
-        value.and_then(customers_shared::domain::fields::scalar_text) == Some(text.clone())
+        value
+            .and_then(customers_shared::domain::fields::scalar_text)
+            .as_deref()
+            == Some(text.as_str())
     });
     let updated = filters.updated.is_everything()
         || filters
@@ -190,8 +193,14 @@ impl Store {
         let upwards = matches!(query.cursor, Some(Cursor::EndingBefore(_)));
         let prefixes = filter_prefixes(&query.filters);
         let mut has_more = false;
+        // The indexes answer status, country and custom_data (and without those filters there
+        // is nothing of them to check): only `updated` is left to read from the customer.
+        let unindexed = Filters {
+            updated: query.filters.updated,
+            ..Filters::default()
+        };
         let mut take = |id: CustomerId, json: sled::IVec| -> Result<bool, StoreError> {
-            if !matches(id, &json, &query.filters)? {
+            if !matches(id, &json, &unindexed)? {
                 return Ok(true);
             }
             if !page.add(json) {
