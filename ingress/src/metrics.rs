@@ -23,6 +23,7 @@ pub(crate) enum Route {
     create,
     get,
     list,
+    search,
     update,
     delete,
     healthz,

@@ -33,7 +33,7 @@ use crate::auth::keys_file::Scope;
 use crate::auth::{Authenticator, Caller, Credential};
 use crate::body::{BodyError, BodyPace, read_body};
 use crate::metrics::{self, Metrics};
-use crate::paths::CUSTOMERS_PATH;
+use crate::paths::{CUSTOMERS_PATH, SEARCH_PATH};
 use crate::rate_limit::{Decision, ceil_secs};
 use crate::response::{self, Body};
 use crate::worker_client::{Operation, WorkerClient};
@@ -233,7 +233,12 @@ impl App {
                         self.write(Operation::Delete, request, Some(id), request_id)
                             .await
                     }
-                    CustomerEndpoint::List => self.list(&request, request_id).await,
+                    CustomerEndpoint::List => {
+                        self.query(Operation::List, &request, request_id).await
+                    }
+                    CustomerEndpoint::Search => {
+                        self.query(Operation::Search, &request, request_id).await
+                    }
                     CustomerEndpoint::Get(id) => self.get(&request, id, request_id).await,
                 },
             },
@@ -347,10 +352,11 @@ impl App {
             .await
     }
 
-    /// The query string becomes the list endpoint's JSON payload, each parameter a string;
-    /// the worker validates the values.
-    async fn list(
+    /// The query string becomes the list or search endpoint's JSON payload, each parameter a
+    /// string; the worker validates the values.
+    async fn query(
         &self,
+        operation: Operation,
         request: &Request<Incoming>,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, ApiError> {
@@ -370,13 +376,8 @@ impl App {
         }
         let payload = Bytes::from(serde_json::Value::Object(parameters).to_string());
         let _permit = self.permit()?;
-        self.forward(
-            Operation::List,
-            payload,
-            nats_headers(request, request_id),
-            None,
-        )
-        .await
+        self.forward(operation, payload, nats_headers(request, request_id), None)
+            .await
     }
 
     /// Ready when connected to NATS and some worker answers `$SRV.PING.customers` now
@@ -439,6 +440,8 @@ enum CustomerEndpoint {
     Create,
     /// `GET /api/v1/customers`
     List,
+    /// `GET /api/v1/customers/search`
+    Search,
     /// `GET /api/v1/customers/{id}`, with the id.
     Get(Bytes),
     /// `PATCH /api/v1/customers/{id}`, with the id.
@@ -482,6 +485,7 @@ impl Endpoint {
                     allow: "GET, HEAD, POST",
                 }),
             },
+            SEARCH_PATH => get_only(Self::Customers(CustomerEndpoint::Search)),
             "/healthz" => get_only(Self::Public(Health)),
             "/readyz" => get_only(Self::Public(Ready)),
             "/metrics" => get_only(Self::Public(Metrics)),
@@ -513,6 +517,7 @@ impl Endpoint {
         match self {
             Self::Customers(CustomerEndpoint::Create) => metrics::Route::create,
             Self::Customers(CustomerEndpoint::List) => metrics::Route::list,
+            Self::Customers(CustomerEndpoint::Search) => metrics::Route::search,
             Self::Customers(CustomerEndpoint::Get(_)) => metrics::Route::get,
             Self::Customers(CustomerEndpoint::Update(_)) => metrics::Route::update,
             Self::Customers(CustomerEndpoint::Delete(_)) => metrics::Route::delete,
@@ -533,7 +538,7 @@ impl CustomerEndpoint {
     fn scope(&self) -> Scope {
         match self {
             Self::Create | Self::Update(_) | Self::Delete(_) => Scope::Write,
-            Self::List | Self::Get(_) => Scope::Read,
+            Self::List | Self::Search | Self::Get(_) => Scope::Read,
         }
     }
 }

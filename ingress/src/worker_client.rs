@@ -29,6 +29,7 @@ pub enum Operation {
     Create,
     Get,
     List,
+    Search,
     Update,
     Delete,
     /// `$SRV.PING.customers`: is any worker answering? (readiness)
@@ -36,10 +37,11 @@ pub enum Operation {
 }
 
 impl Operation {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Create,
         Self::Get,
         Self::List,
+        Self::Search,
         Self::Update,
         Self::Delete,
         Self::Ping,
@@ -126,6 +128,7 @@ impl WorkerClient {
             Operation::Create => Endpoint::Create.subject(subject_prefix),
             Operation::Get => Endpoint::Get.subject(subject_prefix),
             Operation::List => Endpoint::List.subject(subject_prefix),
+            Operation::Search => Endpoint::Search.subject(subject_prefix),
             Operation::Update => Endpoint::Update.subject(subject_prefix),
             Operation::Delete => Endpoint::Delete.subject(subject_prefix),
             Operation::Ping => format!("$SRV.PING.{}", protocol::SERVICE_NAME),

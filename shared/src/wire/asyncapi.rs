@@ -16,8 +16,8 @@ use crate::wire::event::{
 use crate::wire::problem::Problem;
 use crate::wire::protocol::{self, headers};
 use crate::wire::schema::{
-    self, CreateCustomerRequest, CustomerFeedPage, CustomerList, DeletedCustomer,
-    ListCustomersRequest, UpdateCustomerRequest,
+    self, CreateCustomerRequest, CustomerFeedPage, CustomerList, CustomerSearchPage,
+    DeletedCustomer, ListCustomersRequest, SearchCustomersRequest, UpdateCustomerRequest,
 };
 
 /// The AsyncAPI document, for the default subject prefix.
@@ -25,6 +25,8 @@ pub fn document() -> Value {
     let mut generator = schema::components_generator();
     let create = generator.subschema_for::<CreateCustomerRequest>();
     let list_query = generator.subschema_for::<ListCustomersRequest>();
+    let search_query = generator.subschema_for::<SearchCustomersRequest>();
+    let search_page = generator.subschema_for::<CustomerSearchPage>();
     let customer = generator.subschema_for::<Customer>();
     let list = generator.subschema_for::<CustomerList>();
     let feed = generator.subschema_for::<CustomerFeedPage>();
@@ -113,6 +115,15 @@ pub fn document() -> Value {
         ),
     );
     add(
+        "searchCustomersRequest",
+        message(
+            "searchCustomersRequest",
+            "The search request as a JSON object: query, limit, page.",
+            request_headers(false),
+            search_query.to_value(),
+        ),
+    );
+    add(
         "updateCustomerRequest",
         message(
             "updateCustomerRequest",
@@ -151,6 +162,15 @@ pub fn document() -> Value {
             "A page of customers, newest first; with order updated_asc a change-feed page.",
             request_headers(false),
             json!({"oneOf": [list.to_value(), feed.to_value()]}),
+        ),
+    );
+    add(
+        "customerSearchPage",
+        message(
+            "customerSearchPage",
+            "A page of the customers a search matches, newest first, with how many match in all.",
+            request_headers(false),
+            search_page.to_value(),
         ),
     );
     add(
@@ -266,6 +286,13 @@ pub fn document() -> Value {
         "Reads a page of customers, newest first.",
         "listCustomersRequest",
         &["customerList", "problem"],
+    );
+    request_reply(
+        protocol::Endpoint::Search.name(),
+        "searchCustomers",
+        "Finds customers with Stripe's search language, newest first, with the total count; sees every acknowledged write.",
+        "searchCustomersRequest",
+        &["customerSearchPage", "problem"],
     );
     request_reply(
         protocol::Endpoint::Update.name(),

@@ -16,6 +16,9 @@ pub enum ApiError {
     InvalidBody,
     #[error("{}", validation_detail(.0))]
     ValidationFailed(Vec<FieldError>),
+    /// A search query that does not parse: where it stopped and what was expected there.
+    #[error("the search query is not valid {0}")]
+    InvalidQuery(crate::wire::search::QueryError),
     #[error("no route for this path")]
     NotFound,
     #[error("method not allowed; allowed: {allow}")]
@@ -126,6 +129,7 @@ impl ApiError {
             Self::MalformedJson(_)
             | Self::InvalidBody
             | Self::ValidationFailed(_)
+            | Self::InvalidQuery(_)
             | Self::RepeatedAuthorization { .. } => 400,
             Self::Unauthorized { .. } => 401,
             Self::Forbidden { .. } => 403,
@@ -158,6 +162,7 @@ impl ApiError {
             Self::MalformedJson(_) => ("malformed_json", "The request body is not valid JSON"),
             Self::InvalidBody => ("invalid_body", "The request body is not a JSON object"),
             Self::ValidationFailed(_) => ("validation_failed", "The request has invalid fields"),
+            Self::InvalidQuery(_) => ("invalid_query", "The search query is not valid"),
             Self::NotFound => ("not_found", "Not found"),
             Self::MethodNotAllowed { .. } => ("method_not_allowed", "Method not allowed"),
             Self::CustomerNotFound => ("customer_not_found", "Customer not found"),
@@ -247,6 +252,14 @@ impl ApiError {
             },
             customer_id: match self {
                 Self::EmailAlreadyExists { customer_id } => Some(customer_id.to_string()),
+                _ => None,
+            },
+            position: match self {
+                Self::InvalidQuery(e) => Some(e.position),
+                _ => None,
+            },
+            expected: match self {
+                Self::InvalidQuery(e) => Some(e.expected.clone()),
                 _ => None,
             },
         }

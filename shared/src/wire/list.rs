@@ -381,13 +381,13 @@ fn parse_scalar(value: &Value) -> Result<String, Violation> {
     })
 }
 
-fn as_str(value: &Value) -> Result<&str, Violation> {
+pub(crate) fn as_str(value: &Value) -> Result<&str, Violation> {
     value
         .as_str()
         .ok_or_else(|| Violation::new(FieldErrorCode::InvalidType, "must be a string"))
 }
 
-fn parse_limit(value: &Value) -> Result<usize, Violation> {
+pub(crate) fn parse_limit(value: &Value) -> Result<usize, Violation> {
     let limit = match value {
         Value::Number(n) => n.as_u64(),
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {

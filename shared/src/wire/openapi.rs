@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::domain::customer::Customer;
 use crate::wire::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use crate::wire::schema::{
-    CreateCustomerRequest, CustomerFeedPage, CustomerList, DeletedCustomer, UpdateCustomerRequest,
+    CreateCustomerRequest, CustomerFeedPage, CustomerList, CustomerSearchPage, DeletedCustomer,
+    UpdateCustomerRequest,
 };
 
 /// The OpenAPI document.
@@ -21,6 +22,7 @@ pub fn document() -> Value {
     let customer = generator.subschema_for::<Customer>();
     let list = generator.subschema_for::<CustomerList>();
     let feed = generator.subschema_for::<CustomerFeedPage>();
+    let search_page = generator.subschema_for::<CustomerSearchPage>();
     let problem = generator.subschema_for::<Problem>();
     let schemas = generator.take_definitions(true);
 
@@ -162,7 +164,7 @@ pub fn document() -> Value {
         "info": {
             "title": "customers",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Creates, changes and deletes customers with case-insensitively unique emails, durably; reads them back. The same operations exist over NATS (customers.v1.create, .get, .list, .update, .delete)."
+            "description": "Creates, changes and deletes customers with case-insensitively unique emails, durably; reads them back. The same operations exist over NATS (customers.v1.create, .get, .list, .search, .update, .delete)."
         },
         "security": [{"apiKey": []}, {"clientCertificate": []}],
         "paths": {
@@ -233,6 +235,31 @@ pub fn document() -> Value {
                     "responses": {
                         "200": rate_limited_headers(json_response("A page of customers, newest first; with order=updated_asc a change-feed page", &page)),
                         "400": problem_response("A parameter is invalid, unknown or repeated; invalid_authorization for an Authorization header given twice"),
+                        "401": unauthorized,
+                        "403": forbidden,
+                        "429": too_many,
+                        "500": internal,
+                        "503": unavailable,
+                        "504": timeout
+                    }
+                }
+            },
+            "/api/v1/customers/search": {
+                "get": {
+                    "operationId": "searchCustomers",
+                    "security": security("customers:read"),
+                    "parameters": [
+                        request_id,
+                        {"name": "query", "in": "query", "required": true,
+                         "description": "Stripe's search language: field:value, name|email|phone~substring (3+ characters), -clause, created|updated >, >=, <, <=, status, country, custom_data['key']:'value', field:null; clauses joined by AND or by OR, at most 10.",
+                         "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "required": false,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}},
+                        cursor("page", "The next_page of the page before.")
+                    ],
+                    "responses": {
+                        "200": rate_limited_headers(json_response("A page of the customers the query matches, newest first, with total_count", &search_page)),
+                        "400": problem_response("invalid_query (with position and expected) for a query that does not parse; validation_failed for a missing query or a bad limit, page or unknown parameter; invalid_authorization for an Authorization header given twice"),
                         "401": unauthorized,
                         "403": forbidden,
                         "429": too_many,

@@ -40,4 +40,10 @@ pub struct Problem {
     /// The customer that already holds the email; present on `email_already_exists` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    /// Where a search query stopped parsing, in characters from 0; `invalid_query` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+    /// What the query should have had at `position`; `invalid_query` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
 }

@@ -28,6 +28,8 @@ pub enum Endpoint {
     Get,
     /// Payload: the query as JSON, see [`crate::wire::list::ListQuery`].
     List,
+    /// Payload: `{"query", "limit", "page"}` as JSON, see [`crate::wire::search::SearchRequest`].
+    Search,
     /// Header `Customer-Id`: the customer; payload: a JSON Merge Patch of its fields.
     Update,
     /// Header `Customer-Id`: the customer; payload: empty.
@@ -35,10 +37,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Create,
         Self::Get,
         Self::List,
+        Self::Search,
         Self::Update,
         Self::Delete,
     ];
@@ -54,6 +57,7 @@ impl Endpoint {
             Self::Create => "create",
             Self::Get => "get",
             Self::List => "list",
+            Self::Search => "search",
             Self::Update => "update",
             Self::Delete => "delete",
         }

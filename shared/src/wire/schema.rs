@@ -214,6 +214,36 @@ pub struct CustomerList {
     has_more: bool,
 }
 
+/// The payload of a `customers.v1.search` request (over HTTP, the same names are query
+/// parameters of `GET /api/v1/customers/search`).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)] // never constructed: it exists to describe the wire shape
+pub struct SearchCustomersRequest {
+    /// The query, in Stripe's search language (docs/API.md §4, "Search"), e.g.
+    /// `name~'ada' AND status:'active'`.
+    query: String,
+    /// Customers per page, 1–100 (default 10); a string of digits is accepted too.
+    #[schemars(range(min = 1, max = 100))]
+    limit: Option<u32>,
+    /// The `next_page` of the page before.
+    page: Option<String>,
+}
+
+/// A page of search results, newest first (`GET /api/v1/customers/search`,
+/// `customers.v1.search`).
+#[derive(JsonSchema)]
+#[allow(dead_code)] // never constructed: the worker writes the body from stored JSON
+pub struct CustomerSearchPage {
+    data: Vec<Customer>,
+    /// Whether more customers match beyond this page.
+    has_more: bool,
+    /// The `page` that asks for the next page; `null` on the last.
+    next_page: Option<String>,
+    /// How many customers match in all, on every page.
+    total_count: u64,
+}
+
 /// Every published schema, by file name.
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
@@ -232,6 +262,11 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         (
             "list_customers_request.json",
             schema_for!(ListCustomersRequest),
+        ),
+        ("customer_search_page.json", schema_for!(CustomerSearchPage)),
+        (
+            "search_customers_request.json",
+            schema_for!(SearchCustomersRequest),
         ),
         ("problem.json", schema_for!(Problem)),
     ]

@@ -6,15 +6,21 @@
 //! `custom_data['key']:'value'`, `field:null` for a missing optional field; values bare or in
 //! single or double quotes with `\` escapes; clauses joined with `AND` or with `OR`, not both,
 //! at most [`MAX_CLAUSES`]. [`SearchQuery::parse`] reads a query into its clauses, or says at
-//! which character it stopped and what it expected there.
+//! which character it stopped and what it expected there; [`SearchRequest::parse`] reads the
+//! whole request (`query`, `limit`, `page`), and [`search_body`] writes the reply.
 
 use std::fmt;
 
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::domain::country::CountryCode;
 use crate::domain::fields::Status;
+use crate::domain::id::CustomerId;
+use crate::domain::violation::{FieldErrorCode, Violation};
+use crate::wire::error::ApiError;
+use crate::wire::list::{DEFAULT_LIMIT, as_str, parse_limit};
 
 /// Most clauses a query may join.
 pub const MAX_CLAUSES: usize = 10;
@@ -127,6 +133,99 @@ impl SearchQuery {
         };
         parser.query()
     }
+}
+
+/// A validated search request: the query, the page size and where the page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchRequest {
+    pub query: SearchQuery,
+    /// 1 to [`crate::wire::list::MAX_LIMIT`].
+    pub limit: usize,
+    /// The page after the one that ended with this customer (a `next_page` given back).
+    pub after: Option<CustomerId>,
+}
+
+/// The `next_page` token of a page that ended with customer `last`: opaque to clients.
+pub fn page_token(last: CustomerId) -> String {
+    format!("p1{:032x}", last.uuid().as_u128())
+}
+
+fn parse_page_token(text: &str) -> Option<CustomerId> {
+    let hex = text.strip_prefix("p1").filter(|hex| hex.len() == 32)?;
+    let number = u128::from_str_radix(hex, 16).ok()?;
+    Some(CustomerId::from_uuid(uuid::Uuid::from_u128(number)))
+}
+
+impl SearchRequest {
+    /// Parses a search payload: a JSON object with `query` (required), `limit` and `page`
+    /// (`null` means absent). Bad parameters are `validation_failed`, naming each; a query
+    /// that does not parse is `invalid_query`, with its position.
+    pub fn parse(payload: &[u8]) -> Result<Self, ApiError> {
+        let object = crate::domain::json::object(payload)?;
+        let (mut query, mut limit, mut after) = (None, DEFAULT_LIMIT, None);
+        let mut errors = Vec::new();
+        for (key, value) in object {
+            if value.is_null() {
+                continue;
+            }
+            let result = match key.as_str() {
+                "query" => as_str(&value).map(|text| query = Some(text.to_owned())),
+                "limit" => parse_limit(&value).map(|n| limit = n),
+                "page" => as_str(&value).and_then(|text| {
+                    parse_page_token(text)
+                        .map(|id| after = Some(id))
+                        .ok_or_else(|| {
+                            Violation::invalid("must be a next_page this service returned")
+                        })
+                }),
+                _ => Err(Violation::new(
+                    FieldErrorCode::UnknownField,
+                    "unknown parameter; use query, limit or page",
+                )),
+            };
+            if let Err(violation) = result {
+                errors.push(violation.at(&key));
+            }
+        }
+        if query.is_none() && !errors.iter().any(|e| e.field == "query") {
+            errors.push(
+                Violation::new(
+                    FieldErrorCode::Required,
+                    "query is required, e.g. name~'ada'",
+                )
+                .at("query"),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::ValidationFailed(errors));
+        }
+        let query =
+            SearchQuery::parse(&query.unwrap_or_default()).map_err(ApiError::InvalidQuery)?;
+        Ok(Self {
+            query,
+            limit,
+            after,
+        })
+    }
+}
+
+/// The search body `{"data": [...], "has_more", "next_page", "total_count"}` from stored
+/// customer JSON documents, newest first; `next_page` is `null` on the last page.
+pub fn search_body<'a>(
+    customers: impl IntoIterator<Item = &'a [u8]>,
+    next_page: Option<CustomerId>,
+    total_count: usize,
+) -> Vec<u8> {
+    let mut body = crate::wire::list::list_body(customers, next_page.is_some());
+    body.pop();
+    let next = match next_page {
+        Some(last) => Value::String(page_token(last)),
+        None => Value::Null,
+    };
+    body.extend_from_slice(
+        format!(",\"next_page\":{next},\"total_count\":{total_count}}}").as_bytes(),
+    );
+    body
 }
 
 struct Parser {

@@ -14,6 +14,7 @@ mod create;
 mod find_and_sync;
 mod idempotency;
 mod reads;
+mod search;
 mod uniqueness;
 mod validation;
 

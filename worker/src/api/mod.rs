@@ -1,5 +1,5 @@
-//! The NATS micro service `customers`: endpoints `create`, `get`, `list`, `update` and
-//! `delete`. Each request is handled in its own task. Writes go through idempotency (see
+//! The NATS micro service `customers`: endpoints `create`, `get`, `list`, `search`,
+//! `update` and `delete`. Each request is handled in its own task. Writes go through idempotency (see
 //! `idempotency`) and the committer (`writes`); reads go straight to the store, never behind
 //! the commit queue (`reads`). Every answer is
 //! a [`Reply`]: the stored customer, a page, or a problem body with the NATS micro error
@@ -12,7 +12,7 @@
 //! runtime's thread; and a page of customers stops before its reply would pass the
 //! connection's `max_payload`.
 //!
-//! Replicated, a standby registers only `get` and `list` (role `standby` in its `$SRV.INFO`
+//! Replicated, a standby registers only `get`, `list` and `search` (role `standby` in its `$SRV.INFO`
 //! metadata) and passes a read barrier before every read: an acknowledged write could
 //! otherwise be missing, or shown at an older version. Every read then passes its
 //! instance's gate once more before it is answered: a primary answers only while its lease
@@ -236,6 +236,7 @@ async fn handle(operation: Endpoint, request: Request, context: Arc<Context>) {
                 }
                 Endpoint::Get => (reads::get(payload, &context).await, false),
                 Endpoint::List => (reads::list(payload, &context).await, false),
+                Endpoint::Search => (reads::search(payload, &context).await, false),
             }
         };
         tracing::debug!(status = reply.status, replayed, "answered");

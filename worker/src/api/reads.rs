@@ -1,4 +1,4 @@
-//! The reads: a customer by id and a page of customers, straight from the store (never behind
+//! The reads: a customer by id, a page of customers and a page of search results, straight from the store (never behind
 //! the commit queue), on the blocking pool (a read that misses sled's cache waits for the
 //! disk), each through its instance's read gate (`replication::ReadGate`): a standby catches up
 //! with the log's end before every read (a customer it holds may be an older version than one
@@ -7,12 +7,13 @@
 
 use bytes::Bytes;
 use customers_shared::wire::list::{ListQuery, Order, feed_body, list_body};
+use customers_shared::wire::search::{SearchRequest, search_body};
 use customers_shared::{ApiError, CustomerId};
 
 use super::Context;
 use crate::reply::Reply;
 use crate::storage::customer_record::CustomerRecord;
-use crate::storage::store::StoreError;
+use crate::storage::store::{Store, StoreError};
 use crate::support::blocking;
 
 /// Room left in a reply for its headers and NATS's own framing, below `max_payload`.
@@ -61,12 +62,7 @@ pub(super) async fn list(payload: &[u8], context: &Context) -> Reply {
         Ok(query) => query,
         Err(e) => return Reply::error(&e),
     };
-    let max_bytes = context.client.max_payload().saturating_sub(REPLY_HEADROOM);
-    if !context.reads.caught_up().await {
-        return Reply::error(&behind());
-    }
-    let store = context.store.clone();
-    let page = on_blocking_pool(move || match query.order {
+    read_page(context, move |store, max_bytes| match query.order {
         Order::CreatedDesc => {
             let (customers, has_more) = store.list(&query, max_bytes)?;
             Ok(list_body(customers.iter().map(|c| &c[..]), has_more))
@@ -79,7 +75,37 @@ pub(super) async fn list(payload: &[u8], context: &Context) -> Reply {
             Ok(feed_body(items, page.has_more, page.next))
         }
     })
-    .await;
+    .await
+}
+
+/// `customers.v1.search`: a page of the customers a query matches, newest first, with how
+/// many match in all. It reads the indexes as the committer leaves them after each group, so
+/// every acknowledged write is found (or gone) by the next search.
+pub(super) async fn search(payload: &[u8], context: &Context) -> Reply {
+    let request = match SearchRequest::parse(payload) {
+        Ok(request) => request,
+        Err(e) => return Reply::error(&e),
+    };
+    read_page(context, move |store, max_bytes| {
+        let page = store.search(&request, max_bytes)?;
+        let items = page.items.iter().map(|item| &item[..]);
+        Ok(search_body(items, page.next_page, page.total_count))
+    })
+    .await
+}
+
+/// A page read through the instance's read gate, on the blocking pool: `read` gets the store
+/// and the bytes the page's items may take, and returns the body.
+async fn read_page(
+    context: &Context,
+    read: impl FnOnce(&Store, usize) -> Result<Vec<u8>, StoreError> + Send + 'static,
+) -> Reply {
+    let max_bytes = context.client.max_payload().saturating_sub(REPLY_HEADROOM);
+    if !context.reads.caught_up().await {
+        return Reply::error(&behind());
+    }
+    let store = context.store.clone();
+    let page = on_blocking_pool(move || read(&store, max_bytes)).await;
     if !context.reads.still_current().await {
         return Reply::error(&behind());
     }

@@ -63,6 +63,15 @@ impl CustomerRecord {
         }
     }
 
+    /// The JSON inside a stored value, without copying; `None` for a tombstone.
+    pub(crate) fn json_in(stored: &[u8]) -> Option<&[u8]> {
+        match stored.first() {
+            Some(b'{') => Some(stored),
+            Some(&VERSIONED) if stored.len() > HEADER => Some(&stored[HEADER..]),
+            _ => None,
+        }
+    }
+
     /// The stored value of a live customer at `version` with `json`.
     pub(crate) fn live(version: u64, json: &[u8]) -> Vec<u8> {
         if version == 1 {

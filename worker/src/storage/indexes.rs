@@ -13,6 +13,8 @@
 //! (replay, the replicated log and a standby reproduce them); a data directory from before
 //! the indexes gets them built once at open (`Store::build_indexes`).
 
+use customers_shared::domain::country::CountryCode;
+use customers_shared::domain::fields::Status;
 use customers_shared::wire::list::Filters;
 use customers_shared::{Customer, CustomerId};
 
@@ -57,15 +59,40 @@ pub(crate) fn filter_prefixes(filters: &Filters) -> Vec<Vec<u8>> {
     let mut prefixes: Vec<Vec<u8>> = filters
         .custom_data
         .iter()
-        .map(|(key, text)| prefix(CUSTOM_DATA, &[key, text]))
+        .map(|(key, text)| custom_data_prefix(key, text))
         .collect();
     if let Some(country) = &filters.country {
-        prefixes.push(prefix(COUNTRY, &[country.as_str()]));
+        prefixes.push(country_prefix(country));
     }
-    if let Some(status) = &filters.status {
-        prefixes.push(prefix(STATUS, &[status.as_str()]));
+    if let Some(status) = filters.status {
+        prefixes.push(status_prefix(status));
     }
     prefixes
+}
+
+/// The prefix of the customers with `status`.
+pub(crate) fn status_prefix(status: Status) -> Vec<u8> {
+    prefix(STATUS, &[status.as_str()])
+}
+
+/// The prefix of the customers in `country`.
+pub(crate) fn country_prefix(country: &CountryCode) -> Vec<u8> {
+    prefix(COUNTRY, &[country.as_str()])
+}
+
+/// The prefix of the customers whose `custom_data[key]` is the scalar written `text`.
+pub(crate) fn custom_data_prefix(key: &str, text: &str) -> Vec<u8> {
+    prefix(CUSTOM_DATA, &[key, text])
+}
+
+/// Of several prefixes, the one likely to hold the fewest customers, by rule of thumb: a
+/// `custom_data` value, then a country, then a status.
+pub(crate) fn rarest_first(prefix: &[u8]) -> u8 {
+    match prefix.first() {
+        Some(&CUSTOM_DATA) => 0,
+        Some(&COUNTRY) => 1,
+        _ => 2,
+    }
 }
 
 /// The entry key of `id` under `prefix`.

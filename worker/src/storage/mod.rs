@@ -8,6 +8,7 @@
 //! * [`journal`]: the write-ahead journal, where a group of writes becomes durable;
 //! * [`store`]: the sled database: open and recovery (journal replay checked against the
 //!   checkpoint manifest), applying journaled groups, checkpoints, reads;
+//! * [`text_index`]: the search's in-memory index of names, emails and phones;
 //! * [`backup`]: the snapshot format of backups and of replicated mode's snapshots, written
 //!   between two groups, and restore.
 
@@ -19,3 +20,4 @@ pub(crate) mod indexes;
 pub(crate) mod journal;
 pub(crate) mod schema;
 pub(crate) mod store;
+pub(crate) mod text_index;

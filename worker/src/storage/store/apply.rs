@@ -1,10 +1,13 @@
 //! Writing a journaled group into the trees: plain inserts and removals in journal order, no sled
 //! transaction and no flush (the journal already made the group durable; a crash before the
-//! next checkpoint replays it). The committer applies a group only after its journal sync,
+//! next checkpoint replays it). Each customer put also updates the search's text index. The committer applies a group only after its journal sync,
 //! and recovery applies what the journal holds, so both go through [`Store::apply`].
 
+use crate::storage::customer_record::CustomerRecord;
 use crate::storage::journal::Put;
+use crate::storage::schema::TreeId;
 use crate::storage::store::{Store, StoreError};
+use crate::storage::text_index::Texts;
 
 /// Largest value ever written to a tree. sled moves a log buffer over a quarter of its 2 MiB
 /// segment to a blob file that it never fsyncs; a leaf of at most 17 such values stays well
@@ -33,6 +36,15 @@ impl Store {
                 None => {
                     tree.remove(put.key)?;
                 }
+            }
+            if put.tree == TreeId::Customers {
+                // The search's text index follows the tree before anyone is answered.
+                let texts = put
+                    .value
+                    .and_then(CustomerRecord::json_in)
+                    .and_then(Texts::of_json);
+                self.text
+                    .set(super::reads::id_from_bytes(put.key), texts.as_ref());
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! open from the customers as stored: both index trees are cleared, every record adds its
 //! entries, sled is made durable, and only then the `indexes` mark is written, so a crash
 //! part way builds again from the start. Every later change journals its own index entries.
+//! The search's text index lives in memory only: it is filled here at every open.
 
 use customers_shared::Customer;
 
@@ -11,11 +12,36 @@ use crate::storage::journal::{Batch, TreeId};
 use crate::storage::schema::{CLOCK_KEY, INDEXES_KEY};
 use crate::storage::store::reads::id_from_bytes;
 use crate::storage::store::{Store, StoreError};
+use crate::storage::text_index::Texts;
 
 /// Records indexed per applied batch while building.
 const BUILD_BATCH: usize = 4096;
 
 impl Store {
+    /// Fills the in-memory text index from the customers as stored (at every open: it is
+    /// not persisted; a million customers take about a second).
+    pub(crate) fn build_text_index(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        self.text.clear();
+        for entry in self.records.iter() {
+            let (key, stored) = entry?;
+            if let Some(json) = CustomerRecord::json_in(&stored) {
+                let id = id_from_bytes(&key);
+                let texts = Texts::of_json(json).ok_or_else(|| StoreError::Corrupt {
+                    what: format!("customer {id}"),
+                    reason: "not a customer document".to_owned(),
+                })?;
+                self.text.set(id, Some(&texts));
+            }
+        }
+        tracing::info!(
+            customers = self.text.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "text index built"
+        );
+        Ok(())
+    }
+
     /// Builds the indexes unless they are marked complete.
     pub(crate) fn build_indexes(&self) -> Result<(), StoreError> {
         if self.replication.get(INDEXES_KEY)?.is_some() {

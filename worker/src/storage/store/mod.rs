@@ -10,6 +10,7 @@
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
 //! * [`reads`]: lookups for the read endpoints and the committer, and the consistency check;
 //! * [`pages`]: list pages (newest first, filtered through the indexes) and change-feed pages;
+//! * [`search`]: search pages: the query's clauses through the indexes and the text index;
 //! * [`indexing`]: building the indexes of a data directory from before them, once;
 //! * [`outbox`]: the event outbox as stored: the events above the relayed mark.
 
@@ -21,12 +22,14 @@ pub(crate) mod outbox;
 pub(crate) mod pages;
 pub(crate) mod reads;
 pub(crate) mod recovery;
+pub(crate) mod search;
 
 use std::path::{Path, PathBuf};
 
 use crate::storage::change_clock::ChangeClock;
 use crate::storage::journal::{self, Journal, JournalError};
 use crate::storage::schema::{APPLIED_KEY, JOURNAL_DIR, TreeId};
+use crate::storage::text_index::TextIndex;
 
 pub(crate) use apply::MAX_VALUE_BYTES;
 pub(crate) use recovery::Recovery;
@@ -76,6 +79,8 @@ pub struct Store {
     attributes: sled::Tree,
     /// When a change becomes visible to the change feed (the committer sets its times).
     pub(crate) clock: ChangeClock,
+    /// The search's texts of every live customer, kept in step by [`Store::apply`].
+    pub(crate) text: TextIndex,
     dir: PathBuf,
 }
 
@@ -150,12 +155,14 @@ impl Store {
             changes: db.open_tree(TreeId::Changes.name())?,
             attributes: db.open_tree(TreeId::Attributes.name())?,
             clock: ChangeClock::default(),
+            text: TextIndex::default(),
             db,
             dir: dir.to_owned(),
         };
         let (journal, replayed, records) = store.recover()?;
         store.convert_outbox()?;
         store.build_indexes()?;
+        store.build_text_index()?;
         store.clock = ChangeClock::after(store.newest_change_ms()?);
         // Whatever sled and recovery created (its files, the journal directory, a new data
         // directory) must survive a power cut as directory entries too.

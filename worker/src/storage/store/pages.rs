@@ -133,15 +133,15 @@ fn matches(id: CustomerId, json: &[u8], filters: &Filters) -> Result<bool, Store
 }
 
 /// A page being filled: items up to `limit`, within `max_bytes` (at least one).
-struct Filling<T> {
-    items: Vec<T>,
+pub(super) struct Filling<T> {
+    pub(super) items: Vec<T>,
     bytes: usize,
     limit: usize,
     max_bytes: usize,
 }
 
 impl<T: AsRef<[u8]>> Filling<T> {
-    fn new(limit: usize, max_bytes: usize) -> Self {
+    pub(super) fn new(limit: usize, max_bytes: usize) -> Self {
         Self {
             items: Vec::new(),
             bytes: 0,
@@ -156,7 +156,7 @@ impl<T: AsRef<[u8]>> Filling<T> {
 
     /// Adds `item` unless the page is full or it would pass the byte bound: `false` then
     /// (there is more).
-    fn add(&mut self, item: T) -> bool {
+    pub(super) fn add(&mut self, item: T) -> bool {
         let bytes = self.bytes + item.as_ref().len() + 1;
         if self.is_full() || (bytes > self.max_bytes && !self.items.is_empty()) {
             return false;
@@ -269,7 +269,7 @@ impl Store {
     }
 
     /// The JSON of customer `id` if it is live.
-    fn live_json(&self, id: CustomerId) -> Result<Option<sled::IVec>, StoreError> {
+    pub(super) fn live_json(&self, id: CustomerId) -> Result<Option<sled::IVec>, StoreError> {
         Ok(self
             .records
             .get(id.to_bytes())?
