@@ -11,7 +11,11 @@
 //! DESC`), or with `order=updated_asc` pages the change feed by (`updated_at`, `id`) after
 //! `cursor`; with `PEER_FIND_INDEXES=1` the table gets the indexes a team would add for those
 //! (btree per filter column with the sort order, GIN `jsonb_path_ops` on `custom_data`, btree
-//! on `(updated_at, id)`), and `POST /admin/analyze` refreshes the planner's statistics after
+//! on `(updated_at, id)`; for search, btree on `lower(name)` and `pg_trgm` GIN on name, email
+//! and phone). `GET /api/v1/customers/search?query=` answers the AND-joined `field:'value'`
+//! (case-insensitive equality) and `field~'value'` (`ILIKE '%value%'`) clauses of the
+//! benchmark's searches over name, email, phone and status, newest first, with a
+//! `SELECT count(*)` pipelined beside the page's `SELECT` as `total_count`. `POST /admin/analyze` refreshes the planner's statistics after
 //! a bulk load. Configuration by environment:
 //! `PEER_LISTEN` (default 127.0.0.1:8090), `DATABASE_URL` (a libpq connection string),
 //! `PEER_POOL_SIZE` (default 8: about two connections per core plus the disk, on the two
@@ -53,6 +57,11 @@ CREATE INDEX customers_status ON customers (status, created_at DESC, id DESC);
 CREATE INDEX customers_country ON customers ((address->>'country'), created_at DESC, id DESC);
 CREATE INDEX customers_custom_data ON customers USING gin (custom_data jsonb_path_ops);
 CREATE INDEX customers_updated ON customers (updated_at, id);
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX customers_name_lower ON customers (lower(name));
+CREATE INDEX customers_name_trgm ON customers USING gin (name gin_trgm_ops);
+CREATE INDEX customers_email_trgm ON customers USING gin (email gin_trgm_ops);
+CREATE INDEX customers_phone_trgm ON customers USING gin (phone gin_trgm_ops);
 ";
 
 const INSERT: &str = "
@@ -111,6 +120,7 @@ async fn main() {
     }
     let app = Router::new()
         .route("/api/v1/customers", post(create).get(list))
+        .route("/api/v1/customers/search", get(search))
         .route("/admin/analyze", post(analyze))
         .route(
             "/api/v1/customers/{id}",
@@ -374,6 +384,116 @@ async fn list(State(pool): Pool, RawQuery(query): RawQuery) -> Response {
         });
         body["next_cursor"] = json!(next.or(cursor));
     }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `%XX` and `+` decoded.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One `field:'value'` or `field~'value'` clause as SQL with its parameter.
+fn search_clause(clause: &str, n: usize) -> Option<(String, String)> {
+    let at = clause.find([':', '~'])?;
+    let (field, rest) = clause.split_at(at);
+    let value = rest[1..].trim_matches('\'').to_owned();
+    let column = match field {
+        "name" | "email" | "phone" | "status" => field,
+        _ => return None,
+    };
+    Some(match (column, &rest[..1]) {
+        ("status", ":") => (format!("status = ${n}"), value),
+        (_, ":") => (format!("lower({column}) = lower(${n})"), value),
+        (_, _) => {
+            let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            (format!("{column} ILIKE ${n}"), format!("%{escaped}%"))
+        }
+    })
+}
+
+async fn search(State(pool): Pool, RawQuery(query): RawQuery) -> Response {
+    let mut text = String::new();
+    let mut limit: i64 = 10;
+    for pair in query.unwrap_or_default().split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "query" => text = percent_decoded(value),
+            "limit" => limit = value.parse().unwrap_or(10).clamp(1, 100),
+            _ => return problem(StatusCode::BAD_REQUEST, "validation_failed"),
+        }
+    }
+    let mut params = Vec::new();
+    let mut conditions = Vec::new();
+    for clause in text.split(" AND ") {
+        let Some((condition, value)) = search_clause(clause.trim(), params.len() + 1) else {
+            return problem(StatusCode::BAD_REQUEST, "invalid_query");
+        };
+        conditions.push(condition);
+        params.push(value);
+    }
+    // Two statements pipelined on one connection: `count(*) OVER ()` in the page's query
+    // would make the planner walk the created_at index over every row (500 ms at a
+    // million, against 30–170 ms for a bitmap count and 1 ms for the page).
+    let filter = conditions.join(" AND ");
+    let select = format!(
+        "SELECT {COLUMNS} FROM customers WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT {}",
+        limit + 1
+    );
+    let count = format!("SELECT count(*) FROM customers WHERE {filter}");
+    let Ok(client) = pool.get().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    };
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let (rows, total) = match tokio::try_join!(
+        client.query(&select, &params),
+        client.query_one(&count, &params)
+    ) {
+        Ok((rows, total)) => (rows, total.get::<_, i64>(0)),
+        Err(e) => {
+            eprintln!("search failed: {e}");
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
+        }
+    };
+    let has_more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let next_page = has_more
+        .then(|| rows.last().map(|row| row.get::<_, uuid::Uuid>(0).to_string()))
+        .flatten();
+    let body = json!({
+        "data": rows.iter().map(row_json).collect::<Vec<_>>(),
+        "has_more": has_more,
+        "next_page": next_page,
+        "total_count": total,
+    });
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

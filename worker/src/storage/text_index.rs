@@ -125,17 +125,12 @@ impl Column {
         }
     }
 
-    /// The entries whose text contains `needle` (or, `whole`, is it), in entry order.
-    fn find(&self, needle: &str, whole: bool, found: &mut impl FnMut(usize)) {
+    /// The entries where `finder` hits (its needle a substring, or, `whole`, a whole text
+    /// between its newlines), in entry order.
+    fn find(&self, finder: &Finder, whole: bool, found: &mut impl FnMut(usize)) {
         if self.ends.is_empty() {
             return;
         }
-        let pattern = if whole {
-            format!("\n{needle}\n")
-        } else {
-            needle.to_owned()
-        };
-        let finder = Finder::new(pattern.as_bytes());
         let mut from = if whole { 0 } else { 1 };
         while let Some(hit) = finder.find(&self.bytes[from..]) {
             let at = from + hit;
@@ -222,11 +217,17 @@ impl TextIndex {
         if text.contains('\n') || (!whole && text.is_empty()) {
             return ids;
         }
+        let pattern = if whole {
+            format!("\n{text}\n")
+        } else {
+            text.to_owned()
+        };
+        let finder = Finder::new(pattern.as_bytes());
         for shard in &self.shards {
             let shard = shard
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            shard.columns[column_of(field)].find(text, whole, &mut |entry| {
+            shard.columns[column_of(field)].find(&finder, whole, &mut |entry| {
                 ids.push(shard.ids[entry]);
             });
         }

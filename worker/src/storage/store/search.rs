@@ -17,6 +17,7 @@
 //! sorted newest first, and the page is read from the first one after `page`, within the
 //! byte bound.
 
+use std::cell::OnceCell;
 use std::collections::HashSet;
 
 use customers_shared::CustomerId;
@@ -43,10 +44,37 @@ pub(crate) struct SearchPage {
     pub(crate) total_count: usize,
 }
 
+/// The customers the text index found for a clause: a list to drive a search, made a set
+/// only if another driver's candidates are checked against it.
+struct Found {
+    ids: Vec<CustomerId>,
+    set: OnceCell<HashSet<CustomerId>>,
+}
+
+impl Found {
+    fn new(ids: Vec<CustomerId>) -> Self {
+        Self {
+            ids,
+            set: OnceCell::new(),
+        }
+    }
+
+    fn contains(&self, id: CustomerId) -> bool {
+        self.set
+            .get_or_init(|| self.ids.iter().copied().collect())
+            .contains(&id)
+    }
+}
+
+/// Candidates an `attributes` range may hold at most, per customer of a text set, before the
+/// set's customers are probed in it instead: walking a range costs about a quarter of a
+/// point probe per entry.
+const RANGE_PER_PROBE: usize = 4;
+
 /// How one clause is decided for a customer.
 enum Check {
     /// Among the customers the text index found.
-    Among(HashSet<CustomerId>),
+    Among(Found),
     /// Holds this `attributes` prefix.
     Attribute(Vec<u8>),
     /// Created within these milliseconds (inclusive).
@@ -92,24 +120,21 @@ fn ms_range(comparison: Comparison, nanos: i128) -> (u64, u64) {
 impl Store {
     fn check_of(&self, clause: &Clause) -> Check {
         match &clause.test {
-            Test::Equals { field, value } => Check::Among(
-                self.text
-                    .find(*field, &searched_text(*field, value), true)
-                    .into_iter()
-                    .collect(),
-            ),
-            Test::Contains { field, value } => Check::Among(
-                self.text
-                    .find(*field, &searched_text(*field, value), false)
-                    .into_iter()
-                    .collect(),
-            ),
-            Test::Missing(OptionalField::Phone) => Check::Among(
-                self.text
-                    .find(customers_shared::wire::search::TextField::Phone, "", true)
-                    .into_iter()
-                    .collect(),
-            ),
+            Test::Equals { field, value } => Check::Among(Found::new(self.text.find(
+                *field,
+                &searched_text(*field, value),
+                true,
+            ))),
+            Test::Contains { field, value } => Check::Among(Found::new(self.text.find(
+                *field,
+                &searched_text(*field, value),
+                false,
+            ))),
+            Test::Missing(OptionalField::Phone) => Check::Among(Found::new(self.text.find(
+                customers_shared::wire::search::TextField::Phone,
+                "",
+                true,
+            ))),
             Test::Missing(field) => Check::Record(RecordTest::Missing(*field)),
             Test::Status(status) => Check::Attribute(status_prefix(*status)),
             Test::Country(country) => Check::Attribute(country_prefix(country)),
@@ -144,25 +169,43 @@ impl Store {
             Join::And => self.all_of(&checks)?,
             Join::Or => self.any_of(&checks)?,
         };
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        matched.dedup();
+        if request.query.join == Join::Or {
+            // A union: a customer several clauses found is one match.
+            matched.sort_unstable();
+            matched.dedup();
+        }
         let total_count = matched.len();
+        if let Some(after) = request.after {
+            matched.retain(|id| *id < after);
+        }
+        // Only the page's newest few need sorting; the rest only if customers deleted
+        // meanwhile leave those short.
+        let newest_first = |a: &CustomerId, b: &CustomerId| b.cmp(a);
+        let mut sorted = (request.limit + 16).min(matched.len());
+        if matched.len() > sorted {
+            matched.select_nth_unstable_by(sorted, newest_first);
+        }
+        matched[..sorted].sort_unstable_by(newest_first);
         let mut page = Filling::new(request.limit, max_bytes);
-        let mut next_page = None;
-        let mut last = None;
-        for id in matched
-            .into_iter()
-            .filter(|id| request.after.is_none_or(|after| *id < after))
-        {
+        let (mut last, mut more) = (None, false);
+        let mut at = 0;
+        while at < matched.len() {
+            if at == sorted {
+                matched[sorted..].sort_unstable_by(newest_first);
+                sorted = matched.len();
+            }
+            let id = matched[at];
+            at += 1;
             let Some(json) = self.live_json(id)? else {
                 continue;
             };
             if !page.add(json) {
-                next_page = last;
+                more = true;
                 break;
             }
             last = Some(id);
         }
+        let next_page = if more { last } else { None };
         Ok(SearchPage {
             items: page.items,
             next_page,
@@ -176,7 +219,7 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(i, check)| match check {
-                (false, Check::Among(set)) => Some((i, set.len())),
+                (false, Check::Among(found)) => Some((i, found.ids.len())),
                 _ => None,
             })
             .min_by_key(|&(_, len)| len);
@@ -196,31 +239,52 @@ impl Store {
                 _ => None,
             });
         let mut matched = Vec::new();
-        let mut consider = |driver: Option<usize>, id: CustomerId, json: Option<&[u8]>| {
+        let mut consider = |skip: [Option<usize>; 2], id: CustomerId, json: Option<&[u8]>| {
             let others = checks
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| Some(*i) != driver)
+                .filter(|(i, _)| !skip.contains(&Some(*i)))
                 .map(|(_, check)| check);
             if self.holds_all(others, id, json)? {
                 matched.push(id);
             }
             Ok::<_, StoreError>(())
         };
-        if let Some((driver, _)) = smallest_set {
-            let (_, Check::Among(set)) = &checks[driver] else {
+        let prefix_of = |i: usize| match &checks[i] {
+            (_, Check::Attribute(prefix)) => prefix,
+            _ => unreachable!("an attribute was chosen"),
+        };
+        if let Some((driver, len)) = smallest_set {
+            let (_, Check::Among(found)) = &checks[driver] else {
                 unreachable!("a set was chosen")
             };
-            for &id in set {
-                consider(Some(driver), id, None)?;
+            // With an attribute too, its range may be walked against the set more cheaply
+            // than each of the set's customers probed in it.
+            let walked = match rarest_attribute {
+                Some((attribute, _)) => self
+                    .attribute_ids_within(
+                        prefix_of(attribute),
+                        len.saturating_mul(RANGE_PER_PROBE),
+                    )?
+                    .map(|ids| (attribute, ids)),
+                None => None,
+            };
+            match walked {
+                Some((attribute, ids)) => {
+                    for id in ids.into_iter().filter(|&id| found.contains(id)) {
+                        consider([Some(driver), Some(attribute)], id, None)?;
+                    }
+                }
+                None => {
+                    for &id in &found.ids {
+                        consider([Some(driver), None], id, None)?;
+                    }
+                }
             }
         } else if let Some((driver, _)) = rarest_attribute {
-            let (_, Check::Attribute(prefix)) = &checks[driver] else {
-                unreachable!("an attribute was chosen")
-            };
-            for key in self.attributes.scan_prefix(prefix).keys() {
+            for key in self.attributes.scan_prefix(prefix_of(driver)).keys() {
                 if let Some(id) = attribute_id(&key?) {
-                    consider(Some(driver), id, None)?;
+                    consider([Some(driver), None], id, None)?;
                 }
             }
         } else {
@@ -229,11 +293,27 @@ impl Store {
             for entry in self.records_created(low, high) {
                 let (key, stored) = entry?;
                 if let Some(json) = CustomerRecord::json_in(&stored) {
-                    consider(driver, id_from_bytes(&key), Some(json))?;
+                    consider([driver, None], id_from_bytes(&key), Some(json))?;
                 }
             }
         }
         Ok(matched)
+    }
+
+    /// The customers under `prefix`, unless there are more than `budget`.
+    fn attribute_ids_within(
+        &self,
+        prefix: &[u8],
+        budget: usize,
+    ) -> Result<Option<Vec<CustomerId>>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self.attributes.scan_prefix(prefix).keys() {
+            if ids.len() == budget {
+                return Ok(None);
+            }
+            ids.extend(attribute_id(&key?));
+        }
+        Ok(Some(ids))
     }
 
     /// The customers any check holds for.
@@ -260,7 +340,7 @@ impl Store {
         }
         for (_, check) in checks {
             match check {
-                Check::Among(set) => matched.extend(set),
+                Check::Among(found) => matched.extend(&found.ids),
                 Check::Attribute(prefix) => {
                     for key in self.attributes.scan_prefix(prefix).keys() {
                         matched.extend(attribute_id(&key?));
@@ -309,7 +389,7 @@ impl Store {
         let mut fields: Option<Option<Searched>> = None;
         for (negated, check) in checks {
             let holds = match check {
-                Check::Among(set) => set.contains(&id),
+                Check::Among(found) => found.contains(id),
                 Check::Attribute(prefix) => {
                     self.attributes.contains_key(attribute_key(prefix, id))?
                 }
@@ -382,6 +462,116 @@ fn record_holds(test: RecordTest, fields: &Searched, id: CustomerId) -> Result<b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::journal::{Batch, TreeId};
+    use crate::storage::store::{ascending_ids, customer_json, stage_customer};
+
+    /// 100 customers a millisecond apart: customer `i` is `c{i}@x.com`, `inactive` when
+    /// `i % 3 == 0`, in KE when `i` is odd (TZ otherwise).
+    fn store_of(n: usize) -> (tempfile::TempDir, Store, Vec<CustomerId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap().store;
+        let ids = ascending_ids(n);
+        let mut batch = Batch::default();
+        for (i, id) in ids.iter().enumerate() {
+            let status = if i % 3 == 0 { "inactive" } else { "active" };
+            let country = if i % 2 == 1 { "KE" } else { "TZ" };
+            let json = customer_json(*id, &format!("c{i}@x.com"), status, country, "null");
+            stage_customer(&mut batch, &json);
+        }
+        store.apply(batch.puts()).unwrap();
+        (dir, store, ids)
+    }
+
+    /// Every page of `query` with `limit`: the customers' numbers, newest first, and the
+    /// total count of each page.
+    fn pages(
+        store: &Store,
+        query: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<usize>, Vec<usize>) {
+        let mut request = SearchRequest::parse(
+            serde_json::json!({"query": query, "limit": limit})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let (mut numbers, mut totals) = (Vec::new(), Vec::new());
+        loop {
+            let page = store.search(&request, max_bytes).unwrap();
+            totals.push(page.total_count);
+            for json in &page.items {
+                let value: serde_json::Value = serde_json::from_slice(json).unwrap();
+                let email = value["email"].as_str().unwrap();
+                numbers.push(email[1..email.len() - 6].parse().unwrap());
+            }
+            match page.next_page {
+                Some(last) => request.after = Some(last),
+                None => return (numbers, totals),
+            }
+        }
+    }
+
+    #[test]
+    fn pages_hold_every_match_once_newest_first_with_the_total_on_each() {
+        let (_dir, store, ids) = store_of(100);
+        let expected = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            (0..100).rev().filter(|&i| keep(i)).collect()
+        };
+        type Case<'a> = (&'a str, &'a str, usize, &'a dyn Fn(usize) -> bool);
+        let cases: [Case; 6] = [
+            (
+                "a set past the sorted few (limit + 16)",
+                "email~'@x.com'",
+                7,
+                &|_| true,
+            ),
+            (
+                "a set and a range walked together",
+                "email~'1@x' AND status:'inactive'",
+                3,
+                &|i| i % 10 == 1 && i % 3 == 0,
+            ),
+            ("a range alone", "country:'KE'", 30, &|i| i % 2 == 1),
+            (
+                "OR, once each",
+                "status:'inactive' OR country:'KE'",
+                9,
+                &|i| i % 3 == 0 || i % 2 == 1,
+            ),
+            (
+                "a negation over every customer",
+                "-status:'active'",
+                100,
+                &|i| i % 3 == 0,
+            ),
+            ("an exact email", "email:'C42@X.COM'", 1, &|i| i == 42),
+        ];
+        for (description, query, limit, keep) in cases {
+            let want = expected(keep);
+            let (numbers, totals) = pages(&store, query, limit, usize::MAX);
+            assert_eq!(numbers, want, "{description}");
+            assert!(
+                totals.iter().all(|&t| t == want.len()),
+                "{description}: {totals:?}"
+            );
+        }
+        // A byte budget of about two customers: pages of two, every match still once.
+        let two = 2 * (store.live_json(ids[0]).unwrap().unwrap().len() + 1);
+        let (numbers, _) = pages(&store, "country:'TZ'", 10, two);
+        assert_eq!(numbers, expected(&|i| i % 2 == 0));
+
+        // A customer deleted behind the index is skipped, and the page still fills.
+        let mut batch = Batch::default();
+        batch.put(
+            TreeId::Customers,
+            &ids[99].to_bytes(),
+            &CustomerRecord::tombstone(1),
+        );
+        store.apply(batch.puts()).unwrap();
+        let (numbers, _) = pages(&store, "status:'inactive'", 5, usize::MAX);
+        assert_eq!(numbers, expected(&|i| i % 3 == 0 && i != 99));
+    }
 
     #[test]
     fn time_comparisons_become_inclusive_millisecond_ranges() {
