@@ -754,6 +754,63 @@ async fn every_instance_reads_an_acknowledged_update_or_delete_at_once() {
     assert!(standby_reads > 0.0, "the standbys served some of the reads");
 }
 
+/// The `total_count` of a search over NATS, from whichever instance answers.
+async fn search_total(client: &async_nats::Client, query: &str) -> u64 {
+    let payload = serde_json::json!({ "query": query }).to_string();
+    let reply = client
+        .request(subject(Endpoint::Search), payload.into())
+        .await
+        .unwrap();
+    assert_eq!(
+        nats_header(&reply, headers::SERVICE_ERROR_CODE),
+        None,
+        "{query}: {:?}",
+        String::from_utf8_lossy(&reply.payload)
+    );
+    let page: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    page["total_count"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_searches_an_acknowledged_write_at_once() {
+    let _alone = customers_tests::exclusive().await;
+    // Standbys that apply each log group 50 ms late: a search they answered without catching
+    // up would find the name before.
+    let (cluster, instances) = instances_with_late_standbys("standby-apply=sleep(50)").await;
+    let client = cluster.client().await;
+    let created = create_customers(&client, "search.ryw.example", 0..1).await;
+    let id = created.keys().next().unwrap().clone();
+    assert_eq!(
+        search_total(&client, "email:'c0@search.ryw.example'").await,
+        1
+    );
+    for n in 0..30 {
+        let patch = format!(r#"{{"name":"Round {n}"}}"#);
+        let updated = change(&client, Endpoint::Update, &id, patch).await;
+        assert_eq!(nats_header(&updated, headers::SERVICE_ERROR_CODE), None);
+        assert_eq!(
+            search_total(&client, &format!("name:'round {n}'")).await,
+            1,
+            "round {n}"
+        );
+        if n > 0 {
+            let before = format!("name:'round {}'", n - 1);
+            assert_eq!(search_total(&client, &before).await, 0, "round {n}");
+        }
+    }
+    let deleted = change(&client, Endpoint::Delete, &id, String::new()).await;
+    assert_eq!(nats_header(&deleted, headers::SERVICE_ERROR_CODE), None);
+    for n in 0..10 {
+        let found = search_total(&client, "email~'@search.ryw.example'").await;
+        assert_eq!(found, 0, "search {n} after the delete");
+    }
+    let standby_searches = standby_replies(&instances, "search").await;
+    assert!(
+        standby_searches > 0.0,
+        "the standbys served some of the searches"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_rebuilds_from_the_log_after_its_data_directory_is_wiped() {
     let _alone = customers_tests::exclusive().await;

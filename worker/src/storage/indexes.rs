@@ -5,7 +5,8 @@
 //!   `updated_at`, or when it was deleted) then its id, so the tree reads in change-feed
 //!   order. An update moves the entry; a delete moves it to the deletion time.
 //! * `attributes`: one entry per indexed value of a live customer: a kind byte (`s` status,
-//!   `c` country, `d` a `custom_data` scalar), the value's parts, each with a 2-byte length,
+//!   `c` country, `d` a `custom_data` scalar, `n` the lower-cased name, `p` the phone's
+//!   digits: search's `name:` and `phone:`), the value's parts, each with a 2-byte length,
 //!   then the id. The entries of one value sort by id, so newest first is a reverse range,
 //!   and several filters meet by walking their ranges together (`store::filters`).
 //!
@@ -16,11 +17,16 @@
 use customers_shared::domain::country::CountryCode;
 use customers_shared::domain::fields::Status;
 use customers_shared::wire::list::Filters;
+use customers_shared::wire::search::TextField;
 use customers_shared::{Customer, CustomerId};
+
+use crate::storage::text_index::searched_text;
 
 const STATUS: u8 = b's';
 const COUNTRY: u8 = b'c';
 const CUSTOM_DATA: u8 = b'd';
+const NAME: u8 = b'n';
+const PHONE: u8 = b'p';
 
 /// The key of the `changes` entry of `id` changed at `at_ms`.
 pub(crate) fn change_key(at_ms: u64, id: CustomerId) -> [u8; 24] {
@@ -41,7 +47,13 @@ pub(crate) fn parse_change_key(key: &[u8]) -> Option<(u64, CustomerId)> {
 /// The `attributes` prefixes (the key without the id) of every value of `customer` the
 /// filters can find, in a fixed order.
 pub(crate) fn attribute_prefixes(customer: &Customer) -> Vec<Vec<u8>> {
-    let mut prefixes = vec![prefix(STATUS, &[customer.status.as_str()])];
+    let mut prefixes = vec![
+        prefix(STATUS, &[customer.status.as_str()]),
+        name_prefix(customer.name.as_str()),
+    ];
+    if let Some(phone) = &customer.phone {
+        prefixes.push(phone_prefix(phone.as_str()));
+    }
     if let Some(address) = &customer.address {
         prefixes.push(prefix(COUNTRY, &[address.country.as_str()]));
     }
@@ -85,13 +97,25 @@ pub(crate) fn custom_data_prefix(key: &str, text: &str) -> Vec<u8> {
     prefix(CUSTOM_DATA, &[key, text])
 }
 
+/// The prefix of the customers whose name is `name`, compared as search compares it
+/// (case-insensitively).
+pub(crate) fn name_prefix(name: &str) -> Vec<u8> {
+    prefix(NAME, &[&searched_text(TextField::Name, name)])
+}
+
+/// The prefix of the customers whose phone has the digits of `phone`.
+pub(crate) fn phone_prefix(phone: &str) -> Vec<u8> {
+    prefix(PHONE, &[&searched_text(TextField::Phone, phone)])
+}
+
 /// Of several prefixes, the one likely to hold the fewest customers, by rule of thumb: a
-/// `custom_data` value, then a country, then a status.
+/// name or a phone, then a `custom_data` value, then a country, then a status.
 pub(crate) fn rarest_first(prefix: &[u8]) -> u8 {
     match prefix.first() {
-        Some(&CUSTOM_DATA) => 0,
-        Some(&COUNTRY) => 1,
-        _ => 2,
+        Some(&NAME | &PHONE) => 0,
+        Some(&CUSTOM_DATA) => 1,
+        Some(&COUNTRY) => 2,
+        _ => 3,
     }
 }
 
@@ -159,7 +183,8 @@ mod tests {
         ] {
             assert!(!prefixes.contains(&filters(query)[0]), "{description}");
         }
-        assert_eq!(prefixes.len(), 5, "status, country, three scalars");
+        assert_eq!(prefixes.len(), 6, "status, name, country, three scalars");
+        assert!(prefixes.contains(&name_prefix("a")), "the name, any case");
     }
 
     #[test]

@@ -65,8 +65,9 @@ pub(crate) const APPLIED_KEY: &[u8] = b"applied";
 /// The `replication` tree's commit time of the newest group that changed a customer.
 pub(crate) const CLOCK_KEY: &[u8] = b"clock";
 /// The `replication` tree's mark that the `changes` and `attributes` indexes are complete
-/// (`storage::store::indexing`).
-pub(crate) const INDEXES_KEY: &[u8] = b"indexes";
+/// (`storage::store::indexing`). Its version counts the kinds of entries: a data directory
+/// marked for fewer (`indexes`: before the name and phone entries) is built again.
+pub(crate) const INDEXES_KEY: &[u8] = b"indexes-2";
 
 /// The `idempotency` tree's record of `key`.
 pub(crate) fn idempotency_record_key(key: &str) -> Vec<u8> {

@@ -7,8 +7,8 @@
 //! time, so the committer's updates never wait behind a whole scan). A shard holds its ids
 //! and, per field, a column: the texts one after another, each followed by `\n`, after a
 //! leading `\n` (no field contains a newline: the field rules refuse control characters), and
-//! where each text ends. So `\ntext\n` finds a whole field, and a hit maps back to its entry
-//! by a binary search of the ends.
+//! where each text ends. So `\ntext` ending at an entry's end finds a whole field, and the
+//! hits of one pass over a column map to their entries in order.
 //!
 //! The store keeps it in step with the `customers` tree in [`crate::storage::store::Store::apply`]
 //! (every write, replay and standby apply goes through it), before the committer answers, so
@@ -110,6 +110,8 @@ impl Column {
         if self.bytes.is_empty() {
             self.bytes.push(b'\n');
         }
+        grow_by_an_eighth(&mut self.bytes, text.len() + 1);
+        grow_by_an_eighth(&mut self.ends, 1);
         self.bytes.extend_from_slice(text.as_bytes());
         self.ends.push(self.bytes.len() as u32);
         self.bytes.push(b'\n');
@@ -125,27 +127,37 @@ impl Column {
         }
     }
 
-    /// The entries where `finder` hits (its needle a substring, or, `whole`, a whole text
-    /// between its newlines), in entry order.
+    /// The entries where `finder` hits, in entry order, each once: its needle anywhere in the
+    /// text, or, `whole`, (`\n` + the text) followed by the text's closing `\n`.
     fn find(&self, finder: &Finder, whole: bool, found: &mut impl FnMut(usize)) {
-        if self.ends.is_empty() {
-            return;
-        }
-        let mut from = if whole { 0 } else { 1 };
-        while let Some(hit) = finder.find(&self.bytes[from..]) {
-            let at = from + hit;
-            // The entry is the first whose end lies at or after the hit (a whole match's hit
-            // is the `\n` before its text).
-            let entry = self
-                .ends
-                .partition_point(|&end| (end as usize) < at + usize::from(whole));
-            found(entry);
-            // One report per entry; a whole match's closing `\n` opens the next entry.
-            from = self.ends[entry] as usize + usize::from(!whole);
-            if from >= self.bytes.len() {
+        let needle_len = finder.needle().len();
+        let mut entry = 0;
+        let mut last = None;
+        for at in finder.find_iter(&self.bytes) {
+            // Hits come in order: move to the entry holding this one (a whole match's hit is
+            // the `\n` before its text, the end of the entry before).
+            let text_at = at + usize::from(whole);
+            while entry < self.ends.len() && (self.ends[entry] as usize) < text_at {
+                entry += 1;
+            }
+            if entry == self.ends.len() {
                 break;
             }
+            let is_hit = !whole || self.ends[entry] as usize == at + needle_len;
+            if is_hit && last != Some(entry) {
+                found(entry);
+                last = Some(entry);
+            }
         }
+    }
+}
+
+/// Makes room for `more` in `vec`, growing it by an eighth rather than doubling: the index
+/// is the largest thing the worker holds in memory, and doubling would leave up to half of
+/// it unused.
+fn grow_by_an_eighth<T>(vec: &mut Vec<T>, more: usize) {
+    if vec.capacity() - vec.len() < more {
+        vec.reserve_exact(more.max(vec.len() / 8).max(64));
     }
 }
 
@@ -193,6 +205,7 @@ impl TextIndex {
         let mut shard = self.shard(id);
         shard.remove(id);
         if let Some(texts) = texts {
+            grow_by_an_eighth(&mut shard.ids, 1);
             shard.ids.push(id);
             for field in FIELDS {
                 shard.columns[column_of(field)].push(texts.field(field));
@@ -217,8 +230,10 @@ impl TextIndex {
         if text.contains('\n') || (!whole && text.is_empty()) {
             return ids;
         }
+        // A whole field is `\n` + the text, closed by the entry's own `\n` (checked per hit,
+        // so that one entry's closing `\n`, the next one's opening, serves both).
         let pattern = if whole {
-            format!("\n{text}\n")
+            format!("\n{text}")
         } else {
             text.to_owned()
         };

@@ -185,7 +185,7 @@ mod tests {
             b"gone@x.com",
             &deleted_but_indexed.to_bytes(),
         );
-        // No index entries at all (its change and two attributes: three missing), and one
+        // No index entries at all (its change and three attributes: four missing), and one
         // whose change entry stayed at an old time (one missing, one left over).
         batch.put(
             TreeId::Customers,
@@ -203,8 +203,8 @@ mod tests {
             missing_index_entries: 1,
             orphan_index_entries: 2,
             conflicting_records: 1,
-            // Three and one missing, and the counts: changes 6 of 7, attributes 8 of 10.
-            misplaced_feed_and_filter_entries: 3 + 1 + 1 + 2,
+            // Four and one missing, and the counts: changes 6 of 7, attributes 12 of 15.
+            misplaced_feed_and_filter_entries: 4 + 1 + 1 + 3,
         };
         assert_eq!(store.verify().unwrap(), expected);
         assert!(!expected.is_consistent());

@@ -82,8 +82,8 @@ mod tests {
                 opened.recovery.replayed.records,
                 opened.recovery.replayed.puts
             ),
-            (1, 5),
-            "the record, its email, its change and two attributes"
+            (1, 6),
+            "the record, its email, its change and three attributes"
         );
         assert!(opened.store.records.contains_key(id.to_bytes()).unwrap());
         let verified = opened.store.verify().unwrap();

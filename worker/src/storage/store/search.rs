@@ -1,9 +1,10 @@
 //! Search pages: a parsed query (`shared::wire::search`) answered from the indexes as they
 //! stand, with its exact `total_count`, newest first.
 //!
-//! Each clause becomes a [`Check`]: text clauses (`name`, `email`, `phone`, `phone:null`)
-//! are looked up in the in-memory text index once, up front, into a set; `status`, `country`
-//! and `custom_data` probe the `attributes` tree; `created` is read from the id; `updated` and
+//! Each clause becomes a [`Check`]: substring clauses (`name~`, `email~`, `phone~`) and
+//! `phone:null` are looked up in the in-memory text index once, up front, into a set;
+//! `email:` in the email index; `name:`, `phone:`, `status`, `country` and `custom_data`
+//! are `attributes` prefixes; `created` is read from the id; `updated` and
 //! the other `:null` clauses from the customer's JSON. The candidates come from one source:
 //!
 //! * joined with `AND`: the smallest text set, else the rarest `attributes` range, else the
@@ -22,14 +23,15 @@ use std::collections::HashSet;
 
 use customers_shared::CustomerId;
 use customers_shared::wire::search::{
-    Clause, Comparison, Join, OptionalField, SearchRequest, Test, TimeField,
+    Clause, Comparison, Join, OptionalField, SearchRequest, Test, TextField, TimeField,
 };
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::storage::customer_record::CustomerRecord;
 use crate::storage::indexes::{
-    attribute_id, attribute_key, country_prefix, custom_data_prefix, rarest_first, status_prefix,
+    attribute_id, attribute_key, country_prefix, custom_data_prefix, name_prefix, phone_prefix,
+    rarest_first, status_prefix,
 };
 use crate::storage::store::pages::Filling;
 use crate::storage::store::reads::id_from_bytes;
@@ -118,23 +120,33 @@ fn ms_range(comparison: Comparison, nanos: i128) -> (u64, u64) {
 }
 
 impl Store {
-    fn check_of(&self, clause: &Clause) -> Check {
-        match &clause.test {
-            Test::Equals { field, value } => Check::Among(Found::new(self.text.find(
-                *field,
-                &searched_text(*field, value),
-                true,
-            ))),
+    fn check_of(&self, clause: &Clause) -> Result<Check, StoreError> {
+        Ok(match &clause.test {
+            // Equality has indexes of its own: a range walk or a lookup, not a scan.
+            Test::Equals {
+                field: TextField::Name,
+                value,
+            } => Check::Attribute(name_prefix(value)),
+            Test::Equals {
+                field: TextField::Phone,
+                value,
+            } => Check::Attribute(phone_prefix(value)),
+            Test::Equals {
+                field: TextField::Email,
+                value,
+            } => Check::Among(Found::new(
+                self.email_owner(&value.to_ascii_lowercase())?
+                    .into_iter()
+                    .collect(),
+            )),
             Test::Contains { field, value } => Check::Among(Found::new(self.text.find(
                 *field,
                 &searched_text(*field, value),
                 false,
             ))),
-            Test::Missing(OptionalField::Phone) => Check::Among(Found::new(self.text.find(
-                customers_shared::wire::search::TextField::Phone,
-                "",
-                true,
-            ))),
+            Test::Missing(OptionalField::Phone) => {
+                Check::Among(Found::new(self.text.find(TextField::Phone, "", true)))
+            }
             Test::Missing(field) => Check::Record(RecordTest::Missing(*field)),
             Test::Status(status) => Check::Attribute(status_prefix(*status)),
             Test::Country(country) => Check::Attribute(country_prefix(country)),
@@ -150,7 +162,7 @@ impl Store {
                     TimeField::Updated => Check::Record(RecordTest::Updated(low, high)),
                 }
             }
-        }
+        })
     }
 
     /// The page of `request`, at most `max_bytes` of customers (at least one).
@@ -163,8 +175,8 @@ impl Store {
             .query
             .clauses
             .iter()
-            .map(|clause| (clause.negated, self.check_of(clause)))
-            .collect();
+            .map(|clause| Ok((clause.negated, self.check_of(clause)?)))
+            .collect::<Result<_, StoreError>>()?;
         let mut matched = match request.query.join {
             Join::And => self.all_of(&checks)?,
             Join::Or => self.any_of(&checks)?,
