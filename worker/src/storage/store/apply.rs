@@ -37,7 +37,7 @@ impl Store {
                     tree.remove(put.key)?;
                 }
             }
-            if put.tree == TreeId::Customers {
+            if put.tree == TreeId::Customers && self.text_follows_apply {
                 // The search's text index follows the tree before anyone is answered.
                 let texts = put
                     .value

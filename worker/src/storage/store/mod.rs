@@ -81,6 +81,9 @@ pub struct Store {
     pub(crate) clock: ChangeClock,
     /// The search's texts of every live customer, kept in step by [`Store::apply`].
     pub(crate) text: TextIndex,
+    /// Whether [`Store::apply`] keeps `text` in step: not while recovery replays the journal
+    /// (the index is built from the tree once that is done, so a replay does not pay twice).
+    text_follows_apply: bool,
     dir: PathBuf,
 }
 
@@ -156,6 +159,7 @@ impl Store {
             attributes: db.open_tree(TreeId::Attributes.name())?,
             clock: ChangeClock::default(),
             text: TextIndex::default(),
+            text_follows_apply: false,
             db,
             dir: dir.to_owned(),
         };
@@ -163,6 +167,7 @@ impl Store {
         store.convert_outbox()?;
         store.build_indexes()?;
         store.build_text_index()?;
+        store.text_follows_apply = true;
         store.clock = ChangeClock::after(store.newest_change_ms()?);
         // Whatever sled and recovery created (its files, the journal directory, a new data
         // directory) must survive a power cut as directory entries too.
