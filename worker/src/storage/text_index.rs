@@ -17,6 +17,7 @@
 use std::sync::Mutex;
 
 use customers_shared::CustomerId;
+use customers_shared::domain::fields::Status;
 use customers_shared::wire::search::TextField;
 use memchr::memmem::Finder;
 use serde::Deserialize;
@@ -31,6 +32,7 @@ pub(crate) struct Texts {
     email: String,
     /// Digits only; empty when the customer has no phone.
     phone: String,
+    status: Status,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +43,8 @@ struct Stored<'a> {
     email: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     phone: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    status: std::borrow::Cow<'a, str>,
 }
 
 impl Texts {
@@ -55,6 +59,7 @@ impl Texts {
                 .as_deref()
                 .map(phone_digits)
                 .unwrap_or_default(),
+            status: Status::parse(&stored.status).ok()?,
         })
     }
 
@@ -164,6 +169,8 @@ fn grow_by_an_eighth<T>(vec: &mut Vec<T>, more: usize) {
 #[derive(Default)]
 struct Shard {
     ids: Vec<CustomerId>,
+    /// Each entry's status, so a substring with `status:` is filtered inside the scan.
+    statuses: Vec<Status>,
     columns: [Column; 3],
 }
 
@@ -171,6 +178,7 @@ impl Shard {
     fn remove(&mut self, id: CustomerId) {
         if let Some(entry) = self.ids.iter().position(|&held| held == id) {
             self.ids.remove(entry);
+            self.statuses.remove(entry);
             for column in &mut self.columns {
                 column.remove(entry);
             }
@@ -206,7 +214,9 @@ impl TextIndex {
         shard.remove(id);
         if let Some(texts) = texts {
             grow_by_an_eighth(&mut shard.ids, 1);
+            grow_by_an_eighth(&mut shard.statuses, 1);
             shard.ids.push(id);
+            shard.statuses.push(texts.status);
             for field in FIELDS {
                 shard.columns[column_of(field)].push(texts.field(field));
             }
@@ -223,8 +233,15 @@ impl TextIndex {
     }
 
     /// The customers whose `field` contains `text` (or, `whole`, equals it), as searched
-    /// (see [`searched_text`]), in no particular order.
-    pub(crate) fn find(&self, field: TextField, text: &str, whole: bool) -> Vec<CustomerId> {
+    /// (see [`searched_text`]), and who have `status` when one is given, in no particular
+    /// order.
+    pub(crate) fn find(
+        &self,
+        field: TextField,
+        text: &str,
+        whole: bool,
+        status: Option<Status>,
+    ) -> Vec<CustomerId> {
         let mut ids = Vec::new();
         // No indexed text holds a newline, and a needle with one would match across two.
         if text.contains('\n') || (!whole && text.is_empty()) {
@@ -243,7 +260,9 @@ impl TextIndex {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             shard.columns[column_of(field)].find(&finder, whole, &mut |entry| {
-                ids.push(shard.ids[entry]);
+                if status.is_none_or(|status| shard.statuses[entry] == status) {
+                    ids.push(shard.ids[entry]);
+                }
             });
         }
         ids
@@ -270,7 +289,13 @@ mod tests {
 
     fn texts(name: &str, email: &str, phone: Option<&str>) -> Texts {
         let phone = phone.map_or("null".to_owned(), |p| format!("{p:?}"));
-        let json = format!(r#"{{"name":{name:?},"email":{email:?},"phone":{phone}}}"#);
+        let status = if name.starts_with("Grace") {
+            "inactive"
+        } else {
+            "active"
+        };
+        let json =
+            format!(r#"{{"name":{name:?},"email":{email:?},"phone":{phone},"status":"{status}"}}"#);
         Texts::of_json(json.as_bytes()).unwrap()
     }
 
@@ -298,7 +323,7 @@ mod tests {
         );
         index.set(ids[3], Some(&texts("Ada", "ada3@x.com", None)));
         let find = |field, text: &str, whole| {
-            sorted(index.find(field, &searched_text(field, text), whole))
+            sorted(index.find(field, &searched_text(field, text), whole, None))
         };
         type Case<'a> = (&'a str, TextField, &'a str, bool, Vec<usize>);
         let cases: Vec<Case> = vec![
@@ -378,6 +403,9 @@ mod tests {
             let expected: Vec<_> = expected.into_iter().map(|i| ids[i]).collect();
             assert_eq!(find(field, text, whole), expected, "{description}");
         }
+        // Only those with a status, when one is asked for.
+        let inactive = index.find(TextField::Email, "@", false, Some(Status::Inactive));
+        assert_eq!(inactive, vec![ids[2]]);
         // A change moves the entry; a delete removes it.
         index.set(ids[0], Some(&texts("Ada King", "ada@x.com", None)));
         index.set(ids[3], None);
