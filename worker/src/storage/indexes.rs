@@ -65,8 +65,7 @@ pub(crate) fn attribute_prefixes(customer: &Customer) -> Vec<Vec<u8>> {
     prefixes
 }
 
-/// The prefixes whose entries `filters` needs all of (an AND), most selective first by
-/// rule of thumb: a `custom_data` value, then a country, then a status.
+/// The prefixes whose entries `filters` needs all of (an AND).
 pub(crate) fn filter_prefixes(filters: &Filters) -> Vec<Vec<u8>> {
     let mut prefixes: Vec<Vec<u8>> = filters
         .custom_data
@@ -106,17 +105,6 @@ pub(crate) fn name_prefix(name: &str) -> Vec<u8> {
 /// The prefix of the customers whose phone has the digits of `phone`.
 pub(crate) fn phone_prefix(phone: &str) -> Vec<u8> {
     prefix(PHONE, &[&searched_text(TextField::Phone, phone)])
-}
-
-/// Of several prefixes, the one likely to hold the fewest customers, by rule of thumb: a
-/// name or a phone, then a `custom_data` value, then a country, then a status.
-pub(crate) fn rarest_first(prefix: &[u8]) -> u8 {
-    match prefix.first() {
-        Some(&NAME | &PHONE) => 0,
-        Some(&CUSTOM_DATA) => 1,
-        Some(&COUNTRY) => 2,
-        _ => 3,
-    }
 }
 
 /// The entry key of `id` under `prefix`.

@@ -1,7 +1,9 @@
 //! Writing a journaled group into the trees: plain inserts and removals in journal order, no sled
 //! transaction and no flush (the journal already made the group durable; a crash before the
-//! next checkpoint replays it). Each customer put also updates the search's text index. The committer applies a group only after its journal sync,
-//! and recovery applies what the journal holds, so both go through [`Store::apply`].
+//! next checkpoint replays it). Each customer put also updates the search's text index, and
+//! each `attributes` write goes through the kept counts (`attribute_counts`). The committer
+//! applies a group only after its journal sync, and recovery applies what the journal holds,
+//! so both go through [`Store::apply`].
 
 use crate::storage::customer_record::CustomerRecord;
 use crate::storage::journal::Put;
@@ -24,6 +26,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         for put in puts {
             let tree = self.tree(put.tree);
+            if put.tree == TreeId::Attributes {
+                self.attribute_counts.write(tree, put.key, put.value)?;
+                continue;
+            }
             match put.value {
                 Some(value) => {
                     assert!(

@@ -46,6 +46,7 @@ impl Store {
         }
         self.changes.clear()?;
         self.attributes.clear()?;
+        self.attribute_counts.clear();
         let mut batch = Batch::default();
         let mut indexed = 0u64;
         for entry in self.records.iter() {

@@ -7,6 +7,7 @@
 //! * this module: [`Store::open`], which replays the journal (`recovery`) and checks the
 //!   result against the last checkpoint's [`manifest`];
 //! * [`apply`]: writing a journaled group's puts into the trees, with the value bound;
+//! * [`attribute_counts`]: how many customers hold an indexed value, kept for the large ones;
 //! * [`checkpoint`]: making sled's own files durable so journal segments can go;
 //! * [`reads`]: lookups for the read endpoints and the committer, and the consistency check;
 //! * [`pages`]: list pages (newest first, filtered through the indexes) and change-feed pages;
@@ -15,6 +16,7 @@
 //! * [`outbox`]: the event outbox as stored: the events above the relayed mark.
 
 pub(crate) mod apply;
+pub(crate) mod attribute_counts;
 pub(crate) mod checkpoint;
 pub(crate) mod indexing;
 pub(crate) mod manifest;
@@ -29,6 +31,7 @@ use std::path::{Path, PathBuf};
 use crate::storage::change_clock::ChangeClock;
 use crate::storage::journal::{self, Journal, JournalError};
 use crate::storage::schema::{APPLIED_KEY, JOURNAL_DIR, TreeId};
+use crate::storage::store::attribute_counts::AttributeCounts;
 use crate::storage::text_index::TextIndex;
 
 pub(crate) use apply::MAX_VALUE_BYTES;
@@ -79,6 +82,8 @@ pub struct Store {
     attributes: sled::Tree,
     /// When a change becomes visible to the change feed (the committer sets its times).
     pub(crate) clock: ChangeClock,
+    /// The counts of the large `attributes` prefixes, kept in step by [`Store::apply`].
+    attribute_counts: AttributeCounts,
     /// The search's texts of every live customer, kept in step by [`Store::apply`].
     pub(crate) text: TextIndex,
     /// Whether [`Store::apply`] keeps `text` in step: not while recovery replays the journal
@@ -158,6 +163,7 @@ impl Store {
             changes: db.open_tree(TreeId::Changes.name())?,
             attributes: db.open_tree(TreeId::Attributes.name())?,
             clock: ChangeClock::default(),
+            attribute_counts: AttributeCounts::default(),
             text: TextIndex::default(),
             text_follows_apply: false,
             db,

@@ -3,9 +3,9 @@
 //! * **Newest first** walks ids downwards (or upwards for `ending_before`) between the bounds
 //!   the cursor and `created[…]` set (an id's millisecond is its `created_at`). Without an
 //!   indexed filter it walks the `customers` tree; with some (status, country,
-//!   `custom_data[…]`) it walks the first one's `attributes` range (a `custom_data` value,
-//!   then a country, then a status: the rarer first, by rule of thumb) and probes each of its
-//!   customers in the others' with a point lookup, reading only those all of them hold.
+//!   `custom_data[…]`) it walks the `attributes` range of the one with the fewest customers
+//!   (`attribute_counts`) and probes each of its customers in the others' with a point
+//!   lookup, reading only those all of them hold.
 //!   `updated[…]` is checked on the customers found.
 //! * **The change feed** walks the `changes` index from the cursor up to the change clock's
 //!   frontier (`storage::change_clock`), so no entry it passes can appear behind it later.
@@ -191,7 +191,19 @@ impl Store {
             return Ok((page.items, false));
         }
         let upwards = matches!(query.cursor, Some(Cursor::EndingBefore(_)));
-        let prefixes = filter_prefixes(&query.filters);
+        let mut prefixes = filter_prefixes(&query.filters);
+        if prefixes.len() > 1 {
+            // The fewest entries drive the walk; the next fewest is probed first.
+            let mut counted = Vec::with_capacity(prefixes.len());
+            for prefix in prefixes {
+                counted.push((
+                    self.attribute_counts.count(&self.attributes, &prefix)?,
+                    prefix,
+                ));
+            }
+            counted.sort_unstable();
+            prefixes = counted.into_iter().map(|(_, prefix)| prefix).collect();
+        }
         let mut has_more = false;
         // The indexes answer status, country and custom_data (and without those filters there
         // is nothing of them to check): only `updated` is left to read from the customer.

@@ -8,16 +8,17 @@
 //! are `attributes` prefixes; `created` is read from the id; `updated` and
 //! the other `:null` clauses from the customer's JSON. The candidates come from one source:
 //!
-//! * joined with `AND`: the smallest text set, else the rarest `attributes` range, else the
-//!   `created` range of ids, else every customer; each candidate is checked against the
-//!   other clauses;
+//! * joined with `AND`: the smallest text set, else the `attributes` range with the fewest
+//!   entries (`attribute_counts`), else the `created` range of ids, else every customer;
+//!   each candidate is checked against the other clauses;
 //! * joined with `OR`: the union of every clause's customers when each has an index, else
 //!   every customer, checked against each clause in turn.
 //!
 //! A query that only negates, or only asks `updated` or `:null` of unindexed fields, reads
 //! every customer (docs/API.md says so). Every match is collected (the count needs them),
 //! sorted newest first, and the page is read from the first one after `page`, within the
-//! byte bound.
+//! byte bound. One indexed value alone needs neither: its count is kept (or its range
+//! small), and the page is read from the newest end of its range.
 
 use std::cell::OnceCell;
 use std::collections::HashSet;
@@ -33,7 +34,7 @@ use serde::de::IgnoredAny;
 use crate::storage::customer_record::CustomerRecord;
 use crate::storage::indexes::{
     attribute_id, attribute_key, country_prefix, custom_data_prefix, name_prefix, phone_prefix,
-    rarest_first, status_prefix,
+    status_prefix,
 };
 use crate::storage::store::pages::Filling;
 use crate::storage::store::reads::id_from_bytes;
@@ -207,6 +208,28 @@ impl Store {
             })
             .map(|clause| Ok((clause.negated, self.check_of(clause, status_in_scan)?)))
             .collect::<Result<_, StoreError>>()?;
+        // One indexed value alone: its count is kept or small, and its range reads newest
+        // first, so no match but the page's is touched.
+        if let [(false, Check::Attribute(prefix))] = checks.as_slice() {
+            let total_count = self.attribute_counts.count(&self.attributes, prefix)?;
+            let below = request
+                .after
+                .map_or([&prefix[..], &[0xff; 16]].concat(), |after| {
+                    attribute_key(prefix, after)
+                });
+            let ids = self
+                .attributes
+                .range(prefix.clone()..below)
+                .keys()
+                .rev()
+                .filter_map(|key| key.map(|key| attribute_id(&key)).transpose());
+            return self.page_of(
+                ids.map(|id| id.map_err(StoreError::from)),
+                request,
+                max_bytes,
+                total_count,
+            );
+        }
         let mut matched = match request.query.join {
             Join::And => self.all_of(&checks)?,
             Join::Or => self.any_of(&checks)?,
@@ -228,16 +251,32 @@ impl Store {
             matched.select_nth_unstable_by(sorted, newest_first);
         }
         matched[..sorted].sort_unstable_by(newest_first);
-        let mut page = Filling::new(request.limit, max_bytes);
-        let (mut last, mut more) = (None, false);
         let mut at = 0;
-        while at < matched.len() {
-            if at == sorted {
+        let ids = std::iter::from_fn(|| {
+            if at == sorted && sorted < matched.len() {
                 matched[sorted..].sort_unstable_by(newest_first);
                 sorted = matched.len();
             }
-            let id = matched[at];
+            let id = matched.get(at).copied()?;
             at += 1;
+            Some(Ok(id))
+        });
+        self.page_of(ids, request, max_bytes, total_count)
+    }
+
+    /// The page of the live customers among `ids` (newest first), up to the request's limit
+    /// and `max_bytes`.
+    fn page_of(
+        &self,
+        ids: impl Iterator<Item = Result<CustomerId, StoreError>>,
+        request: &SearchRequest,
+        max_bytes: usize,
+        total_count: usize,
+    ) -> Result<SearchPage, StoreError> {
+        let mut page = Filling::new(request.limit, max_bytes);
+        let (mut last, mut more) = (None, false);
+        for id in ids {
+            let id = id?;
             let Some(json) = self.live_json(id)? else {
                 continue;
             };
@@ -247,10 +286,9 @@ impl Store {
             }
             last = Some(id);
         }
-        let next_page = if more { last } else { None };
         Ok(SearchPage {
             items: page.items,
-            next_page,
+            next_page: if more { last } else { None },
             total_count,
         })
     }
@@ -265,14 +303,15 @@ impl Store {
                 _ => None,
             })
             .min_by_key(|&(_, len)| len);
-        let rarest_attribute = checks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, check)| match check {
-                (false, Check::Attribute(prefix)) => Some((i, rarest_first(prefix))),
-                _ => None,
-            })
-            .min_by_key(|&(_, rank)| rank);
+        let mut rarest_attribute = None;
+        for (i, check) in checks.iter().enumerate() {
+            if let (false, Check::Attribute(prefix)) = check {
+                let count = self.attribute_counts.count(&self.attributes, prefix)?;
+                if rarest_attribute.is_none_or(|(_, fewest)| count < fewest) {
+                    rarest_attribute = Some((i, count));
+                }
+            }
+        }
         let created = checks
             .iter()
             .enumerate()
@@ -302,22 +341,15 @@ impl Store {
             };
             // With an attribute too, its range may be walked against the set more cheaply
             // than each of the set's customers probed in it.
-            let walked = match rarest_attribute {
-                Some((attribute, _)) => self
-                    .attribute_ids_within(
-                        prefix_of(attribute),
-                        len.saturating_mul(RANGE_PER_PROBE),
-                    )?
-                    .map(|ids| (attribute, ids)),
-                None => None,
-            };
-            match walked {
-                Some((attribute, ids)) => {
-                    for id in ids.into_iter().filter(|&id| found.contains(id)) {
-                        consider([Some(driver), Some(attribute)], id, None)?;
+            match rarest_attribute {
+                Some((attribute, count)) if count <= len.saturating_mul(RANGE_PER_PROBE) => {
+                    for key in self.attributes.scan_prefix(prefix_of(attribute)).keys() {
+                        if let Some(id) = attribute_id(&key?).filter(|&id| found.contains(id)) {
+                            consider([Some(driver), Some(attribute)], id, None)?;
+                        }
                     }
                 }
-                None => {
+                _ => {
                     for &id in &found.ids {
                         consider([Some(driver), None], id, None)?;
                     }
@@ -340,22 +372,6 @@ impl Store {
             }
         }
         Ok(matched)
-    }
-
-    /// The customers under `prefix`, unless there are more than `budget`.
-    fn attribute_ids_within(
-        &self,
-        prefix: &[u8],
-        budget: usize,
-    ) -> Result<Option<Vec<CustomerId>>, StoreError> {
-        let mut ids = Vec::new();
-        for key in self.attributes.scan_prefix(prefix).keys() {
-            if ids.len() == budget {
-                return Ok(None);
-            }
-            ids.extend(attribute_id(&key?));
-        }
-        Ok(Some(ids))
     }
 
     /// The customers any check holds for.
@@ -552,6 +568,41 @@ mod tests {
                 None => return (numbers, totals),
             }
         }
+    }
+
+    #[test]
+    fn one_large_value_alone_pages_from_its_kept_count_through_deletes() {
+        use crate::storage::indexes::attribute_prefixes;
+        use crate::storage::store::attribute_counts::LARGE;
+        let n = LARGE * 3 / 2 + 10;
+        let (_dir, store, ids) = store_of(n);
+        let active = |i: usize| !i.is_multiple_of(3);
+        assert!(
+            (0..n).filter(|&i| active(i)).count() >= LARGE,
+            "a kept count"
+        );
+        let (numbers, totals) = pages(&store, "status:'active'", 100, 1 << 20);
+        let expected: Vec<usize> = (0..n).rev().filter(|&i| active(i)).collect();
+        assert_eq!(numbers, expected);
+        assert!(totals.iter().all(|&total| total == expected.len()));
+        // Deleting customers steps the kept count down, as the committer stages it.
+        let mut batch = Batch::default();
+        for i in [1, 2, 4, n - 1] {
+            let json = store.live_json(ids[i]).unwrap().unwrap();
+            let customer = customers_shared::Customer::from_stored(&json).unwrap();
+            batch.remove(TreeId::Customers, &ids[i].to_bytes());
+            for prefix in attribute_prefixes(&customer) {
+                batch.remove(TreeId::Attributes, &attribute_key(&prefix, ids[i]));
+            }
+        }
+        store.apply(batch.puts()).unwrap();
+        let (numbers, totals) = pages(&store, "status:'active'", 100, 1 << 20);
+        let kept: Vec<usize> = expected
+            .into_iter()
+            .filter(|i| ![1, 2, 4, n - 1].contains(i))
+            .collect();
+        assert_eq!(numbers, kept);
+        assert!(totals.iter().all(|&total| total == kept.len()));
     }
 
     #[test]
