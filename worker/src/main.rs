@@ -14,6 +14,46 @@ const BINARY: &str = "customers-worker";
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// By default mimalloc commits its arenas up front and returns freed pages a second later: at
+/// 400,000 customers that held the worker at 366 MB resident, against 284 MB with lazy commit
+/// and immediate purging, for the same throughput (the system allocator: 253 MB, with 9 % more
+/// CPU per create). The first arena is made at the first allocation, before `main` runs, so
+/// the options are set by a constructor.
+#[cfg(target_os = "linux")]
+mod allocator_options {
+    /// mimalloc's option numbers (`mi_option_e` in its v3 header); the bindings do not name
+    /// these two.
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+    extern "C" fn set() {
+        // SAFETY: plain setters of mimalloc's global options, run before anything allocates.
+        unsafe {
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        }
+    }
+
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static SET_AT_LOAD: extern "C" fn() = set;
+
+    #[cfg(test)]
+    #[test]
+    fn the_options_are_set_before_main_in_the_mimalloc_they_were_numbered_for() {
+        // SAFETY: plain getters of mimalloc's global options.
+        let (version, eager, delay) = unsafe {
+            (
+                libmimalloc_sys::mi_version(),
+                libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT),
+                libmimalloc_sys::mi_option_get(PURGE_DELAY),
+            )
+        };
+        assert_eq!(version / 10000, 3, "the numbers are v3's");
+        assert_eq!((eager, delay), (0, 0));
+    }
+}
+
 fn main() -> ExitCode {
     // Failpoints are configured by the FAILPOINTS environment variable in test builds.
     #[cfg(feature = "failpoints")]
