@@ -255,15 +255,22 @@ impl TextIndex {
             text.to_owned()
         };
         let finder = Finder::new(pattern.as_bytes());
+        let mut entries = Vec::new();
         for shard in &self.shards {
             let shard = shard
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            shard.columns[column_of(field)].find(&finder, whole, &mut |entry| {
-                if status.is_none_or(|status| shard.statuses[entry] == status) {
-                    ids.push(shard.ids[entry]);
-                }
-            });
+            entries.clear();
+            shard.columns[column_of(field)].find(&finder, whole, &mut |entry| entries.push(entry));
+            // The ids in a pass of their own: there the loads are independent and their cache
+            // misses overlap, where one load per hit between two scan steps waited for memory
+            // each time (two thirds of a substring search's CPU, in the profile).
+            ids.extend(
+                entries
+                    .iter()
+                    .filter(|&&entry| status.is_none_or(|status| shard.statuses[entry] == status))
+                    .map(|&entry| shard.ids[entry]),
+            );
         }
         ids
     }

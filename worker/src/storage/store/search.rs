@@ -200,7 +200,7 @@ impl Store {
             }
             _ => None,
         };
-        let checks: Vec<(bool, Check)> = clauses
+        let mut checks: Vec<(bool, Check)> = clauses
             .iter()
             .filter(|clause| {
                 clause.negated
@@ -230,9 +230,11 @@ impl Store {
                 total_count,
             );
         }
-        let mut matched = match request.query.join {
-            Join::And => self.all_of(&checks)?,
-            Join::Or => self.any_of(&checks)?,
+        let mut matched = match (request.query.join, checks.as_mut_slice()) {
+            // One substring alone: what the text index found is the answer.
+            (_, [(false, Check::Among(found))]) => std::mem::take(&mut found.ids),
+            (Join::And, _) => self.all_of(&checks)?,
+            (Join::Or, _) => self.any_of(&checks)?,
         };
         if request.query.join == Join::Or {
             // A union: a customer several clauses found is one match.
