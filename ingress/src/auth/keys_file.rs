@@ -40,11 +40,12 @@ const VERSION: u32 = 1;
 /// What a credential may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Scope {
-    /// `GET /api/v1/customers` and `GET /api/v1/customers/{id}`.
+    /// Reads: `GET /api/v1/customers` (lists and the change feed), `GET
+    /// /api/v1/customers/search` and `GET /api/v1/customers/{id}`.
     #[serde(rename = "customers:read")]
     #[value(name = "customers:read")]
     Read,
-    /// `POST /api/v1/customers`.
+    /// Changes: `POST /api/v1/customers`, and `PATCH` and `DELETE /api/v1/customers/{id}`.
     #[serde(rename = "customers:write")]
     #[value(name = "customers:write")]
     Write,
