@@ -305,12 +305,25 @@ impl Store {
                 _ => None,
             })
             .min_by_key(|&(_, len)| len);
+        let attributes: Vec<(usize, &[u8])> = checks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, check)| match check {
+                (false, Check::Attribute(prefix)) => Some((i, &prefix[..])),
+                _ => None,
+            })
+            .collect();
+        // A count only weighs one source against another: a lone attribute needs none (its
+        // count is never read), and counting a small range would walk it twice.
         let mut rarest_attribute = None;
-        for (i, check) in checks.iter().enumerate() {
-            if let (false, Check::Attribute(prefix)) = check {
-                let count = self.attribute_counts.count(&self.attributes, prefix)?;
-                if rarest_attribute.is_none_or(|(_, fewest)| count < fewest) {
-                    rarest_attribute = Some((i, count));
+        match attributes[..] {
+            [(i, _)] if smallest_set.is_none() => rarest_attribute = Some((i, 0)),
+            _ => {
+                for (i, prefix) in attributes {
+                    let count = self.attribute_counts.count(&self.attributes, prefix)?;
+                    if rarest_attribute.is_none_or(|(_, fewest)| count < fewest) {
+                        rarest_attribute = Some((i, count));
+                    }
                 }
             }
         }
