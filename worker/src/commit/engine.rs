@@ -8,7 +8,11 @@
 //!    `fdatasync` once (the commit point); replicated, appends the record to the log first,
 //!    fenced by the sequence it last applied, and the log makes it durable;
 //! 3. **delivers**: applies the puts to sled and answers every member in one hand-off to the
-//!    runtime.
+//!    runtime. A single worker hands this step to the applier thread (`commit::applier`)
+//!    and goes on with the next group meanwhile: what the groups still being applied
+//!    changed (`Unapplied`) is what the next one is planned against, besides the store, so
+//!    uniqueness and `If-Match` are decided as if they were applied. Replicated, the
+//!    committer delivers each group itself before the next.
 //!
 //! With events on, every change also writes its pending event (`customer.created`, `.updated`
 //! or `.deleted`) into the stored outbox, under the next event sequence number, in the same
@@ -38,14 +42,15 @@ use bytes::Bytes;
 use customers_shared::wire::conditional::Condition;
 use customers_shared::wire::event::{self, EventType};
 use customers_shared::{ApiError, Customer, CustomerId, CustomerPatch, Timestamp};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::applier::{Applier, Delivery, Durable, Progress, Waiting, answer_all, deliver};
 use super::checkpointer::Checkpointer;
 use super::ids::IdGenerator;
 use super::known_emails::KnownEmails;
 use super::mode::{Mode, Primacy, Replica};
 use super::outbox::{Outbox, PendingEvent};
-use super::{Answer, CommitError, CommitHandle, Control, Done, Job, Limits, Write};
+use super::{Answer, CommitError, CommitHandle, Control, Job, Limits, Write};
 use crate::health::{Failure, Health};
 use crate::idempotency;
 use crate::metrics::Metrics;
@@ -54,7 +59,7 @@ use crate::reply::Reply;
 use crate::storage::customer_record::{CustomerRecord, LiveCustomer};
 use crate::storage::event_record::EventRecord;
 use crate::storage::indexes::{attribute_key, attribute_prefixes, change_key};
-use crate::storage::journal::{Batch, Journal, JournalError, Promise, Put, TreeId};
+use crate::storage::journal::{Batch, Journal, JournalError, Promise, TreeId};
 use crate::storage::schema::{APPLIED_KEY, CLOCK_KEY, RELAYED_KEY};
 use crate::storage::store::manifest::RecordKeys;
 use crate::storage::store::outbox::{relayed_sequence, relayed_value};
@@ -90,17 +95,6 @@ impl From<JournalError> for GroupError {
         Self::Storage(error.into())
     }
 }
-
-/// Where a member's outcome goes.
-enum Waiting {
-    Write(oneshot::Sender<Answer>),
-    Control(oneshot::Sender<Done>),
-}
-
-/// A group's outcomes, handed to the runtime in one message: one wake-up of the request
-/// tasks' thread per group instead of one per member (each costs a system call), and the
-/// replies then leave together.
-type Delivery = Vec<(Waiting, Answer)>;
 
 /// What the committer starts from: the journal's append side, the id generator (above the
 /// newest stored id) and the next event number, the record tree's keys, the stored emails, its mode and, with events
@@ -189,6 +183,19 @@ pub(crate) fn spawn(
         mode,
     } = prepared;
     store.clock.set_following(matches!(mode, Mode::Standby(_)));
+    let applier = Applier {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        deliveries,
+        progress: Arc::new(Progress::default()),
+    };
+    // Replicated, each group is delivered before the next: a standby's groups come from the
+    // log one after another, and the primary's read gate and lease follow what it applied.
+    let pipeline = match mode {
+        Mode::Single => Some(Pipeline::spawn(applier.clone())?),
+        _ => None,
+    };
     let committer = Committer {
         store,
         journal,
@@ -199,7 +206,11 @@ pub(crate) fn spawn(
         mode,
         metrics,
         health,
-        deliveries,
+        applier,
+        pipeline,
+        groups: 0,
+        unapplied: Unapplied::default(),
+        unapplied_events: Vec::new(),
         checkpointer,
         checkpoint_bytes: limits.checkpoint_bytes,
         checkpoint_interval: limits.checkpoint_interval,
@@ -218,17 +229,6 @@ pub(crate) fn spawn(
     Ok((CommitHandle { queue }, thread))
 }
 
-fn deliver(waiting: Waiting, answer: Answer) {
-    match waiting {
-        Waiting::Write(sender) => {
-            let _ = sender.send(answer);
-        }
-        Waiting::Control(sender) => {
-            let _ = sender.send(answer.map(|_| ()));
-        }
-    }
-}
-
 struct Committer {
     store: Arc<Store>,
     journal: Journal,
@@ -240,7 +240,16 @@ struct Committer {
     mode: Mode,
     metrics: Arc<Metrics>,
     health: Health,
-    deliveries: mpsc::UnboundedSender<Delivery>,
+    /// Applies and answers durable groups: on the applier thread (`pipeline`) or, without
+    /// one, here.
+    applier: Applier,
+    pipeline: Option<Pipeline>,
+    /// Groups committed so far (each one's number in `Unapplied` and `applier::Progress`).
+    groups: u64,
+    unapplied: Unapplied,
+    /// The events of groups not yet applied, so not yet in the outbox: (group, customer,
+    /// sequence number).
+    unapplied_events: Vec<(u64, CustomerId, u64)>,
     checkpointer: Checkpointer,
     checkpoint_bytes: u64,
     checkpoint_interval: Duration,
@@ -259,14 +268,47 @@ struct Committer {
     changed: bool,
 }
 
-/// What the members of a group planned so far have changed, which the store does not show
-/// until the group is applied: a later member sees it as if it were.
+/// What the groups planned but not yet applied (this one's earlier members included) have
+/// changed, which the store does not show yet: a later write sees it as if it were applied.
+/// Each entry carries the number of the group that made it, and goes once that group is
+/// applied (the store shows it then, or a later entry replaced it).
 #[derive(Default)]
-struct GroupView {
+struct Unapplied {
     /// Lower-cased emails given to a customer (`Some`) or freed (`None`).
-    emails: HashMap<String, Option<CustomerId>>,
+    emails: HashMap<String, (u64, Option<CustomerId>)>,
     /// Customers changed, as they are after the change.
-    customers: HashMap<CustomerId, CustomerRecord>,
+    customers: HashMap<CustomerId, (u64, CustomerRecord)>,
+}
+
+impl Unapplied {
+    fn forget_through(&mut self, applied: u64) {
+        self.emails.retain(|_, (group, _)| *group > applied);
+        self.customers.retain(|_, (group, _)| *group > applied);
+    }
+}
+
+/// The applier thread and its two channels: durable groups to it, emptied batches back.
+struct Pipeline {
+    groups: std::sync::mpsc::SyncSender<Durable>,
+    spent: std::sync::mpsc::Receiver<Batch>,
+    thread: JoinHandle<()>,
+}
+
+impl Pipeline {
+    fn spawn(applier: Applier) -> std::io::Result<Self> {
+        // One group waiting beside the one being applied: the committer is at most two
+        // groups ahead of the store.
+        let (groups, received) = std::sync::mpsc::sync_channel(1);
+        let (spent_sender, spent) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("applier".into())
+            .spawn(move || applier.run(received, spent_sender))?;
+        Ok(Self {
+            groups,
+            spent,
+            thread,
+        })
+    }
 }
 
 /// A write's decided change, before its puts are staged.
@@ -345,6 +387,22 @@ enum Member {
     Control(Control),
 }
 
+impl Member {
+    /// Whether it reads or rewrites the store beyond what its group plans, so that every
+    /// group before it must be applied first.
+    fn reads_beyond_its_group(&self) -> bool {
+        matches!(
+            self,
+            Self::Control(
+                Control::Snapshot { .. }
+                    | Control::PurgeExpired { .. }
+                    | Control::Promote { .. }
+                    | Control::ApplyLogGroup { .. }
+            )
+        )
+    }
+}
+
 impl Committer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>, max_group: usize) {
         let _trip = self.health.trip_on_panic("committer");
@@ -367,25 +425,25 @@ impl Committer {
                     None
                 };
             }
+            if members.iter().any(Member::reads_beyond_its_group) {
+                self.drain();
+            }
             if self.health.is_failed() {
-                answer_all(&mut waiting, CommitError::Stopped);
+                answer_all(waiting.drain(..), CommitError::Stopped);
                 break;
             }
-            match self.commit(&mut members) {
-                Ok(answers) => {
-                    let delivery = waiting.drain(..).zip(answers).collect();
-                    // Gone only when the runtime is: nobody is left waiting.
-                    let _ = self.deliveries.send(delivery);
-                }
+            match self.commit(&mut members, &mut waiting) {
+                Ok(()) if self.health.is_failed() => break,
+                Ok(()) => {}
                 Err(GroupError::Storage(e)) => {
                     // Failed first, so nobody answered 500 can still find the worker ready.
                     self.health.fail(Failure::storage(e));
-                    answer_all(&mut waiting, CommitError::Failed);
+                    answer_all(waiting.drain(..), CommitError::Failed);
                     break;
                 }
                 Err(GroupError::Fenced(reason)) => {
                     self.health.fail(Failure::fenced(reason.to_string()));
-                    answer_all(&mut waiting, CommitError::NotPrimary);
+                    answer_all(waiting.drain(..), CommitError::NotPrimary);
                     break;
                 }
             }
@@ -406,19 +464,38 @@ impl Committer {
         self.stop();
     }
 
-    /// Plans, persists and applies one group; returns each member's answer.
-    fn commit(&mut self, members: &mut Vec<Member>) -> Result<Vec<Answer>, GroupError> {
+    /// Waits until every group committed so far is applied (or answered after a failure).
+    fn drain(&self) {
+        if self.pipeline.is_some() {
+            self.applier.progress.wait_for(self.groups);
+        }
+    }
+
+    /// Plans and persists one group, then has it applied and its members (`waiting`, in
+    /// order) answered: by the applier thread, or here.
+    fn commit(
+        &mut self,
+        members: &mut Vec<Member>,
+        waiting: &mut Vec<Waiting>,
+    ) -> Result<(), GroupError> {
         let started = Instant::now();
         let size = members.len();
+        self.groups += 1;
+        let applied = self.applier.progress.applied();
+        self.unapplied.forget_through(applied);
+        self.unapplied_events.retain(|(group, ..)| *group > applied);
         // Never before the group before it nor a change-feed frontier already shown
         // (`storage::change_clock`); the same for every member.
         let created_ms = self.store.clock.begin_group(self.clock_last);
         self.clock_last = created_ms;
         self.changed = false;
+        if let Some(spent) = self.pipeline.as_ref().and_then(|p| p.spent.try_recv().ok()) {
+            self.batch = spent;
+        }
         self.batch.clear();
         self.events.clear();
         self.erased.clear();
-        let mut group = GroupView::default();
+        let mut group = std::mem::take(&mut self.unapplied);
         let mut outcomes = Vec::with_capacity(size);
         let mut mark_asked = false;
         let mut log_sequence = None;
@@ -464,6 +541,7 @@ impl Committer {
             };
             outcomes.push(outcome);
         }
+        self.unapplied = group;
         // The mark rides along with a group that syncs anyway; a group of conflicts only
         // stays without a sync unless the relay asked for one.
         let relayed_mark = match &self.outbox {
@@ -480,6 +558,9 @@ impl Committer {
                 .put(TreeId::Replication, CLOCK_KEY, &created_ms.to_be_bytes());
         }
         let mut journaled = None;
+        // Relayed through here: the events up to it leave the outbox once applied.
+        let mut trim_through = None;
+        let mut group_at = None;
         if !self.batch.is_empty() {
             if let Mode::Primary(replica, primacy) = &mut self.mode {
                 log_sequence = Some(append_to_log(replica, primacy, &mut self.batch)?);
@@ -490,15 +571,15 @@ impl Committer {
             }
             self.journal.append(&mut self.batch)?;
             self.segment_since.get_or_insert_with(Instant::now);
-            // Relayed through here: the events up to it leave the outbox once applied.
-            let mut trim_through = None;
-            let mut group_at = None;
             for put in self.batch.puts() {
                 match put.tree {
                     TreeId::Customers => self.records.observe(put.key),
                     TreeId::Relayed => trim_through = put.value.and_then(relayed_sequence),
                     TreeId::Replication if put.key == CLOCK_KEY => {
-                        group_at = put.value.and_then(|v| <[u8; 8]>::try_from(v).ok());
+                        group_at = put
+                            .value
+                            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                            .map(u64::from_be_bytes);
                     }
                     _ => {}
                 }
@@ -512,47 +593,52 @@ impl Committer {
             journaled = Some((self.batch.len(), sync_started.elapsed()));
             failpoint!("commit-before-apply", |_| crate::support::crash());
             failpoint!("committer-panic", |_| panic!("failpoint committer-panic"));
-            // A primary publishing events keeps their entries in memory (the outbox), and
-            // the store gets them only when something needs them on disk: a sled insert and
-            // a removal per event saved on every create. A standby stores them all: they are
-            // what it publishes the day it is promoted.
-            let in_memory = self.outbox.is_some();
-            let kept =
-                |put: &Put<'_>| !(in_memory && put.tree == TreeId::Outbox && put.value.is_some());
-            self.store.apply(self.batch.puts().filter(kept))?;
-            if let Some(through) = trim_through {
-                self.store.trim_events_through(through)?;
-            }
-            // A standby's feed frontier moves before its read barrier hears of the group.
-            if let Some(at) = group_at {
-                self.store.clock.followed(u64::from_be_bytes(at));
-            }
-            if let (Some(replica), Some(sequence)) = (self.mode.replica(), log_sequence) {
-                replica.applied_sequence = sequence;
-                replica.applied.send_replace(sequence);
-                self.metrics.log_applied(sequence);
-            }
-            if let Some(outbox) = &self.outbox {
-                if let Some(mark) = relayed_mark {
-                    outbox.journaled(mark);
+        }
+        let outbox = self.outbox.clone();
+        self.unapplied_events.extend(
+            self.events
+                .iter()
+                .map(|e| (self.groups, e.event.customer, e.sequence)),
+        );
+        let group = Durable {
+            number: self.groups,
+            created_ms,
+            puts: std::mem::take(&mut self.batch),
+            journaled,
+            relayed_mark,
+            trim_through,
+            group_at,
+            events: std::mem::take(&mut self.events),
+            erased: std::mem::take(&mut self.erased),
+            outbox,
+            started,
+            size,
+            delivery: waiting.drain(..).zip(outcomes).collect(),
+        };
+        match &self.pipeline {
+            Some(pipeline) => {
+                // Gone only if the applier panicked, which failed the worker: then nobody
+                // hears of this group, and the stop answers what is queued.
+                if let Err(unsent) = pipeline.groups.send(group) {
+                    answer_all(
+                        unsent.0.delivery.into_iter().map(|(waits, _)| waits),
+                        CommitError::Failed,
+                    );
                 }
-                let store = &self.store;
-                let spill = |dropped: &[PendingEvent]| {
-                    store.spill_events(dropped.iter().map(|e| (e.sequence, &e.event)))
-                };
-                outbox.committed(self.events.drain(..), &self.erased, spill)?;
+            }
+            None => {
+                let mode = &mut self.mode;
+                let metrics = &self.metrics;
+                self.batch = self.applier.finish(group, || {
+                    if let (Some(replica), Some(sequence)) = (mode.replica(), log_sequence) {
+                        replica.applied_sequence = sequence;
+                        replica.applied.send_replace(sequence);
+                        metrics.log_applied(sequence);
+                    }
+                });
             }
         }
-        let (bytes, sync) = journaled.unzip();
-        self.metrics
-            .group_committed(size, bytes.unwrap_or(0), started.elapsed(), sync);
-        tracing::debug!(
-            group_size = size,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "group committed"
-        );
-        self.store.clock.end_group(created_ms);
-        Ok(outcomes)
+        Ok(())
     }
 
     /// A standby that holds the lease and applied the log through `expected_last` becomes
@@ -594,7 +680,7 @@ impl Committer {
     fn plan(
         &mut self,
         write: Write,
-        group: &mut GroupView,
+        group: &mut Unapplied,
         created_ms: u64,
     ) -> Result<Answer, StoreError> {
         if matches!(self.mode, Mode::Standby(_)) {
@@ -669,7 +755,7 @@ impl Committer {
             );
             return Ok(Err(CommitError::Unstorable));
         }
-        let more_events = self.events.len() + 1;
+        let more_events = self.unapplied_events.len() + self.events.len() + 1;
         if change.is_some()
             && self
                 .outbox
@@ -696,7 +782,7 @@ impl Committer {
         id: CustomerId,
         patch: CustomerPatch,
         condition: Option<Condition>,
-        group: &GroupView,
+        group: &Unapplied,
         at_ms: u64,
     ) -> Result<(Reply, Option<Change>), StoreError> {
         let live = match self.current(id, condition.as_ref(), group)? {
@@ -743,7 +829,7 @@ impl Committer {
         &self,
         id: CustomerId,
         condition: Option<Condition>,
-        group: &GroupView,
+        group: &Unapplied,
     ) -> Result<(Reply, Option<Change>), StoreError> {
         let live = match self.current(id, condition.as_ref(), group)? {
             Ok(current) => current,
@@ -768,10 +854,10 @@ impl Committer {
         &self,
         id: CustomerId,
         condition: Option<&Condition>,
-        group: &GroupView,
+        group: &Unapplied,
     ) -> Result<Result<LiveCustomer, ApiError>, StoreError> {
         let record = match group.customers.get(&id) {
-            Some(record) => Some(record.clone()),
+            Some((_, record)) => Some(record.clone()),
             None => self.store.get(id)?,
         };
         let live = match record {
@@ -790,10 +876,10 @@ impl Committer {
     fn email_owner(
         &self,
         email_key: &str,
-        group: &GroupView,
+        group: &Unapplied,
     ) -> Result<Option<CustomerId>, StoreError> {
         match group.emails.get(email_key) {
-            Some(&owner) => Ok(owner),
+            Some(&(_, owner)) => Ok(owner),
             None if self.known_emails.may_contain(email_key) => self.store.email_owner(email_key),
             None => Ok(None),
         }
@@ -801,7 +887,7 @@ impl Committer {
 
     /// Adds a decided change's puts to the batch (with its event, when events are on), and
     /// what it changes to `group`.
-    fn stage(&mut self, change: Change, reply: &Reply, group: &mut GroupView, at_ms: u64) {
+    fn stage(&mut self, change: Change, reply: &Reply, group: &mut Unapplied, at_ms: u64) {
         self.changed = true;
         let event = match change {
             Change::Create {
@@ -820,7 +906,7 @@ impl Committer {
                         .put(TreeId::Attributes, &attribute_key(prefix, id), &[]);
                 }
                 self.known_emails.insert(&email_key);
-                group.emails.insert(email_key, Some(id));
+                group.emails.insert(email_key, (self.groups, Some(id)));
                 let data = reply.body.clone();
                 (EventType::Created, id, 1, id.unix_ms(), data)
             }
@@ -857,12 +943,12 @@ impl Committer {
                     self.batch
                         .put(TreeId::Emails, new_email.as_bytes(), &id.to_bytes());
                     self.known_emails.insert(&new_email);
-                    group.emails.insert(old_email, None);
-                    group.emails.insert(new_email, Some(id));
+                    group.emails.insert(old_email, (self.groups, None));
+                    group.emails.insert(new_email, (self.groups, Some(id)));
                 }
                 let json = reply.body.clone();
                 let live = CustomerRecord::Live(LiveCustomer { version, json });
-                group.customers.insert(id, live);
+                group.customers.insert(id, (self.groups, live));
                 let data = Bytes::from(event::updated_data(&reply.body, &previous));
                 (EventType::Updated, id, version, at_ms, data)
             }
@@ -882,11 +968,11 @@ impl Committer {
                     self.batch
                         .remove(TreeId::Attributes, &attribute_key(prefix, id));
                 }
-                group.emails.insert(email, None);
+                group.emails.insert(email, (self.groups, None));
                 let deleted = CustomerRecord::Deleted {
                     deleted_at_ms: at_ms,
                 };
-                group.customers.insert(id, deleted);
+                group.customers.insert(id, (self.groups, deleted));
                 self.erase_pending_events(id);
                 let data = event::deleted_data(id, Timestamp::from_unix_ms(at_ms));
                 (EventType::Deleted, id, version, at_ms, Bytes::from(data))
@@ -924,12 +1010,24 @@ impl Committer {
             return;
         };
         let stored = outbox.pending_of(customer);
+        // Those of groups still being applied are not in the outbox yet (or are, twice).
+        let unapplied = self
+            .unapplied_events
+            .iter()
+            .filter(|(_, of, _)| *of == customer)
+            .map(|(_, _, sequence)| *sequence);
         let in_group = self
             .events
             .iter()
             .filter(|e| e.event.customer == customer)
             .map(|e| e.sequence);
-        let erased: Vec<u64> = stored.into_iter().chain(in_group).collect();
+        let mut erased: Vec<u64> = stored
+            .into_iter()
+            .chain(unapplied)
+            .chain(in_group)
+            .collect();
+        erased.sort_unstable();
+        erased.dedup();
         for sequence in &erased {
             self.batch.remove(TreeId::Outbox, &sequence.to_be_bytes());
         }
@@ -984,6 +1082,11 @@ impl Committer {
             .segment_since
             .is_some_and(|since| since.elapsed() >= self.checkpoint_interval);
         if (full || old) && self.checkpointer.is_idle() {
+            // The checkpoint covers every record before the new segment: all applied first.
+            self.drain();
+            if self.health.is_failed() {
+                return Ok(());
+            }
             // The segments it removes hold the pending events that only memory has besides.
             self.spill_pending_events()?;
             let below = self.journal.rotate()?;
@@ -1006,7 +1109,14 @@ impl Committer {
 
     /// After the last group: a final checkpoint, unless the worker failed, so that a clean
     /// restart has nothing to replay.
-    fn stop(self) {
+    fn stop(mut self) {
+        // The groups still being applied land (or are answered, after a failure) first.
+        if let Some(pipeline) = self.pipeline.take() {
+            drop(pipeline.groups);
+            if pipeline.thread.join().is_err() {
+                self.health.fail(Failure::panic("applier"));
+            }
+        }
         let spilled = self.spill_pending_events();
         let Self {
             store,
@@ -1073,12 +1183,6 @@ fn append_to_log(
         return Err(Fenced::LeaseRanOutWhileAppending.into());
     }
     Ok(sequence)
-}
-
-fn answer_all(waiting: &mut Vec<Waiting>, error: CommitError) {
-    for waits in waiting.drain(..) {
-        deliver(waits, Err(error));
-    }
 }
 
 #[cfg(test)]

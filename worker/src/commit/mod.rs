@@ -3,13 +3,15 @@
 //! queue ([`CommitHandle`]); the [`engine`] takes everything queued and, for each group,
 //! gathers, plans (decides every member against the email index, assigns ids in commit order,
 //! decides every reply), persists (one journal append and `fdatasync`, or, replicated, one log
-//! append) and delivers (applies to sled, then answers). Its [`mode`] says which of that it
-//! does: a single worker, a standby applying the log, or the primary.
+//! append) and has the [`applier`] deliver it (apply to sled, then answer): a single worker's
+//! on a thread of its own while the next group is planned and synced. Its [`mode`] says which
+//! of that it does: a single worker, a standby applying the log, or the primary.
 //!
 //! Beside it: [`ids`] (new ids above every stored one), [`known_emails`] (which emails need
 //! an index lookup), [`outbox`] (the events the relay has yet to publish, shared with it),
 //! the [`checkpointer`] thread, and the [`purger`] and [`checkpoint_clock`] tasks.
 
+mod applier;
 pub(crate) mod checkpoint_clock;
 pub(crate) mod checkpointer;
 mod engine;

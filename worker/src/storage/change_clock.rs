@@ -2,15 +2,19 @@
 //! (time, id) order and must never skip an entry: so it may show the entries before a time
 //! only once no group still to be applied can add an entry before it. The committer takes
 //! each group's commit time from here ([`ChangeClock::begin_group`]): never earlier than the
-//! group before, nor than any frontier a reader has already used; while a group is in
-//! progress the frontier is that group's time, and between groups it is the next millisecond
+//! group before, nor than any frontier a reader has already used; while groups are in
+//! progress (the committer plans one while the one before is still being applied) the
+//! frontier is the oldest one's time, and between groups it is the next millisecond
 //! (a reader waits a moment for one that shares the newest applied group's millisecond).
 //! A standby takes its groups' times from the log; its frontier is the newest one it applied
 //! (the entries of that millisecond show once a later group lands).
 //!
 //! The atomics are sequentially consistent: a reader that sees no group in progress has
-//! published its frontier before any later group reads it.
+//! published its frontier before any later group reads it. The groups in progress, oldest
+//! first, are behind a mutex only the committer's two threads take, once per group each.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
@@ -18,8 +22,10 @@ use customers_shared::runtime::clock::unix_ms;
 
 #[derive(Debug, Default)]
 pub(crate) struct ChangeClock {
-    /// 0: no group in progress; otherwise a lower bound of the time of the one that is.
+    /// 0: no group in progress; otherwise a lower bound of the time of the oldest that is.
     busy: AtomicU64,
+    /// The times of the groups begun and not yet applied, oldest first.
+    in_progress: Mutex<VecDeque<u64>>,
     /// The newest frontier a reader used: no later group takes an earlier time.
     exposed: AtomicU64,
     /// The time of the newest group applied.
@@ -41,16 +47,34 @@ impl ChangeClock {
 
     /// The commit time of a group that starts now, after one at `last`.
     pub(crate) fn begin_group(&self, last: u64) -> u64 {
-        self.busy.store(last.max(1), SeqCst);
+        let mut in_progress = self.in_progress();
+        if in_progress.is_empty() {
+            // Busy before the time is read: a frontier taken meanwhile stays at or below it.
+            self.busy.store(last.max(1), SeqCst);
+        }
         let at = unix_ms().max(last).max(self.exposed.load(SeqCst));
-        self.busy.store(at.max(1), SeqCst);
+        in_progress.push_back(at);
+        let oldest = in_progress.front().copied().unwrap_or(at);
+        self.busy.store(oldest.max(1), SeqCst);
         at
     }
 
-    /// The group begun last, at `at`, is applied.
+    /// The oldest group in progress, at `at`, is applied.
     pub(crate) fn end_group(&self, at: u64) {
+        let mut in_progress = self.in_progress();
+        let ended = in_progress.pop_front();
+        debug_assert_eq!(ended, Some(at), "groups end in the order they began");
         self.ended.fetch_max(at, SeqCst);
-        self.busy.store(0, SeqCst);
+        let next = in_progress
+            .front()
+            .copied()
+            .map_or(0, |oldest| oldest.max(1));
+        self.busy.store(next, SeqCst);
+    }
+
+    fn in_progress(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
+        // A queue of numbers, whole after every statement: a panicking holder leaves it usable.
+        self.in_progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A standby (`true`) shows the changes before the newest group it applied; a primary or
@@ -97,6 +121,20 @@ impl ChangeClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn while_groups_overlap_the_frontier_is_the_oldest_ones_time() {
+        let clock = ChangeClock::after(0);
+        let first = clock.begin_group(0);
+        // A later millisecond for the second group, as under load.
+        let second = clock.begin_group(first + 5);
+        assert!(second > first);
+        assert_eq!(clock.frontier(), first, "both in progress");
+        clock.end_group(first);
+        assert_eq!(clock.frontier(), second, "the second still in progress");
+        clock.end_group(second);
+        assert!(clock.frontier() > second, "both applied: both show");
+    }
 
     #[test]
     fn a_group_never_starts_before_a_frontier_already_shown() {
