@@ -8,8 +8,8 @@
 //! The worker protects itself whoever calls it, not only behind the ingress: a request whose
 //! requester has stopped waiting (its `Request-Deadline` has passed) is dropped unread; past
 //! `max_in_flight` requests a new one is answered 503 at once; a payload over the body limit
-//! is refused before anything reads it; sled reads run on the blocking pool, never on the
-//! runtime's thread; and a page of customers stops before its reply would pass the
+//! is refused before anything reads it; pages and searches run on the blocking pool, never
+//! on the runtime's thread (a get runs there while it is a memory lookup: `reads`); and a page of customers stops before its reply would pass the
 //! connection's `max_payload`.
 //!
 //! Replicated, a standby registers only `get`, `list` and `search` (role `standby` in its `$SRV.INFO`
@@ -62,6 +62,8 @@ pub(crate) struct Context {
     pub(crate) metrics: Arc<Metrics>,
     /// What a read passes before it is answered, by role.
     pub(crate) reads: ReadGate,
+    /// Whether a get runs on the runtime's thread or on the blocking pool.
+    pub(crate) gets: Arc<reads::GetPlacement>,
 }
 
 /// The running micro service with its endpoints.

@@ -1,11 +1,21 @@
-//! The reads: a customer by id, a page of customers and a page of search results, straight from the store (never behind
-//! the commit queue), on the blocking pool (a read that misses sled's cache waits for the
-//! disk), each through its instance's read gate (`replication::ReadGate`): a standby catches up
+//! The reads: a customer by id, a page of customers and a page of search results, straight
+//! from the store (never behind the commit queue), each through its instance's read gate (`replication::ReadGate`): a standby catches up
 //! with the log's end before every read (a customer it holds may be an older version than one
 //! acknowledged), a primary answers only while its lease is surely held. A page stops before its reply would pass the connection's
 //! `max_payload`.
+//!
+//! Pages and searches run on the blocking pool: they take milliseconds of CPU, and a read
+//! that misses sled's cache waits for the disk. A get is one sled lookup, a memory read while
+//! sled's cache holds it, and costs less than the two thread switches of a hand-off to the pool
+//! (they were half of a get's CPU): so it runs on the runtime's thread ([`GetPlacement`]),
+//! until one takes long enough to have waited for the disk; then the gets of the next second
+//! go to the pool, so that a cold database never stalls every request behind its reads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use customers_shared::runtime::clock::unix_ms;
 use customers_shared::wire::list::{ListQuery, Order, feed_body, list_body};
 use customers_shared::wire::search::{SearchRequest, search_body};
 use customers_shared::{ApiError, CustomerId};
@@ -33,8 +43,18 @@ pub(super) async fn get(payload: &[u8], context: &Context) -> Reply {
     if !context.reads.caught_up().await {
         return Reply::error(&behind());
     }
-    let store = context.store.clone();
-    let found = on_blocking_pool(move || store.get(id)).await;
+    let found = match context.gets.inline() {
+        true => {
+            let started = Instant::now();
+            let found = context.store.get(id);
+            context.gets.took(started.elapsed());
+            found.map_err(|e| read_failed(&e))
+        }
+        false => {
+            let store = context.store.clone();
+            on_blocking_pool(move || store.get(id)).await
+        }
+    };
     if !context.reads.still_current().await {
         return Reply::error(&behind());
     }
@@ -43,6 +63,31 @@ pub(super) async fn get(payload: &[u8], context: &Context) -> Reply {
         Ok(Some(CustomerRecord::Deleted { .. })) => Reply::error(&ApiError::CustomerDeleted),
         Ok(None) => Reply::error(&ApiError::CustomerNotFound),
         Err(e) => Reply::error(&e),
+    }
+}
+
+/// Where gets run: on the runtime's thread, except for a while after one was slow.
+#[derive(Debug, Default)]
+pub(crate) struct GetPlacement {
+    /// Until this time (ms since the epoch), gets go to the blocking pool.
+    pool_until_ms: AtomicU64,
+}
+
+impl GetPlacement {
+    /// A get slower than this waited for the disk: a lookup in sled's cache takes microseconds.
+    const SLOW: Duration = Duration::from_micros(500);
+    /// How long gets go to the pool after a slow one.
+    const POOL_FOR_MS: u64 = 1_000;
+
+    fn inline(&self) -> bool {
+        unix_ms() >= self.pool_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn took(&self, elapsed: Duration) {
+        if elapsed >= Self::SLOW {
+            self.pool_until_ms
+                .store(unix_ms() + Self::POOL_FOR_MS, Ordering::Relaxed);
+        }
     }
 }
 
@@ -121,13 +166,13 @@ async fn on_blocking_pool<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     match blocking::run(work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "read failed");
-            Err(ApiError::Internal)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "read failed");
-            Err(ApiError::Internal)
-        }
+        Ok(Err(e)) => Err(read_failed(&e)),
+        Err(e) => Err(read_failed(&e)),
     }
+}
+
+/// A storage error or a panic in a read: a 500.
+fn read_failed(error: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %error, "read failed");
+    ApiError::Internal
 }

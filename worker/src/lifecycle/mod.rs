@@ -270,6 +270,7 @@ impl Worker {
             require_if_match: config.require_if_match,
             metrics,
             reads,
+            gets: Arc::default(),
         });
         let current_role = *role.borrow();
         let service = serve_as(&client, &denied, &config, context.clone(), current_role).await?;
