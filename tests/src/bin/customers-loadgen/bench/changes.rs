@@ -1,6 +1,6 @@
 //! The lines of a customer's whole life beside the peer's: updates (a merge patch of
-//! `custom_data` under `If-Match`), deletes (under `If-Match`) and a mixed load (70 % gets,
-//! 20 % updates, 10 % creates). Each requester first creates the customers it will change
+//! `custom_data` under `If-Match`), gets by id, deletes (under `If-Match`) and a mixed load
+//! (70 % gets, 20 % updates, 10 % creates). Each requester first creates the customers it will change
 //! ([`Seed`]), so that it alone changes them and always knows their version: no `412` is
 //! measured, on either side. The workloads are the same for the service and the peer, over
 //! the same HTTP.
@@ -11,6 +11,8 @@ use crate::load::{Creates, Request, Workload};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Change {
     Updates,
+    /// `GET` of one of the requester's customers, at random.
+    Gets,
     Deletes,
     Mixed,
 }
@@ -20,7 +22,7 @@ impl Change {
     pub(super) fn seeds_per_requester(self, deletes_per_requester: usize) -> usize {
         match self {
             Self::Updates => 20,
-            Self::Mixed => 50,
+            Self::Gets | Self::Mixed => 50,
             Self::Deletes => deletes_per_requester,
         }
     }
@@ -86,6 +88,15 @@ impl Changes {
         }
     }
 
+    fn get(&self, at: usize) -> Request {
+        Request {
+            method: "GET",
+            path: format!("/api/v1/customers/{}", self.owned[at].0),
+            body: String::new(),
+            headers: Vec::new(),
+        }
+    }
+
     fn update(&mut self, at: usize) -> Request {
         let (id, version) = &self.owned[at];
         self.last = Some(at);
@@ -108,6 +119,10 @@ impl Workload for Changes {
                 let at = self.sent as usize % self.owned.len();
                 self.update(at)
             }
+            Change::Gets => {
+                let at = self.rng.usize(..self.owned.len());
+                self.get(at)
+            }
             Change::Deletes => {
                 let (id, version) = self.owned.pop().expect("not done");
                 Request {
@@ -120,12 +135,7 @@ impl Workload for Changes {
             Change::Mixed => {
                 let at = self.rng.usize(..self.owned.len());
                 match self.rng.u8(..10) {
-                    0..7 => Request {
-                        method: "GET",
-                        path: format!("/api/v1/customers/{}", self.owned[at].0),
-                        body: String::new(),
-                        headers: Vec::new(),
-                    },
+                    0..7 => self.get(at),
                     7..9 => self.update(at),
                     _ => {
                         self.created = true;

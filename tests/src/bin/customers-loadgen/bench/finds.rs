@@ -1,6 +1,6 @@
 //! The lines of finding and mirroring customers beside the peer's, on a database of a
-//! million customers as the generator makes them: newest-first pages of 10 behind one exact
-//! filter or three combined, and the change feed read in pages of 100, each requester
+//! million customers as the generator makes them: newest-first pages of 10, unfiltered or
+//! behind one exact filter or three combined, and the change feed read in pages of 100, each requester
 //! following `next_cursor` from the start, and first pages of searches (exact, substring of 3
 //! and of 6 characters, combined), each with its `total_count`; the peer answers the same requests over the same HTTP
 //! with the `SELECT`s and indexes a team would write (`bench/peer-postgres`).
@@ -10,6 +10,8 @@ use crate::load::{Request, Workload};
 /// What a find line asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Find {
+    /// No filter: the newest customers.
+    Newest,
     /// `status=suspended` (about 5 % of the customers).
     Status,
     /// `country=NG` (about 12 %).
@@ -31,7 +33,8 @@ pub(super) enum Find {
 }
 
 impl Find {
-    pub(super) const ALL: [Self; 9] = [
+    pub(super) const ALL: [Self; 10] = [
+        Self::Newest,
         Self::Status,
         Self::Country,
         Self::CustomData,
@@ -45,6 +48,7 @@ impl Find {
 
     pub(super) fn label(self) -> &'static str {
         match self {
+            Self::Newest => "list, newest first",
             Self::Status => "list, status=suspended",
             Self::Country => "list, country=NG",
             Self::CustomData => "list, custom_data[loyalty_program]=Platinum",
@@ -59,6 +63,7 @@ impl Find {
 
     fn query(self) -> &'static str {
         match self {
+            Self::Newest => "limit=10",
             Self::Status => "status=suspended",
             Self::Country => "country=NG",
             Self::CustomData => "custom_data[loyalty_program]=Platinum",

@@ -69,6 +69,7 @@ impl fmt::Display for Line {
                 let who = if *peer { "peer" } else { "service over HTTP" };
                 let what = match change {
                     Change::Updates => "updates",
+                    Change::Gets => "gets by id",
                     Change::Deletes => "deletes",
                     Change::Mixed => "mixed (70 % get, 20 % update, 10 % create)",
                 };

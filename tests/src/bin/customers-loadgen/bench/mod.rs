@@ -536,7 +536,7 @@ impl Bench<'_> {
         self.measure_run(line, concurrency, pids, run).await;
     }
 
-    /// Updates at every concurrency; deletes and the mixed load at [`GROWTH_CONCURRENCY`]
+    /// Updates and gets at every concurrency; deletes and the mixed load at [`GROWTH_CONCURRENCY`]
     /// (each requester deletes customers it created first, so deletes are bounded by what was
     /// created: once is enough). By the peer or the service at `base_url`.
     async fn changes_lines(
@@ -546,7 +546,7 @@ impl Bench<'_> {
         concurrency: usize,
         pids: &Pids,
     ) -> Result<(), String> {
-        let mut kinds = vec![Change::Updates];
+        let mut kinds = vec![Change::Updates, Change::Gets];
         if concurrency == GROWTH_CONCURRENCY {
             kinds.extend([Change::Deletes, Change::Mixed]);
         }
