@@ -1229,17 +1229,25 @@ mod tests {
         checkpoint_bytes: u64,
         outbox: Option<Arc<Outbox>>,
     ) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let opened = Store::open(dir.path(), 1 << 20).unwrap();
-        let journal = journal(dir.path(), opened.journal);
-        let store = Arc::new(opened.store);
-        let health = Health::default();
         let limits = Limits {
             max_pending: 64,
             max_group: 64,
             checkpoint_bytes,
             checkpoint_interval: Duration::from_secs(3600),
         };
+        start_with_limits(journal, outbox, limits)
+    }
+
+    fn start_with_limits(
+        journal: impl FnOnce(&std::path::Path, Journal) -> Journal,
+        outbox: Option<Arc<Outbox>>,
+        limits: Limits,
+    ) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Store::open(dir.path(), 1 << 20).unwrap();
+        let journal = journal(dir.path(), opened.journal);
+        let store = Arc::new(opened.store);
+        let health = Health::default();
         let prepared = Prepared::new(&store, (journal, opened.recovery.records), outbox).unwrap();
         let (handle, thread) = spawn(
             store.clone(),
@@ -1280,6 +1288,39 @@ mod tests {
         let later = handle.commit(create("a@X.COM")).await.unwrap();
         assert_eq!(later.status, 409);
         assert_eq!(running.store.verify().unwrap().records, 2);
+    }
+
+    #[tokio::test]
+    async fn a_group_planned_while_the_one_before_is_applied_sees_what_it_changed() {
+        // Groups of 16: each wave's 16 new emails fill one group, and the same emails in
+        // capitals the next, which the committer plans while the applier still inserts the
+        // first. Small journal segments make checkpoints, and their drains, happen between.
+        let limits = Limits {
+            max_pending: 64,
+            max_group: 16,
+            checkpoint_bytes: 16 * 1024,
+            checkpoint_interval: Duration::from_secs(3600),
+        };
+        let running = start_with_limits(|_, journal| journal, None, limits);
+        let handle = &running.handle;
+        let (mut created, mut refused) = (0, 0);
+        for wave in 0..16 {
+            let emails: Vec<String> = (0..16).map(|i| format!("w{wave}e{i}@x.com")).collect();
+            let again = emails.iter().map(|email| email.to_uppercase());
+            let writes = emails.iter().cloned().chain(again);
+            let answers =
+                futures_util::future::join_all(writes.map(|email| handle.commit(create(&email))))
+                    .await;
+            for answer in answers {
+                match answer.map(|reply| reply.status) {
+                    Ok(201) => created += 1,
+                    Ok(409) => refused += 1,
+                    other => panic!("neither created nor refused: {other:?}"),
+                }
+            }
+        }
+        assert_eq!((created, refused), (256, 256));
+        assert_eq!(running.store.verify().unwrap().records, 256);
     }
 
     /// A write of the race table: a create with an email, or a change of the customer made
