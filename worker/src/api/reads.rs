@@ -8,11 +8,12 @@
 //! that misses sled's cache waits for the disk. A get is one sled lookup, a memory read while
 //! sled's cache holds it, and costs less than the two thread switches of a hand-off to the pool
 //! (they were half of a get's CPU): so it runs on the runtime's thread ([`GetPlacement`]),
-//! until one takes long enough to have waited for the disk; then the gets of the next second
-//! go to the pool, so that a cold database never stalls every request behind its reads.
+//! until one reads from the disk (the thread's count of block reads moves: a read the page
+//! cache answers does not count, nor does a moment the scheduler took the core away); then
+//! the gets of the next second go to the pool, so that a cold database never stalls every
+//! request behind its reads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use customers_shared::runtime::clock::unix_ms;
@@ -44,12 +45,10 @@ pub(super) async fn get(payload: &[u8], context: &Context) -> Reply {
         return Reply::error(&behind());
     }
     let found = match context.gets.inline() {
-        true => {
-            let started = Instant::now();
-            let found = context.store.get(id);
-            context.gets.took(started.elapsed());
-            found.map_err(|e| read_failed(&e))
-        }
+        true => context
+            .gets
+            .run(|| context.store.get(id))
+            .map_err(|e| read_failed(&e)),
         false => {
             let store = context.store.clone();
             on_blocking_pool(move || store.get(id)).await
@@ -66,7 +65,7 @@ pub(super) async fn get(payload: &[u8], context: &Context) -> Reply {
     }
 }
 
-/// Where gets run: on the runtime's thread, except for a while after one was slow.
+/// Where gets run: on the runtime's thread, except for a while after one read the disk.
 #[derive(Debug, Default)]
 pub(crate) struct GetPlacement {
     /// Until this time (ms since the epoch), gets go to the blocking pool.
@@ -74,21 +73,39 @@ pub(crate) struct GetPlacement {
 }
 
 impl GetPlacement {
-    /// A get slower than this waited for the disk: a lookup in sled's cache takes microseconds.
-    const SLOW: Duration = Duration::from_micros(500);
-    /// How long gets go to the pool after a slow one.
+    /// How long gets go to the pool after one that read the disk.
     const POOL_FOR_MS: u64 = 1_000;
 
     fn inline(&self) -> bool {
         unix_ms() >= self.pool_until_ms.load(Ordering::Relaxed)
     }
 
-    fn took(&self, elapsed: Duration) {
-        if elapsed >= Self::SLOW {
+    /// Runs `get` on this thread; when it read the disk, later gets go to the pool.
+    fn run<T>(&self, get: impl FnOnce() -> T) -> T {
+        let before = block_reads();
+        let found = get();
+        if block_reads() > before {
             self.pool_until_ms
                 .store(unix_ms() + Self::POOL_FOR_MS, Ordering::Relaxed);
         }
+        found
     }
+}
+
+/// The block reads this thread has made from storage (`getrusage`'s `ru_inblock`): what the
+/// page cache answered is not counted. Zero where the count is not kept per thread.
+fn block_reads() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which
+        // points at one, and reads nothing from it.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) } == 0 {
+            // SAFETY: initialised above (zeroed, then written by a successful call).
+            return unsafe { usage.assume_init() }.ru_inblock as u64;
+        }
+    }
+    0
 }
 
 /// A standby that cannot catch up with the log within its barrier's wait.
