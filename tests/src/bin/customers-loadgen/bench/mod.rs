@@ -96,6 +96,11 @@ pub struct BenchArgs {
 /// Pairs of runs (events off and on) per concurrency with the broker apart.
 const EVENTS_ROUNDS: usize = 5;
 const GROWTH_CONCURRENCY: usize = 64;
+/// The changes measured at every concurrency.
+const EVERY_CONCURRENCY: [Change; 2] = [Change::Updates, Change::Gets];
+/// The changes measured once, at [`GROWTH_CONCURRENCY`]: each requester deletes customers it
+/// created first, so deletes are bounded by what was created. The mixed load comes first.
+const ONCE: [Change; 2] = [Change::Mixed, Change::Deletes];
 /// Requesters of the find lines.
 const FIND_CONCURRENCY: usize = 16;
 
@@ -205,7 +210,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 let (peer, peer_url) = start_peer(peer_bin, &postgres, pool).await;
                 let mut pids = bench.pids(Some(&peer), &peer, Some(postgres_root));
                 pids[1].clear();
-                bench.changes_lines(true, &peer_url, c, &pids).await?;
+                bench
+                    .changes_lines(true, &peer_url, c, &EVERY_CONCURRENCY, &pids)
+                    .await?;
+                if c == GROWTH_CONCURRENCY {
+                    bench
+                        .changes_lines(true, &peer_url, c, &ONCE, &pids)
+                        .await?;
+                }
                 peer.terminate().await;
             }
             if args.preload > 0 {
@@ -290,8 +302,16 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     settle().await;
     for &c in &args.concurrency {
         let pids = bench.pids(Some(&ingress), &changes_worker, None);
-        bench.changes_lines(false, &ingress_url, c, &pids).await?;
+        bench
+            .changes_lines(false, &ingress_url, c, &EVERY_CONCURRENCY, &pids)
+            .await?;
     }
+    // Last: the relay goes on erasing the deleted customers' messages from the stream for a
+    // while after the delete line, which would weigh on any line after it.
+    let pids = bench.pids(Some(&ingress), &changes_worker, None);
+    bench
+        .changes_lines(false, &ingress_url, GROWTH_CONCURRENCY, &ONCE, &pids)
+        .await?;
     changes_worker.terminate().await;
     let _ = std::fs::remove_dir_all(&changes_dir);
     settle().await;
@@ -536,25 +556,20 @@ impl Bench<'_> {
         self.measure_run(line, concurrency, pids, run).await;
     }
 
-    /// Updates and gets at every concurrency; deletes and the mixed load at [`GROWTH_CONCURRENCY`]
-    /// (each requester deletes customers it created first, so deletes are bounded by what was
-    /// created: once is enough). By the peer or the service at `base_url`.
+    /// The `kinds` of changes at `concurrency`, by the peer or the service at `base_url`.
     async fn changes_lines(
         &mut self,
         peer: bool,
         base_url: &str,
         concurrency: usize,
+        kinds: &[Change],
         pids: &Pids,
     ) -> Result<(), String> {
-        let mut kinds = vec![Change::Updates, Change::Gets];
-        if concurrency == GROWTH_CONCURRENCY {
-            kinds.extend([Change::Deletes, Change::Mixed]);
-        }
         let run = format!("{}-{concurrency}", self.rows.len());
         // About what either side deletes per second at this concurrency, with room to spare.
         let span = (self.args.warmup + self.args.duration).as_secs_f64();
         let deletes = (span * 25_000.0 / concurrency as f64).ceil() as usize;
-        for change in kinds {
+        for &change in kinds {
             let target = Target::http(base_url, Some(&self.api_key)).await?;
             let seeds = change.seeds_per_requester(deletes);
             let seed_plan = Plan {
