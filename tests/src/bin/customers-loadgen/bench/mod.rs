@@ -50,7 +50,8 @@ use self::postgres::Postgres;
 use self::procfs::{cpu_seconds, dir_size, machine_cpu_times, process_tree, rss_kib, stolen_share};
 use self::report::{
     changes_section, command_output, cpu_section, finds_section, growth_section,
-    peer_sweep_section, recovery_section, replication_section, report, targets_section,
+    peer_sweep_section, peer_targets_section, recovery_section, replication_section, report,
+    targets_section,
 };
 use self::setups::{events_with_the_broker_apart, replicated_line};
 use crate::load::{self, Plan, Shape, Summary, Target};
@@ -349,6 +350,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         recovery.as_ref(),
         events_apart.as_ref(),
     );
+    peer_targets_section(&mut report, &rows, &args.concurrency);
     changes_section(&mut report, &rows, &args.concurrency);
     if let Some([_, _, grown]) = &growth {
         finds_section(&mut report, &rows, grown.stored);
