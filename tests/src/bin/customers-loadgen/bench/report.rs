@@ -487,22 +487,22 @@ pub(super) fn peer_targets_section(w: &mut String, rows: &[Row], levels: &[usize
         measured.map(times),
         measured.map(|v| v >= 1.0),
     );
-    let ceiling_for_one = ratio(rows, Line::Ceiling, Line::Peer, 1);
     let ceiling_gets = find(rows, Line::Ceiling, 1)
         .zip(find(rows, gets(true), 1))
         .map(|(ceiling, peer)| ceiling.throughput / peer.throughput);
     let worker = find_row(rows, Line::Http, 64).map(|r| r.cpu_us[1]);
     let _ = writeln!(
         w,
-        "\nWhat bounds the misses (docs/PROFILE.md, section 8): CPU. At 64 clients every process shares two cores, and a create costs {} µs of CPU in the service's processes (the worker {} µs) against the peer's {} µs (its HTTP front and PostgreSQL). In the worker, the committer and the applier are most of it, and sled's inserts are three quarters of theirs: about eight per create (the customer, its email, its `changes` entry, four or five `attributes` entries), each cloning the leaf it changes, splitting it every ninth insert at the end of a range, and writing the fragment into sled's own log. Applying a group while the next is synced (the applier thread) takes that off the commit's path but not off the cores. One client at a time, the architecture's own ceiling (forwarder → NATS → echo, no work) answers {} as fast as the peer creates and {} as fast as it reads by id: two NATS hops cost more than the peer's one round trip to PostgreSQL, so the sequential targets cannot be met on this architecture. The next step is fewer sled inserts per create: the `attributes` entries held in memory beside the text index as posting lists of entry numbers, rebuilt at open like it.",
+        "\nWhat bounds the misses (docs/PROFILE.md, section 8): CPU. At 64 clients every process shares two cores, and a create costs {} µs of CPU in the service's processes (the worker {} µs) against the peer's {} µs (its HTTP front and PostgreSQL). In the worker, the committer and the applier are most of it, and sled's inserts are three quarters of theirs: about eight per create (the customer, its email, its `changes` entry, four or five `attributes` entries), each cloning the leaf it changes, splitting it every ninth insert at the end of a range, and writing the fragment into sled's own log. Applying a group while the next is synced (the applier thread) takes that off the commit's path but not off the cores. One client at a time, the architecture's own ceiling (forwarder → NATS → echo, no work) answers {} as fast as the peer reads by id (two NATS hops against the peer's one round trip to PostgreSQL), so gets at one client cannot reach 2× the peer's on this architecture; and the durable bound's p50 at one client is {} ms before any of the service's work. The next step is fewer sled inserts per create: the `attributes` entries held in memory beside the text index as posting lists of entry numbers, rebuilt at open like it.",
         cpu.map_or("–".to_owned(), |v| format!("{v:.0}")),
         worker.map_or("–".to_owned(), |v| format!("{v:.0}")),
         find_row(rows, Line::Peer, 64).map_or("–".to_owned(), |r| format!(
             "{:.0}",
             r.cpu_us[..ROLES.len() - 1].iter().sum::<f64>()
         )),
-        ceiling_for_one.map_or("–".to_owned(), times),
         ceiling_gets.map_or("–".to_owned(), times),
+        find(rows, Line::Durable, 1)
+            .map_or("–".to_owned(), |s| format!("{:.2}", s.latency_ms[0])),
     );
 }
 
