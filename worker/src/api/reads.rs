@@ -1,8 +1,9 @@
 //! The reads: a customer by id, a page of customers and a page of search results, straight
-//! from the store (never behind the commit queue), each through its instance's read gate (`replication::ReadGate`): a standby catches up
-//! with the log's end before every read (a customer it holds may be an older version than one
-//! acknowledged), a primary answers only while its lease is surely held. A page stops before its reply would pass the connection's
-//! `max_payload`.
+//! from the store (never behind the commit queue), each through its instance's read gate
+//! (`replication::ReadGate`): a standby catches up with the log's end before every read (a
+//! customer it holds may be an older version than one acknowledged), a primary answers only
+//! while its lease is surely held. A page stops before its reply would pass the
+//! connection's `max_payload`.
 //!
 //! Pages and searches run on the blocking pool: they take milliseconds of CPU, and a read
 //! that misses sled's cache waits for the disk. A get is one sled lookup, a memory read while
