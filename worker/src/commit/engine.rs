@@ -8,8 +8,9 @@
 //!    `fdatasync` once (the commit point); replicated, appends the record to the log first,
 //!    fenced by the sequence it last applied, and the log makes it durable;
 //! 3. **delivers**: applies the puts to sled and answers every member in one hand-off to the
-//!    runtime. A single worker hands this step to the applier thread (`commit::applier`)
-//!    and goes on with the next group meanwhile: what the groups still being applied
+//!    runtime. When a whole group is already queued behind it, a single worker hands this
+//!    step to the applier thread (`commit::applier`) and goes on with the next group
+//!    meanwhile: what the groups still being applied
 //!    changed (`Unapplied`) is what the next one is planned against, besides the store, so
 //!    uniqueness and `If-Match` are decided as if they were applied. Replicated, the
 //!    committer delivers each group itself before the next.
@@ -432,7 +433,7 @@ impl Committer {
                 answer_all(waiting.drain(..), CommitError::Stopped);
                 break;
             }
-            match self.commit(&mut members, &mut waiting) {
+            match self.commit(&mut members, &mut waiting, jobs.len() >= max_group) {
                 Ok(()) if self.health.is_failed() => break,
                 Ok(()) => {}
                 Err(GroupError::Storage(e)) => {
@@ -466,17 +467,24 @@ impl Committer {
 
     /// Waits until every group committed so far is applied (or answered after a failure).
     fn drain(&self) {
+        self.drain_through(self.groups);
+    }
+
+    /// Waits until group `number` and those before it are applied (or answered).
+    fn drain_through(&self, number: u64) {
         if self.pipeline.is_some() {
-            self.applier.progress.wait_for(self.groups);
+            self.applier.progress.wait_for(number);
         }
     }
 
     /// Plans and persists one group, then has it applied and its members (`waiting`, in
-    /// order) answered: by the applier thread, or here.
+    /// order) answered: by the applier thread when a whole group is already queued behind it
+    /// (`next_is_full`), or here.
     fn commit(
         &mut self,
         members: &mut Vec<Member>,
         waiting: &mut Vec<Waiting>,
+        next_is_full: bool,
     ) -> Result<(), GroupError> {
         let started = Instant::now();
         let size = members.len();
@@ -615,7 +623,16 @@ impl Committer {
             size,
             delivery: waiting.drain(..).zip(outcomes).collect(),
         };
-        match &self.pipeline {
+        // Handed on only when the next group is full anyway: otherwise the writes that
+        // arrive while this one is applied join the next group, which then shares one
+        // `fdatasync` among more of them (a group taken at once would be smaller, and each
+        // pays its own sync, write and hand-offs: 10-17 % more CPU per create measured).
+        let pipeline = self.pipeline.as_ref().filter(|_| next_is_full);
+        if pipeline.is_none() {
+            // The groups before this one first: answers leave in commit order.
+            self.drain_through(self.groups - 1);
+        }
+        match pipeline {
             Some(pipeline) => {
                 // Gone only if the applier panicked, which failed the worker: then nobody
                 // hears of this group, and the stop answers what is queued.
@@ -1293,8 +1310,8 @@ mod tests {
     #[tokio::test]
     async fn a_group_planned_while_the_one_before_is_applied_sees_what_it_changed() {
         // Groups of 16: each wave's 16 new emails fill one group, and the same emails in
-        // capitals the next, which the committer plans while the applier still inserts the
-        // first. Small journal segments make checkpoints, and their drains, happen between.
+        // capitals the next; that one is queued whole, so the committer hands the first to
+        // the applier and plans the second while the first is still being inserted. Small journal segments make checkpoints, and their drains, happen between.
         let limits = Limits {
             max_pending: 64,
             max_group: 16,
