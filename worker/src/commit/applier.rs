@@ -60,6 +60,14 @@ pub(super) fn answer_all(waiting: impl IntoIterator<Item = Waiting>, error: Comm
     }
 }
 
+/// Answers every member of a group that will not be applied `500`.
+pub(super) fn answer_failed(delivery: Delivery) {
+    answer_all(
+        delivery.into_iter().map(|(waits, _)| waits),
+        CommitError::Failed,
+    );
+}
+
 /// A durable group, ready to be applied and answered.
 pub(super) struct Durable {
     /// The committer's count of groups, this one included.
@@ -151,10 +159,7 @@ impl Applier {
             Err(e) => {
                 // Failed first, so nobody answered 500 can still find the worker ready.
                 self.health.fail(Failure::storage(e));
-                answer_all(
-                    delivery.into_iter().map(|(waits, _)| waits),
-                    CommitError::Failed,
-                );
+                answer_failed(delivery);
             }
         }
         self.progress.finished(group.number);
@@ -173,11 +178,7 @@ impl Applier {
         let _gone = Gone(self.progress.clone());
         for mut group in groups {
             if self.health.is_failed() {
-                let delivery = std::mem::take(&mut group.delivery);
-                answer_all(
-                    delivery.into_iter().map(|(waits, _)| waits),
-                    CommitError::Failed,
-                );
+                answer_failed(std::mem::take(&mut group.delivery));
                 self.progress.finished(group.number);
                 continue;
             }

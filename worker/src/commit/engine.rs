@@ -45,7 +45,9 @@ use customers_shared::wire::event::{self, EventType};
 use customers_shared::{ApiError, Customer, CustomerId, CustomerPatch, Timestamp};
 use tokio::sync::mpsc;
 
-use super::applier::{Applier, Delivery, Durable, Progress, Waiting, answer_all, deliver};
+use super::applier::{
+    Applier, Delivery, Durable, Progress, Waiting, answer_all, answer_failed, deliver,
+};
 use super::checkpointer::Checkpointer;
 use super::ids::IdGenerator;
 use super::known_emails::KnownEmails;
@@ -637,10 +639,7 @@ impl Committer {
                 // Gone only if the applier panicked, which failed the worker: then nobody
                 // hears of this group, and the stop answers what is queued.
                 if let Err(unsent) = pipeline.groups.send(group) {
-                    answer_all(
-                        unsent.0.delivery.into_iter().map(|(waits, _)| waits),
-                        CommitError::Failed,
-                    );
+                    answer_failed(unsent.0.delivery);
                 }
             }
             None => {
