@@ -86,7 +86,7 @@ async fn lists_filter_by_status_country_times_and_custom_data_combined() {
         200
     );
     let after_ben = created[1]["created_at"].as_str().unwrap();
-    let cases: [(&str, String, &[&str]); 10] = [
+    let cases: [(&str, String, &[&str]); 12] = [
         ("status", "status=active".into(), &["Cai", "Ana"]),
         (
             "country by name, after a move",
@@ -112,6 +112,17 @@ async fn lists_filter_by_status_country_times_and_custom_data_combined() {
         (
             "combined",
             "status=active&country=TZ&custom_data[tier]=gold".into(),
+            &["Ana"],
+        ),
+        (
+            // The rarer value drives; the country is probed from memory, as moved.
+            "combined, after a move",
+            "custom_data[tier]=silver&country=TZ".into(),
+            &["Cai"],
+        ),
+        (
+            "combined with gold, after a delete",
+            "custom_data[tier]=gold&country=TZ".into(),
             &["Ana"],
         ),
         (

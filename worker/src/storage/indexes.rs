@@ -20,7 +20,7 @@ use customers_shared::wire::list::Filters;
 use customers_shared::wire::search::TextField;
 use customers_shared::{Customer, CustomerId};
 
-use crate::storage::text_index::searched_text;
+use crate::storage::text_index::{Held, searched_text};
 
 const STATUS: u8 = b's';
 const COUNTRY: u8 = b'c';
@@ -107,6 +107,21 @@ pub(crate) fn phone_prefix(phone: &str) -> Vec<u8> {
     prefix(PHONE, &[&searched_text(TextField::Phone, phone)])
 }
 
+/// The value a status or country prefix stands for: the text index holds it for every
+/// customer, so a probe of such a prefix needs no tree lookup (`None`: any other prefix).
+pub(crate) fn held_in_memory(prefix: &[u8]) -> Option<Held> {
+    let (&kind, rest) = prefix.split_first()?;
+    let (len, value) = rest.split_first_chunk::<2>()?;
+    let value = std::str::from_utf8(value)
+        .ok()
+        .filter(|value| value.len() == usize::from(u16::from_be_bytes(*len)))?;
+    match kind {
+        STATUS => Status::parse(value).ok().map(Held::Status),
+        COUNTRY => CountryCode::parse(value).ok().map(Held::Country),
+        _ => None,
+    }
+}
+
 /// The entry key of `id` under `prefix`.
 pub(crate) fn attribute_key(prefix: &[u8], id: CustomerId) -> Vec<u8> {
     [prefix, &id.to_bytes()[..]].concat()
@@ -173,6 +188,37 @@ mod tests {
         }
         assert_eq!(prefixes.len(), 6, "status, name, country, three scalars");
         assert!(prefixes.contains(&name_prefix("a")), "the name, any case");
+    }
+
+    #[test]
+    fn status_and_country_prefixes_name_what_the_text_index_holds() {
+        let country = CountryCode::parse("TZ").unwrap();
+        for (description, prefix, held) in [
+            (
+                "a status",
+                status_prefix(Status::Suspended),
+                Some(Held::Status(Status::Suspended)),
+            ),
+            (
+                "a country",
+                country_prefix(&country),
+                Some(Held::Country(country)),
+            ),
+            (
+                "a custom_data scalar",
+                custom_data_prefix("tier", "gold"),
+                None,
+            ),
+            ("a name", name_prefix("active"), None),
+            (
+                "cut short",
+                status_prefix(Status::Active)[..4].to_vec(),
+                None,
+            ),
+            ("empty", Vec::new(), None),
+        ] {
+            assert_eq!(held_in_memory(&prefix), held, "{description}");
+        }
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The search's text index: every live customer's name, email and phone, lower-cased (the
 //! phone as its digits), held in memory so that a substring is found by one SIMD scan
 //! (`memchr::memmem`) over each field's bytes rather than by a trigram index on disk (which
-//! would add dozens of sled entries to every create) or by reading every customer.
+//! would add dozens of sled entries to every create) or by reading every customer. Beside the
+//! texts it keeps each customer's status and country (three bytes), so that a combined filter
+//! or search probes those from memory ([`TextIndex::holds`]) instead of one `attributes`
+//! lookup in sled per candidate.
 //!
 //! Layout: [`SHARDS`] shards by id, each behind its own mutex (a search holds one shard at a
-//! time, so the committer's updates never wait behind a whole scan). A shard holds its ids
-//! and, per field, a column: the texts one after another, each followed by `\n`, after a
-//! leading `\n` (no field contains a newline: the field rules refuse control characters), and
-//! where each text ends. So `\ntext` ending at an entry's end finds a whole field, and the
-//! hits of one pass over a column map to their entries in order.
+//! time, so the committer's updates never wait behind a whole scan). A shard holds its ids in
+//! ascending order (a probe is a binary search), and per field a column: the texts one after
+//! another in the ids' order, each followed by `\n`, after a leading `\n` (no field contains a
+//! newline: the field rules refuse control characters), and where each text ends. So `\ntext`
+//! ending at an entry's end finds a whole field, and the hits of one pass over a column map to
+//! their entries in order.
 //!
 //! The store keeps it in step with the `customers` tree in [`crate::storage::store::Store::apply`]
 //! (every write, replay and standby apply goes through it), before the committer answers, so
@@ -17,6 +21,7 @@
 use std::sync::Mutex;
 
 use customers_shared::CustomerId;
+use customers_shared::domain::country::CountryCode;
 use customers_shared::domain::fields::Status;
 use customers_shared::wire::search::TextField;
 use memchr::memmem::Finder;
@@ -33,6 +38,27 @@ pub(crate) struct Texts {
     /// Digits only; empty when the customer has no phone.
     phone: String,
     status: Status,
+    country: Country,
+}
+
+/// A customer's country as the index keeps it: the alpha-2 code's two bytes, or none.
+type Country = Option<[u8; 2]>;
+
+fn country_bytes(country: &CountryCode) -> Country {
+    country.as_str().as_bytes().try_into().ok()
+}
+
+/// A filter value the index answers for any customer without reading the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    Status(Status),
+    Country(CountryCode),
+}
+
+#[derive(Deserialize)]
+struct StoredAddress<'a> {
+    #[serde(borrow)]
+    country: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +71,8 @@ struct Stored<'a> {
     phone: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     status: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    address: Option<StoredAddress<'a>>,
 }
 
 impl Texts {
@@ -60,6 +88,10 @@ impl Texts {
                 .map(phone_digits)
                 .unwrap_or_default(),
             status: Status::parse(&stored.status).ok()?,
+            country: match stored.address {
+                Some(address) => Some(country_bytes(&CountryCode::parse(&address.country).ok()?)?),
+                None => None,
+            },
         })
     }
 
@@ -111,15 +143,34 @@ impl Column {
         }
     }
 
-    fn push(&mut self, text: &str) {
+    /// Makes `text` entry `entry`, before the one that had that place (if any).
+    fn insert(&mut self, entry: usize, text: &str) {
         if self.bytes.is_empty() {
             self.bytes.push(b'\n');
         }
         grow_by_an_eighth(&mut self.bytes, text.len() + 1);
         grow_by_an_eighth(&mut self.ends, 1);
-        self.bytes.extend_from_slice(text.as_bytes());
-        self.ends.push(self.bytes.len() as u32);
-        self.bytes.push(b'\n');
+        let start = self.start(entry);
+        self.bytes
+            .splice(start..start, text.bytes().chain(std::iter::once(b'\n')));
+        self.ends.insert(entry, (start + text.len()) as u32);
+        for later in &mut self.ends[entry + 1..] {
+            *later += text.len() as u32 + 1;
+        }
+    }
+
+    /// Makes `text` the text of entry `entry`.
+    fn replace(&mut self, entry: usize, text: &str) {
+        let (start, end) = (self.start(entry), self.ends[entry] as usize);
+        if self.bytes[start..end] == *text.as_bytes() {
+            return;
+        }
+        self.bytes.splice(start..end, text.bytes());
+        let new_end = start + text.len();
+        let old_end = self.ends[entry];
+        for later in &mut self.ends[entry..] {
+            *later = *later - old_end + new_end as u32;
+        }
     }
 
     fn remove(&mut self, entry: usize) {
@@ -168,20 +219,46 @@ fn grow_by_an_eighth<T>(vec: &mut Vec<T>, more: usize) {
 
 #[derive(Default)]
 struct Shard {
-    ids: Vec<CustomerId>,
+    /// Each entry's id as a number (ascending: a probe is a binary search of plain integer
+    /// compares, where `CustomerId`'s byte-wise order costs a `memcmp` per step).
+    ids: Vec<u128>,
     /// Each entry's status, so a substring with `status:` is filtered inside the scan.
     statuses: Vec<Status>,
+    countries: Vec<Country>,
     columns: [Column; 3],
 }
 
 impl Shard {
-    fn remove(&mut self, id: CustomerId) {
-        if let Some(entry) = self.ids.iter().position(|&held| held == id) {
-            self.ids.remove(entry);
-            self.statuses.remove(entry);
-            for column in &mut self.columns {
-                column.remove(entry);
+    fn set(&mut self, id: CustomerId, texts: Option<&Texts>) {
+        let id = id.uuid().as_u128();
+        match (self.ids.binary_search(&id), texts) {
+            (Ok(entry), Some(texts)) => {
+                self.statuses[entry] = texts.status;
+                self.countries[entry] = texts.country;
+                for field in FIELDS {
+                    self.columns[column_of(field)].replace(entry, texts.field(field));
+                }
             }
+            (Ok(entry), None) => {
+                self.ids.remove(entry);
+                self.statuses.remove(entry);
+                self.countries.remove(entry);
+                for column in &mut self.columns {
+                    column.remove(entry);
+                }
+            }
+            (Err(entry), Some(texts)) => {
+                grow_by_an_eighth(&mut self.ids, 1);
+                grow_by_an_eighth(&mut self.statuses, 1);
+                grow_by_an_eighth(&mut self.countries, 1);
+                self.ids.insert(entry, id);
+                self.statuses.insert(entry, texts.status);
+                self.countries.insert(entry, texts.country);
+                for field in FIELDS {
+                    self.columns[column_of(field)].insert(entry, texts.field(field));
+                }
+            }
+            (Err(_), None) => {}
         }
     }
 }
@@ -210,16 +287,18 @@ impl TextIndex {
 
     /// Records `id`'s texts, replacing any it had; `None` removes it (deleted or gone).
     pub(crate) fn set(&self, id: CustomerId, texts: Option<&Texts>) {
-        let mut shard = self.shard(id);
-        shard.remove(id);
-        if let Some(texts) = texts {
-            grow_by_an_eighth(&mut shard.ids, 1);
-            grow_by_an_eighth(&mut shard.statuses, 1);
-            shard.ids.push(id);
-            shard.statuses.push(texts.status);
-            for field in FIELDS {
-                shard.columns[column_of(field)].push(texts.field(field));
-            }
+        self.shard(id).set(id, texts);
+    }
+
+    /// Whether live customer `id` has `value` (false for one the index does not hold).
+    pub(crate) fn holds(&self, id: CustomerId, value: Held) -> bool {
+        let shard = self.shard(id);
+        let Ok(entry) = shard.ids.binary_search(&id.uuid().as_u128()) else {
+            return false;
+        };
+        match value {
+            Held::Status(status) => shard.statuses[entry] == status,
+            Held::Country(country) => shard.countries[entry] == country_bytes(&country),
         }
     }
 
@@ -269,7 +348,7 @@ impl TextIndex {
                 entries
                     .iter()
                     .filter(|&&entry| status.is_none_or(|status| shard.statuses[entry] == status))
-                    .map(|&entry| shard.ids[entry]),
+                    .map(|&entry| CustomerId::from_uuid(uuid::Uuid::from_u128(shard.ids[entry]))),
             );
         }
         ids
@@ -304,6 +383,75 @@ mod tests {
         let json =
             format!(r#"{{"name":{name:?},"email":{email:?},"phone":{phone},"status":"{status}"}}"#);
         Texts::of_json(json.as_bytes()).unwrap()
+    }
+
+    fn stored(name: &str, status: &str, country: Option<&str>) -> Texts {
+        let address = country.map_or("null".to_owned(), |c| format!(r#"{{"country":"{c}"}}"#));
+        let json = format!(
+            r#"{{"name":"{name}","email":"{name}@x.com","phone":null,"status":"{status}","address":{address}}}"#
+        );
+        Texts::of_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn entries_set_in_any_order_and_changed_in_place_stay_findable_and_probeable() {
+        let index = TextIndex::default();
+        // Enough ids that shards hold several, set in a scrambled order, each changed and
+        // some removed, against a plain map of what each should hold.
+        let ids = crate::storage::store::ascending_ids(3 * SHARDS);
+        let mut expected = std::collections::HashMap::new();
+        let (mut state, statuses) = (7u64, ["active", "inactive", "suspended"]);
+        let mut next = |bound: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize % bound
+        };
+        for round in 0..3 {
+            for _ in 0..ids.len() {
+                let id = ids[next(ids.len())];
+                let texts = (next(5) != 0).then(|| {
+                    let name = format!("n{}{}", round, "x".repeat(next(4)));
+                    let country = [None, Some("TZ"), Some("kenya")][next(3)];
+                    stored(&name, statuses[next(3)], country)
+                });
+                index.set(id, texts.as_ref());
+                expected.insert(id, texts);
+            }
+        }
+        let live: Vec<_> = expected.iter().filter(|(_, t)| t.is_some()).collect();
+        assert_eq!(index.len(), live.len());
+        let kenya = CountryCode::parse("KE").unwrap();
+        for (&id, texts) in &expected {
+            let held = |value| index.holds(id, value);
+            match texts {
+                Some(texts) => {
+                    assert!(held(Held::Status(texts.status)), "its status");
+                    assert_eq!(held(Held::Country(kenya)), texts.country == Some(*b"KE"));
+                    let found = index.find(TextField::Name, &texts.name, true, None);
+                    assert!(found.contains(&id), "its whole name finds it");
+                }
+                None => {
+                    for status in [Status::Active, Status::Inactive, Status::Suspended] {
+                        assert!(
+                            !held(Held::Status(status)),
+                            "a removed customer holds nothing"
+                        );
+                    }
+                }
+            }
+        }
+        for name in ["n2", "n2x", "n2xx", "n2xxx", "n0x"] {
+            let mut found = index.find(TextField::Name, name, true, None);
+            found.sort();
+            let mut wanted: Vec<CustomerId> = live
+                .iter()
+                .filter(|(_, t)| t.as_ref().is_some_and(|t| t.name == name))
+                .map(|(id, _)| **id)
+                .collect();
+            wanted.sort();
+            assert_eq!(found, wanted, "every customer named {name} and only those");
+        }
     }
 
     fn sorted(mut ids: Vec<CustomerId>) -> Vec<CustomerId> {

@@ -27,7 +27,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::storage::customer_record::CustomerRecord;
-use crate::storage::indexes::{attribute_id, attribute_key, filter_prefixes, parse_change_key};
+use crate::storage::indexes::{
+    attribute_id, attribute_key, filter_prefixes, held_in_memory, parse_change_key,
+};
 use crate::storage::store::{Store, StoreError};
 
 /// A change-feed page: the items oldest change first, whether more follow, and where the
@@ -203,6 +205,8 @@ impl Store {
             }
             counted.sort_unstable();
             prefixes = counted.into_iter().map(|(_, prefix)| prefix).collect();
+            // Of the probed ones, those answered from memory first: a tenth of a tree lookup.
+            prefixes[1..].sort_by_key(|prefix| held_in_memory(prefix).is_none());
         }
         let mut has_more = false;
         // The indexes answer status, country and custom_data (and without those filters there
@@ -256,7 +260,7 @@ impl Store {
                 };
                 let mut held_by_all = true;
                 for other in others {
-                    if !self.attributes.contains_key(attribute_key(other, id))? {
+                    if !self.holds_attribute(other, id)? {
                         held_by_all = false;
                         break;
                     }
@@ -278,6 +282,19 @@ impl Store {
             items.reverse();
         }
         Ok((items, has_more))
+    }
+
+    /// Whether live customer `id` holds the `attributes` entry under `prefix`: from the text
+    /// index for a status or a country, else one tree lookup.
+    pub(super) fn holds_attribute(
+        &self,
+        prefix: &[u8],
+        id: CustomerId,
+    ) -> Result<bool, StoreError> {
+        Ok(match held_in_memory(prefix) {
+            Some(value) => self.text.holds(id, value),
+            None => self.attributes.contains_key(attribute_key(prefix, id))?,
+        })
     }
 
     /// The JSON of customer `id` if it is live.

@@ -463,9 +463,7 @@ impl Store {
         for (negated, check) in checks {
             let holds = match check {
                 Check::Among(found) => found.contains(id),
-                Check::Attribute(prefix) => {
-                    self.attributes.contains_key(attribute_key(prefix, id))?
-                }
+                Check::Attribute(prefix) => self.holds_attribute(prefix, id)?,
                 Check::Created(low, high) => (*low..=*high).contains(&id.unix_ms()),
                 Check::Record(test) => {
                     if fields.is_none() {
