@@ -68,6 +68,8 @@ pub enum StoreError {
     Journal(#[from] JournalError),
     #[error("stored {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
+    #[error("cannot start a thread to open the database: {source}")]
+    Thread { source: std::io::Error },
 }
 
 pub struct Store {
@@ -169,10 +171,25 @@ impl Store {
             db,
             dir: dir.to_owned(),
         };
-        let (journal, replayed, records) = store.recover()?;
-        store.convert_outbox()?;
-        store.build_indexes()?;
-        store.build_text_index()?;
+        let replaying = store.replay_journal()?;
+        // The text index needs only the replayed records: built on a thread of its own while
+        // the rest of the recovery checks and checkpoints (a second of a million customers'
+        // start).
+        let (journal, replayed, records) = std::thread::scope(|scope| {
+            let text = std::thread::Builder::new()
+                .name("text-index".into())
+                .spawn_scoped(scope, || store.build_text_index())
+                .map_err(|source| StoreError::Thread { source })?;
+            let settled = store.settle(replaying).and_then(|settled| {
+                store.convert_outbox()?;
+                store.build_indexes()?;
+                Ok(settled)
+            });
+            let text = text
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            text.and(settled)
+        })?;
         store.text_follows_apply = true;
         store.clock = ChangeClock::after(store.newest_change_ms()?);
         // Whatever sled and recovery created (its files, the journal directory, a new data

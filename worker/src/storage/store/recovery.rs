@@ -21,12 +21,34 @@ pub(crate) struct Recovery {
     pub(crate) elapsed: Duration,
 }
 
+/// The journal replayed into the trees, not yet checked or checkpointed.
+pub(super) struct Replaying {
+    manifest: Option<Manifest>,
+    replayed: Replayed,
+}
+
 impl Store {
-    pub(super) fn recover(&self) -> Result<(Journal, Replayed, RecordKeys), StoreError> {
-        let journal_dir = self.journal_dir();
+    /// Replays every journal segment into the trees; [`Store::settle`] then finishes the
+    /// recovery (the records are as the journal left them in between).
+    pub(super) fn replay_journal(&self) -> Result<Replaying, StoreError> {
         let manifest = Manifest::read(&self.dir)?;
         let promise = manifest.as_ref().map(Manifest::promise).unwrap_or_default();
-        let replayed = journal::replay(&journal_dir, promise, |puts| self.apply(puts))??;
+        let loaded = journal::load(&self.journal_dir(), promise)?;
+        self.replay(&loaded)?;
+        Ok(Replaying {
+            manifest,
+            replayed: loaded.replayed().clone(),
+        })
+    }
+
+    /// Checks the replayed trees against the checkpoint manifest, checkpoints them, removes
+    /// the replayed segments and starts a new one.
+    pub(super) fn settle(
+        &self,
+        replaying: Replaying,
+    ) -> Result<(Journal, Replayed, RecordKeys), StoreError> {
+        let Replaying { manifest, replayed } = replaying;
+        let journal_dir = self.journal_dir();
         let records = self.check_against(manifest.as_ref())?;
         if manifest.is_none() && records.count > 0 {
             tracing::warn!(
@@ -62,6 +84,41 @@ mod tests {
     use super::*;
     use crate::storage::journal::Batch;
     use crate::storage::store::{customer_json, stage_customer};
+
+    #[test]
+    fn a_replay_on_two_threads_leaves_each_key_as_the_journal_last_wrote_it() {
+        use crate::storage::schema::TreeId;
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<Vec<u8>> = (0..64u8).map(|n| vec![b'k', n]).collect();
+        {
+            let mut opened = Store::open(dir.path(), 1 << 20).unwrap();
+            // Each key of both lanes written, overwritten and sometimes removed, across
+            // records, so a lane that applied out of order would leave another value.
+            for round in 0..4u8 {
+                let mut batch = Batch::default();
+                for (n, key) in keys.iter().enumerate() {
+                    let value = [round, n as u8];
+                    for tree in [TreeId::Attributes, TreeId::Changes] {
+                        if round == 3 && n % 3 == 0 {
+                            batch.remove(tree, key);
+                        } else {
+                            batch.put(tree, key, &value);
+                        }
+                    }
+                }
+                opened.journal.append(&mut batch).unwrap();
+            }
+            opened.journal.sync().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap().store;
+        for (n, key) in keys.iter().enumerate() {
+            let expected = (n % 3 != 0).then(|| vec![3, n as u8]);
+            for tree in [&store.attributes, &store.changes] {
+                let held = tree.get(key).unwrap().map(|v| v.to_vec());
+                assert_eq!(held, expected, "key {n}");
+            }
+        }
+    }
 
     #[test]
     fn what_the_journal_holds_is_in_sled_after_a_crash() {
