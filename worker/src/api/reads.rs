@@ -194,3 +194,44 @@ fn read_failed(error: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(error = %error, "read failed");
     ApiError::Internal
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// Reads `path` whole, after asking the kernel to drop it from the page cache (so the
+    /// read goes to the disk) when `cold`.
+    fn read(path: &std::path::Path, cold: bool) {
+        let mut file = std::fs::File::open(path).unwrap();
+        if cold {
+            // SAFETY: a plain advice call on a descriptor this function owns.
+            let advised =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(advised, 0);
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+    }
+
+    #[test]
+    fn gets_leave_the_runtime_thread_after_one_that_read_the_disk() {
+        // Not on a tmpfs: its pages are its storage, and nothing is ever read from a disk.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leaf");
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(&vec![7u8; 1 << 20]).unwrap();
+        file.sync_all().unwrap();
+        let placement = GetPlacement::default();
+        placement.run(|| read(&path, false));
+        assert!(placement.inline(), "a get from the page cache stays inline");
+        placement.run(|| read(&path, true));
+        assert!(
+            !placement.inline(),
+            "after a get that read the disk, gets go to the pool (is {} on a tmpfs?)",
+            dir.path().display()
+        );
+    }
+}
