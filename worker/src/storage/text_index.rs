@@ -88,10 +88,12 @@ impl Texts {
                 .map(phone_digits)
                 .unwrap_or_default(),
             status: Status::parse(&stored.status).ok()?,
-            country: match stored.address {
-                Some(address) => Some(country_bytes(&CountryCode::parse(&address.country).ok()?)?),
-                None => None,
-            },
+            // A country this build does not know leaves the customer searchable, only not
+            // found by country.
+            country: stored
+                .address
+                .and_then(|address| CountryCode::parse(&address.country).ok())
+                .and_then(|country| country_bytes(&country)),
         })
     }
 
