@@ -1310,7 +1310,8 @@ mod tests {
     async fn a_group_planned_while_the_one_before_is_applied_sees_what_it_changed() {
         // Groups of 16: each wave's 16 new emails fill one group, and the same emails in
         // capitals the next; that one is queued whole, so the committer hands the first to
-        // the applier and plans the second while the first is still being inserted. Small journal segments make checkpoints, and their drains, happen between.
+        // the applier and plans the second while the first is still being inserted. Small
+        // journal segments make checkpoints, and their drains, happen between.
         let limits = Limits {
             max_pending: 64,
             max_group: 16,

@@ -396,6 +396,16 @@ mod tests {
     }
 
     #[test]
+    fn a_country_this_build_does_not_know_leaves_the_customer_searchable() {
+        let index = TextIndex::default();
+        let id = crate::storage::store::ascending_ids(1)[0];
+        index.set(id, Some(&stored("ada", "inactive", Some("XQ"))));
+        assert_eq!(index.find(TextField::Name, "ada", true, None), vec![id]);
+        assert!(index.holds(id, Held::Status(Status::Inactive)));
+        assert!(!index.holds(id, Held::Country(CountryCode::parse("TZ").unwrap())));
+    }
+
+    #[test]
     fn entries_set_in_any_order_and_changed_in_place_stay_findable_and_probeable() {
         let index = TextIndex::default();
         // Enough ids that shards hold several, set in a scrambled order, each changed and

@@ -32,17 +32,8 @@ impl Store {
                 }))
             })
         };
-        std::thread::scope(|scope| {
-            let indexes = std::thread::Builder::new()
-                .name("replay".into())
-                .spawn_scoped(scope, || lane(true))
-                .map_err(|source| StoreError::Thread { source })?;
-            let rest = lane(false);
-            let indexes = indexes
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            rest.and(indexes)
-        })
+        let (indexes, rest) = super::alongside("replay", || lane(true), || lane(false))?;
+        rest.and(indexes)
     }
 
     /// Inserts every put of a journal record (or those of them the committer keeps).

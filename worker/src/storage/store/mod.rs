@@ -109,6 +109,27 @@ const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 /// reclamation may do on another thread a moment after the close: a reopen right after a close
 /// (a start from a snapshot, a test) would otherwise fail. A database another process holds
 /// still fails, after that wait.
+/// Runs `beside` on a thread named `name` while this thread runs `here`, and returns both
+/// results once both are done (a panic on that thread goes on here). Opening the database
+/// uses it to put the second core to work.
+fn alongside<A: Send, B>(
+    name: &str,
+    beside: impl FnOnce() -> A + Send,
+    here: impl FnOnce() -> B,
+) -> Result<(A, B), StoreError> {
+    std::thread::scope(|scope| {
+        let beside = std::thread::Builder::new()
+            .name(name.into())
+            .spawn_scoped(scope, beside)
+            .map_err(|source| StoreError::Thread { source })?;
+        let here = here();
+        let beside = beside
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((beside, here))
+    })
+}
+
 fn open_when_unlocked(config: &sled::Config, dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
     loop {
@@ -175,21 +196,17 @@ impl Store {
         // The text index needs only the replayed records: built on a thread of its own while
         // the rest of the recovery checks and checkpoints (a second of a million customers'
         // start).
-        let (journal, replayed, records) = std::thread::scope(|scope| {
-            let text = std::thread::Builder::new()
-                .name("text-index".into())
-                .spawn_scoped(scope, || store.build_text_index())
-                .map_err(|source| StoreError::Thread { source })?;
-            let settled = store.settle(replaying).and_then(|settled| {
+        let (text, settled) = alongside(
+            "text-index",
+            || store.build_text_index(),
+            || {
+                let settled = store.settle(replaying)?;
                 store.convert_outbox()?;
                 store.build_indexes()?;
                 Ok(settled)
-            });
-            let text = text
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            text.and(settled)
-        })?;
+            },
+        )?;
+        let (journal, replayed, records) = text.and(settled)?;
         store.text_follows_apply = true;
         store.clock = ChangeClock::after(store.newest_change_ms()?);
         // Whatever sled and recovery created (its files, the journal directory, a new data
